@@ -1,0 +1,29 @@
+// Bearer-token auth for /v1. The token comes from config or env, or is generated once into
+// <dataDir>/admin-token (mode 0600) so a fresh install is never open.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const TOKEN_FILE = 'admin-token';
+
+export function loadOrCreateToken(dataDir: string): { token: string; path: string; created: boolean } {
+  const path = join(dataDir, TOKEN_FILE);
+  if (existsSync(path)) {
+    const token = readFileSync(path, 'utf8').trim();
+    if (token !== '') return { token, path, created: false };
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const token = randomBytes(32).toString('base64url');
+  writeFileSync(path, `${token}\n`, { mode: 0o600 });
+  return { token, path, created: true };
+}
+
+/** Compares the Authorization header with the token in time independent of where they differ. */
+export function tokenMatcher(token: string): (header: string | undefined) => boolean {
+  const want = createHash('sha256').update(token).digest();
+  return (header) => {
+    if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
+    const got = createHash('sha256').update(header.slice(7).trim()).digest();
+    return timingSafeEqual(want, got);
+  };
+}

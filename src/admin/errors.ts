@@ -1,0 +1,50 @@
+// The one place where errors become HTTP responses. PrivdnsError carries its own status;
+// Fastify's own errors (body too large, bad media type, bad JSON, schema violations) are
+// translated to the contract's codes; anything else is a 500 whose details stay in the log.
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { PrivdnsError, type ErrorCode } from '../errors.js';
+
+export interface ErrorBody {
+  error: { code: string; message: string; details?: unknown };
+}
+
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
+  FST_ERR_BAD_URL: 'invalid_request',
+  FST_ERR_ASYNC_CONSTRAINT: 'invalid_request',
+};
+
+export function toPrivdnsError(err: FastifyError | Error): PrivdnsError | null {
+  if (err instanceof PrivdnsError) return err;
+  const fe = err as FastifyError;
+  if (fe.validation) {
+    const context = fe.validationContext ?? 'request';
+    const details = fe.validation.map((v) => ({ where: `${context}${v.instancePath}`, problem: v.message ?? 'invalid' }));
+    return new PrivdnsError('invalid_request', `invalid ${context}: ${details.map((d) => `${d.where} ${d.problem}`).join('; ')}`, details);
+  }
+  const code = fe.code !== undefined ? FASTIFY_CODES[fe.code] : undefined;
+  if (code) return new PrivdnsError(code, fe.message);
+  // Body parsing errors from Node's own JSON.parse arrive as SyntaxError with status 400.
+  if (err instanceof SyntaxError || fe.statusCode === 400) return new PrivdnsError('invalid_json', 'request body is not valid JSON');
+  if (fe.statusCode === 413) return new PrivdnsError('body_too_large', 'request body is too large');
+  if (fe.statusCode === 415) return new PrivdnsError('unsupported_media_type', 'send application/json');
+  return null;
+}
+
+export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const known = toPrivdnsError(err);
+  if (known) {
+    void reply.status(known.status).send(errorBody(known));
+    return;
+  }
+  request.log.error({ err }, 'unexpected error in admin API');
+  void reply.status(500).send({ error: { code: 'internal', message: 'internal error; see the daemon log' } } satisfies ErrorBody);
+}
+
+export function errorBody(e: PrivdnsError): ErrorBody {
+  return { error: { code: e.code, message: e.message, ...(e.details === undefined ? {} : { details: e.details }) } };
+}

@@ -1,0 +1,79 @@
+// The admin HTTP API (Fastify): auth, body parsing limits, error mapping and the routes of
+// DESIGN.md's "Admin API". Built here, listened on by the daemon.
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { PrivdnsError } from '../errors.js';
+import type { Registry } from '../registry/store.js';
+import { tokenMatcher } from './auth.js';
+import { errorBody, errorHandler } from './errors.js';
+import { registerRoutes, type ResolveFn } from './routes.js';
+
+export interface AdminDeps {
+  registry: Registry;
+  logger: Logger;
+  token: string;
+  bodyLimitBytes: number;
+  /** The DNS explain function; absent, GET /v1/resolve answers 501. */
+  resolve?: ResolveFn;
+  /** Readiness beyond "the process is up": listeners bound, index built. */
+  isReady?: () => boolean;
+}
+
+const OPEN_PATHS = new Set(['/healthz', '/readyz']);
+
+export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger.child({ component: 'admin' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: deps.bodyLimitBytes,
+    maxParamLength: 200,
+    return503OnClosing: true,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+  });
+
+  // Accept an empty body with Content-Type: application/json (DELETE from scripts that set
+  // the header everywhere); otherwise Fastify's own parser, which rejects __proto__ poisoning.
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, raw, done) => {
+    const body = String(raw);
+    if (body.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    jsonParser(req, body, (err, value) => {
+      if (err) done(new PrivdnsError('invalid_json', 'request body is not valid JSON'), undefined);
+      else done(null, value);
+    });
+  });
+
+  const authorized = tokenMatcher(deps.token);
+  app.addHook('onRequest', async (request, reply) => {
+    const path = request.url.split('?', 1)[0] ?? '';
+    if (OPEN_PATHS.has(path)) return;
+    if (!authorized(request.headers.authorization)) {
+      await reply
+        .status(401)
+        .header('www-authenticate', 'Bearer realm="privdns"')
+        .send(errorBody(new PrivdnsError('unauthorized', 'missing or wrong bearer token')));
+    }
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.debug({ method: request.method, url: request.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
+  });
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send(errorBody(new PrivdnsError('route_not_found', `no route ${request.method} ${request.url.split('?')[0]}`)));
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const ready = deps.registry.db.open && (deps.isReady?.() ?? true);
+    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'starting' });
+  });
+
+  registerRoutes(app, deps.registry, deps.resolve);
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,229 @@
+// Loads the operator's settings: config/default.yaml (or the file given), then PRIVDNS_*
+// environment overrides, into one validated, typed Config. Any invalid value is a
+// ConfigError naming the key, which `privdns serve` prints as one line before exiting 2.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { parseSubnet, type Subnet } from '../registry/subnets.js';
+import { isDnsLabel } from '../registry/names.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface Config {
+  dns: {
+    listen: HostPort[];
+    ttl: number;
+    negativeTtl: number;
+    pendingNegativeTtl: number;
+    maxUdpPayload: number;
+    operatorSubnets: Subnet[];
+    tcp: { maxConnections: number; idleTimeoutMs: number };
+  };
+  admin: { listen: HostPort; token: string; bodyLimitBytes: number };
+  dataDir: string;
+  zone: string;
+  /** Empty: names outside the zone are REFUSED. */
+  upstreams: HostPort[];
+  checker: {
+    bindTimeoutSeconds: number;
+    retryInitialMs: number;
+    retryMaxMs: number;
+    connectTimeoutMs: number;
+    concurrency: number;
+    livenessIntervalSeconds: number;
+    livenessFailureThreshold: number;
+  };
+  log: { level: string };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly key: string, problem: string) {
+    super(`config: ${key}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../config/default.yaml', import.meta.url));
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+type Env = Record<string, string | undefined>;
+
+/** Reads and validates the configuration; throws ConfigError on the first bad key. */
+export function loadConfig(path: string = DEFAULT_CONFIG_PATH, env: Env = process.env): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('file', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new ConfigError('file', `${path} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (!isObject(doc)) throw new ConfigError('file', `${path} must hold a YAML mapping`);
+  return buildConfig(doc, env);
+}
+
+function buildConfig(doc: Record<string, unknown>, env: Env): Config {
+  const file = new Reader(doc);
+  const fromEnv = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined ? undefined : v.trim();
+  };
+
+  const dnsListenEnv = fromEnv('PRIVDNS_DNS_LISTEN');
+  const dnsListen = dnsListenEnv !== undefined
+    ? splitList(dnsListenEnv).map((s) => parseHostPort('PRIVDNS_DNS_LISTEN', s))
+    : file.list('dns.listen', ['127.0.0.1:5300']).map((s, i) => parseHostPort(`dns.listen[${i}]`, s));
+  if (dnsListen.length === 0) throw new ConfigError(dnsListenEnv !== undefined ? 'PRIVDNS_DNS_LISTEN' : 'dns.listen', 'needs at least one host:port');
+
+  const adminListenEnv = fromEnv('PRIVDNS_ADMIN_LISTEN');
+  const adminListen = adminListenEnv !== undefined
+    ? parseHostPort('PRIVDNS_ADMIN_LISTEN', adminListenEnv)
+    : parseHostPort('admin.listen', file.string('admin.listen', '127.0.0.1:8053'));
+
+  const upstreamsEnv = fromEnv('PRIVDNS_UPSTREAMS');
+  const upstreamKey = upstreamsEnv !== undefined ? 'PRIVDNS_UPSTREAMS' : 'upstreams';
+  const upstreamList = upstreamsEnv !== undefined ? splitList(upstreamsEnv) : file.list('upstreams', []);
+  const upstreams = upstreamList.flatMap((s) => (s === 'system' ? systemResolvers() : [parseHostPort(upstreamKey, s)]));
+
+  const zoneRaw = fromEnv('PRIVDNS_ZONE') ?? file.string('zone', 'internal');
+  const zone = zoneRaw.toLowerCase().replace(/\.$/, '');
+  if (zone === '' || !zone.split('.').every(isDnsLabel)) {
+    throw new ConfigError(fromEnv('PRIVDNS_ZONE') !== undefined ? 'PRIVDNS_ZONE' : 'zone', `"${zoneRaw}" is not a domain name of DNS labels`);
+  }
+
+  const bindEnv = fromEnv('PRIVDNS_BIND_TIMEOUT_S');
+  const bindTimeoutSeconds = bindEnv !== undefined
+    ? parseIntIn('PRIVDNS_BIND_TIMEOUT_S', bindEnv, 1, 86_400)
+    : file.int('checker.bindTimeoutSeconds', 60, 1, 86_400);
+
+  const level = fromEnv('PRIVDNS_LOG_LEVEL') ?? file.string('log.level', 'info');
+  if (!LOG_LEVELS.includes(level)) {
+    throw new ConfigError(fromEnv('PRIVDNS_LOG_LEVEL') !== undefined ? 'PRIVDNS_LOG_LEVEL' : 'log.level', `"${level}" is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  const operatorSubnets = file.list('dns.operatorSubnets', []).map((s, i) => {
+    try {
+      return parseSubnet(s);
+    } catch (err) {
+      throw new ConfigError(`dns.operatorSubnets[${i}]`, (err as Error).message);
+    }
+  });
+
+  const retryInitialMs = file.int('checker.retryInitialMs', 250, 10, 60_000);
+  return {
+    dns: {
+      listen: dnsListen,
+      ttl: file.int('dns.ttl', 5, 0, 86_400),
+      negativeTtl: file.int('dns.negativeTtl', 30, 0, 86_400),
+      pendingNegativeTtl: file.int('dns.pendingNegativeTtl', 2, 0, 86_400),
+      maxUdpPayload: file.int('dns.maxUdpPayload', 1232, 512, 4096),
+      operatorSubnets,
+      tcp: {
+        maxConnections: file.int('dns.tcp.maxConnections', 1000, 1, 1_000_000),
+        idleTimeoutMs: file.int('dns.tcp.idleTimeoutMs', 10_000, 100, 3_600_000),
+      },
+    },
+    admin: {
+      listen: adminListen,
+      token: fromEnv('PRIVDNS_ADMIN_TOKEN') ?? file.string('admin.token', ''),
+      bodyLimitBytes: file.int('admin.bodyLimitBytes', 65_536, 256, 64 * 1024 * 1024),
+    },
+    dataDir: fromEnv('PRIVDNS_DATA_DIR') || file.string('dataDir', './data'),
+    zone,
+    upstreams,
+    checker: {
+      bindTimeoutSeconds,
+      retryInitialMs,
+      retryMaxMs: file.int('checker.retryMaxMs', 2000, retryInitialMs, 600_000),
+      connectTimeoutMs: file.int('checker.connectTimeoutMs', 1000, 10, 60_000),
+      concurrency: file.int('checker.concurrency', 256, 1, 100_000),
+      livenessIntervalSeconds: file.int('checker.livenessIntervalSeconds', 10, 1, 86_400),
+      livenessFailureThreshold: file.int('checker.livenessFailureThreshold', 3, 1, 1000),
+    },
+    log: { level },
+  };
+}
+
+/** Typed access to dotted keys of the YAML document, with the key named in every error. */
+class Reader {
+  constructor(private readonly doc: Record<string, unknown>) {}
+
+  private get(key: string): unknown {
+    let node: unknown = this.doc;
+    for (const part of key.split('.')) {
+      if (!isObject(node)) return undefined;
+      node = node[part];
+    }
+    return node;
+  }
+
+  string(key: string, fallback: string): string {
+    const v = this.get(key);
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'string') throw new ConfigError(key, `must be a string, got ${JSON.stringify(v)}`);
+    return v;
+  }
+
+  int(key: string, fallback: number, min: number, max: number): number {
+    const v = this.get(key);
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      throw new ConfigError(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
+
+  list(key: string, fallback: string[]): string[] {
+    const v = this.get(key);
+    if (v === undefined || v === null) return fallback;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
+      throw new ConfigError(key, `must be a list of strings, got ${JSON.stringify(v)}`);
+    }
+    return v as string[];
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function splitList(s: string): string[] {
+  return s.split(',').map((x) => x.trim()).filter((x) => x !== '');
+}
+
+function parseIntIn(key: string, s: string, min: number, max: number): number {
+  if (!/^\d+$/.test(s) || Number(s) < min || Number(s) > max) {
+    throw new ConfigError(key, `must be an integer from ${min} to ${max}, got "${s}"`);
+  }
+  return Number(s);
+}
+
+/** Parses `host:port`, `[v6]:port` or `v6:port` (the last colon splits). */
+export function parseHostPort(key: string, s: string): HostPort {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^\s]+):(\d+)$/.exec(s);
+  if (!m || m[1] === undefined || m[2] === undefined) throw new ConfigError(key, `"${s}" is not host:port`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65_535) throw new ConfigError(key, `port in "${s}" must be 1-65535`);
+  return { host: m[1], port };
+}
+
+/** `system` upstreams: the nameservers of the host's resolv.conf, port 53. */
+function systemResolvers(): HostPort[] {
+  let text = '';
+  try {
+    text = readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    throw new ConfigError('upstreams', '"system" needs a readable /etc/resolv.conf');
+  }
+  const hosts = [...text.matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1] ?? '');
+  if (hosts.length === 0) throw new ConfigError('upstreams', '"system" found no nameserver in /etc/resolv.conf');
+  return hosts.map((host) => ({ host: host.replace(/%.*$/, ''), port: 53 }));
+}

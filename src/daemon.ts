@@ -1,0 +1,44 @@
+// `privdns serve`: opens the registry, then starts the parts around it (admin API, checker,
+// DNS server) and stops them in reverse order on SIGTERM/SIGINT.
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildAdminServer } from './admin/server.js';
+import { loadOrCreateToken } from './admin/auth.js';
+import type { Config } from './config/config.js';
+import { Registry } from './registry/store.js';
+
+export interface Daemon {
+  registry: Registry;
+  admin: FastifyInstance;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
+  const registry = new Registry({ dataDir: config.dataDir, defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds });
+  let token = config.admin.token;
+  if (token === '') {
+    const t = loadOrCreateToken(config.dataDir);
+    token = t.token;
+    logger.info({ tokenFile: t.path, created: t.created }, 'admin token read from file');
+  }
+
+  const admin = await buildAdminServer({ registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes });
+  try {
+    await admin.listen({ host: config.admin.listen.host, port: config.admin.listen.port });
+  } catch (err) {
+    registry.close();
+    throw err;
+  }
+  logger.info({ admin: `${config.admin.listen.host}:${config.admin.listen.port}`, dataDir: config.dataDir, revision: registry.revision() }, 'privdns started');
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      await admin.close();
+      registry.close();
+      logger.info('privdns stopped');
+    })();
+    return stopping;
+  };
+  return { registry, admin, stop };
+}

@@ -1,0 +1,43 @@
+// Every error privdns reports to a client, declared once with its stable code and HTTP status.
+// The admin API maps PrivdnsError to `{"error":{code,message,details}}` in one handler
+// (src/admin/errors.ts); nothing else decides a status code.
+export const ERROR_STATUS = {
+  invalid_request: 400,
+  invalid_json: 400,
+  unauthorized: 401,
+  not_found: 404,
+  route_not_found: 404,
+  method_not_allowed: 405,
+  already_exists: 409,
+  subnet_overlap: 409,
+  address_in_use: 409,
+  body_too_large: 413,
+  unsupported_media_type: 415,
+  invalid_subnet: 422,
+  invalid_address: 422,
+  address_outside_subnets: 422,
+  invalid_ports: 422,
+  not_implemented: 501,
+  unavailable: 503,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class PrivdnsError extends Error {
+  override name = 'PrivdnsError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+export const notFound = (what: string, details?: unknown): PrivdnsError =>
+  new PrivdnsError('not_found', `${what} not found`, details);

@@ -1,0 +1,61 @@
+// Schema migrations, applied in order; PRAGMA user_version records how many have run.
+// Append new migrations, never edit one that has shipped.
+import type Database from 'better-sqlite3';
+
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    subnets TEXT NOT NULL,               -- JSON array of canonical CIDRs
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE TABLE services (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL CHECK (type IN ('private_service', 'web_service', 'background_worker')),
+    ports TEXT NOT NULL,                 -- JSON array of port numbers
+    bind_timeout_s INTEGER,
+    ttl INTEGER,
+    created_at INTEGER NOT NULL,
+    UNIQUE (account_id, name)
+  );
+  CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'live', 'failed', 'unhealthy', 'running')),
+    reason TEXT,
+    port_results TEXT NOT NULL,          -- JSON array of PortResult
+    bind_timeout_s INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    deadline_at INTEGER,
+    live_at INTEGER,
+    bind_ms INTEGER,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (account_id, address)
+  );
+  CREATE INDEX instances_by_service ON instances(service_id);
+  CREATE INDEX instances_by_state ON instances(state);
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+  INSERT INTO meta (key, value) VALUES ('revision', 0);
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function migrate(db: Database.Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new Error(`database schema version ${current} is newer than this privdns (${SCHEMA_VERSION})`);
+  }
+  for (let v = current; v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v] as string);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}

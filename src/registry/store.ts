@@ -1,0 +1,451 @@
+// The registry: accounts, services and instances in SQLite, the only source of truth.
+// Every write runs in one transaction that also bumps the registry revision, and only after
+// it commits is a RegistryChange emitted, synchronously, so listeners (the DNS index, the
+// checker) see it before the caller (an HTTP handler) acknowledges the write.
+import { EventEmitter } from 'node:events';
+import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { PrivdnsError, notFound } from '../errors.js';
+import { migrate } from './schema.js';
+import { isDnsLabel } from './names.js';
+import {
+  AddressSyntaxError,
+  parseAddress,
+  parseSubnet,
+  subnetContains,
+  subnetsOverlap,
+  type Subnet,
+} from './subnets.js';
+import type {
+  Account,
+  Instance,
+  InstanceState,
+  PortResult,
+  RegistryChange,
+  Service,
+  ServiceType,
+} from './types.js';
+
+export interface NewService {
+  name: string;
+  type: ServiceType;
+  ports?: number[];
+  bindTimeoutSeconds?: number | null;
+  ttl?: number | null;
+}
+
+export interface NewInstance {
+  address: string;
+  bindTimeoutSeconds?: number;
+}
+
+/** What the checker records about an instance; any field left out is kept. */
+export interface InstanceCheckUpdate {
+  state?: InstanceState;
+  reason?: string | null;
+  ports?: PortResult[];
+  liveAt?: number | null;
+  bindMs?: number | null;
+}
+
+export interface RegistryOptions {
+  dataDir: string;
+  defaultBindTimeoutSeconds: number;
+  /** Injected clock, in ms since the epoch. */
+  now?: () => number;
+}
+
+interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number }
+interface ServiceRow {
+  id: number; account_id: number; account: string; name: string; type: ServiceType; ports: string;
+  bind_timeout_s: number | null; ttl: number | null; created_at: number;
+}
+interface InstanceRow {
+  id: string; service_id: number; account_id: number; account: string; service: string; address: string;
+  state: InstanceState; reason: string | null; port_results: string; bind_timeout_s: number;
+  created_at: number; deadline_at: number | null; live_at: number | null; bind_ms: number | null; updated_at: number;
+}
+
+const INSTANCE_SELECT = `
+  SELECT i.*, a.name AS account, s.name AS service FROM instances i
+  JOIN services s ON s.id = i.service_id JOIN accounts a ON a.id = i.account_id`;
+const SERVICE_SELECT = `SELECT s.*, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id`;
+
+export const DB_FILE = 'privdns.sqlite';
+
+export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
+  readonly db: Database.Database;
+  private readonly now: () => number;
+  private readonly defaultBindTimeoutSeconds: number;
+  private readonly stmt;
+
+  constructor(opts: RegistryOptions) {
+    super();
+    this.now = opts.now ?? Date.now;
+    this.defaultBindTimeoutSeconds = opts.defaultBindTimeoutSeconds;
+    mkdirSync(opts.dataDir, { recursive: true });
+    this.db = new Database(join(opts.dataDir, DB_FILE));
+    this.db.pragma('journal_mode = WAL');
+    // FULL: a commit is on disk before the API acknowledges it, so it survives a crash of the
+    // process and of the machine.
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    migrate(this.db);
+    const db = this.db;
+    this.stmt = {
+      bumpRevision: db.prepare<[], { value: number }>(`UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value`),
+      revision: db.prepare<[], { value: number }>(`SELECT value FROM meta WHERE key = 'revision'`),
+      accountByName: db.prepare<[string], AccountRow>('SELECT * FROM accounts WHERE name = ?'),
+      accounts: db.prepare<[], AccountRow>('SELECT * FROM accounts ORDER BY name'),
+      insertAccount: db.prepare('INSERT INTO accounts (name, subnets, created_at, updated_at) VALUES (?, ?, ?, ?)'),
+      updateAccountSubnets: db.prepare('UPDATE accounts SET subnets = ?, updated_at = ? WHERE id = ?'),
+      deleteAccount: db.prepare('DELETE FROM accounts WHERE id = ?'),
+      serviceByName: db.prepare<[number, string], ServiceRow>(`${SERVICE_SELECT} WHERE s.account_id = ? AND s.name = ?`),
+      servicesOfAccount: db.prepare<[number], ServiceRow>(`${SERVICE_SELECT} WHERE s.account_id = ? ORDER BY s.name`),
+      allServices: db.prepare<[], ServiceRow>(`${SERVICE_SELECT} ORDER BY a.name, s.name`),
+      insertService: db.prepare(
+        'INSERT INTO services (account_id, name, type, ports, bind_timeout_s, ttl, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      deleteService: db.prepare('DELETE FROM services WHERE id = ?'),
+      instance: db.prepare<[string], InstanceRow>(`${INSTANCE_SELECT} WHERE i.id = ?`),
+      instancesOfService: db.prepare<[number], InstanceRow>(`${INSTANCE_SELECT} WHERE i.service_id = ? ORDER BY i.created_at, i.id`),
+      instancesOfAccount: db.prepare<[number], InstanceRow>(`${INSTANCE_SELECT} WHERE i.account_id = ?`),
+      instancesInState: db.prepare<[string], InstanceRow>(`${INSTANCE_SELECT} WHERE i.state = ?`),
+      allInstances: db.prepare<[], InstanceRow>(`${INSTANCE_SELECT}`),
+      instanceByAddress: db.prepare<[number, string], { id: string }>('SELECT id FROM instances WHERE account_id = ? AND address = ?'),
+      insertInstance: db.prepare(`INSERT INTO instances
+        (id, service_id, account_id, address, state, reason, port_results, bind_timeout_s, created_at, deadline_at, live_at, bind_ms, updated_at)
+        VALUES (@id, @service_id, @account_id, @address, @state, @reason, @port_results, @bind_timeout_s, @created_at, @deadline_at, NULL, NULL, @created_at)`),
+      updateInstance: db.prepare(`UPDATE instances SET state = @state, reason = @reason, port_results = @port_results,
+        live_at = @live_at, bind_ms = @bind_ms, updated_at = @updated_at WHERE id = @id`),
+      deleteInstance: db.prepare('DELETE FROM instances WHERE id = ?'),
+    };
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  revision(): number {
+    return this.stmt.revision.get()?.value ?? 0;
+  }
+
+  // ---- accounts ----
+
+  createAccount(name: string, subnets: string[]): { account: Account; revision: number } {
+    checkName('account', name);
+    const parsed = parseSubnets(subnets);
+    const { value: account, revision } = this.write(() => {
+      if (this.stmt.accountByName.get(name)) {
+        throw new PrivdnsError('already_exists', `account "${name}" already exists`, { account: name });
+      }
+      this.checkNoOverlap(parsed, null);
+      const t = this.now();
+      this.stmt.insertAccount.run(name, JSON.stringify(parsed.map((s) => s.cidr)), t, t);
+      return toAccount(this.accountRow(name));
+    });
+    this.publish({ revision, kind: 'account', op: 'put', account });
+    return { account, revision };
+  }
+
+  listAccounts(): Account[] {
+    return this.stmt.accounts.all().map(toAccount);
+  }
+
+  getAccount(name: string): Account {
+    return toAccount(this.accountRow(name));
+  }
+
+  updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number } {
+    const parsed = parseSubnets(subnets);
+    const { value: account, revision } = this.write(() => {
+      const row = this.accountRow(name);
+      this.checkNoOverlap(parsed, row.id);
+      const stranded = this.stmt.instancesOfAccount
+        .all(row.id)
+        .filter((i) => !parsed.some((s) => subnetContains(s, parseAddress(i.address))));
+      if (stranded.length > 0) {
+        throw new PrivdnsError(
+          'address_outside_subnets',
+          `the new subnets would leave ${stranded.length} instance(s) of "${name}" outside them; delete those first`,
+          { instances: stranded.slice(0, 20).map((i) => ({ id: i.id, service: i.service, address: i.address })) },
+        );
+      }
+      this.stmt.updateAccountSubnets.run(JSON.stringify(parsed.map((s) => s.cidr)), this.now(), row.id);
+      return toAccount(this.accountRow(name));
+    });
+    this.publish({ revision, kind: 'account', op: 'put', account });
+    return { account, revision };
+  }
+
+  deleteAccount(name: string): { revision: number } {
+    const { revision } = this.write(() => {
+      this.stmt.deleteAccount.run(this.accountRow(name).id);
+    });
+    this.publish({ revision, kind: 'account', op: 'delete', account: name });
+    return { revision };
+  }
+
+  // ---- services ----
+
+  createService(accountName: string, input: NewService): { service: Service; revision: number } {
+    checkName('service', input.name);
+    const ports = input.ports ?? [];
+    if (input.type === 'background_worker') {
+      if (ports.length > 0) throw new PrivdnsError('invalid_ports', 'a background_worker listens on no port: omit "ports"');
+    } else if (ports.length === 0) {
+      throw new PrivdnsError('invalid_ports', `a ${input.type} needs one or more ports`);
+    }
+    if (ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65_535)) {
+      throw new PrivdnsError('invalid_ports', 'ports must be integers from 1 to 65535');
+    }
+    if (new Set(ports).size !== ports.length) throw new PrivdnsError('invalid_ports', 'ports must not repeat');
+    const { value: service, revision } = this.write(() => {
+      const account = this.accountRow(accountName);
+      if (this.stmt.serviceByName.get(account.id, input.name)) {
+        throw new PrivdnsError('already_exists', `service "${input.name}" already exists in account "${accountName}"`);
+      }
+      this.stmt.insertService.run(
+        account.id, input.name, input.type, JSON.stringify(ports),
+        input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(),
+      );
+      return toService(this.serviceRow(account.id, accountName, input.name));
+    });
+    this.publish({ revision, kind: 'service', op: 'put', service });
+    return { service, revision };
+  }
+
+  listServices(accountName: string): Service[] {
+    return this.stmt.servicesOfAccount.all(this.accountRow(accountName).id).map(toService);
+  }
+
+  getService(accountName: string, name: string): Service {
+    const account = this.accountRow(accountName);
+    return toService(this.serviceRow(account.id, accountName, name));
+  }
+
+  deleteService(accountName: string, name: string): { revision: number } {
+    const { revision } = this.write(() => {
+      const account = this.accountRow(accountName);
+      this.stmt.deleteService.run(this.serviceRow(account.id, accountName, name).id);
+    });
+    this.publish({ revision, kind: 'service', op: 'delete', account: accountName, service: name });
+    return { revision };
+  }
+
+  // ---- instances ----
+
+  createInstance(accountName: string, serviceName: string, input: NewInstance): { instance: Instance; revision: number } {
+    let address;
+    try {
+      address = parseAddress(input.address);
+    } catch (err) {
+      if (err instanceof AddressSyntaxError) throw new PrivdnsError('invalid_address', err.message);
+      throw err;
+    }
+    const { value: instance, revision } = this.write(() => {
+      const account = this.accountRow(accountName);
+      const service = this.serviceRow(account.id, accountName, serviceName);
+      const subnets = (JSON.parse(account.subnets) as string[]).map(parseSubnet);
+      if (!subnets.some((s) => subnetContains(s, address))) {
+        throw new PrivdnsError(
+          'address_outside_subnets',
+          `${address.text} is not inside any subnet of account "${accountName}"`,
+          { address: address.text, subnets: subnets.map((s) => s.cidr) },
+        );
+      }
+      const taken = this.stmt.instanceByAddress.get(account.id, address.text);
+      if (taken) {
+        throw new PrivdnsError('address_in_use', `${address.text} is already used by instance ${taken.id} in account "${accountName}"`, {
+          instance: taken.id,
+        });
+      }
+      const worker = service.type === 'background_worker';
+      const timeout = input.bindTimeoutSeconds ?? service.bind_timeout_s ?? this.defaultBindTimeoutSeconds;
+      const t = this.now();
+      const id = newInstanceId();
+      const ports: PortResult[] = (JSON.parse(service.ports) as number[]).map((port) => ({ port, ok: null, error: null, checkedAt: null }));
+      this.stmt.insertInstance.run({
+        id, service_id: service.id, account_id: account.id, address: address.text,
+        state: worker ? 'running' : 'pending', reason: null, port_results: JSON.stringify(ports),
+        bind_timeout_s: timeout, created_at: t, deadline_at: worker ? null : t + timeout * 1000,
+      });
+      return this.instanceById(id);
+    });
+    this.publish({ revision, kind: 'instance', op: 'put', instance, previousState: null });
+    return { instance, revision };
+  }
+
+  listInstances(accountName: string, serviceName: string): Instance[] {
+    const account = this.accountRow(accountName);
+    return this.stmt.instancesOfService.all(this.serviceRow(account.id, accountName, serviceName).id).map(toInstance);
+  }
+
+  getInstance(accountName: string, serviceName: string, id: string): Instance {
+    const row = this.stmt.instance.get(id);
+    if (!row || row.account !== accountName || row.service !== serviceName) {
+      // Tell apart a missing account or service from a missing instance.
+      const account = this.accountRow(accountName);
+      this.serviceRow(account.id, accountName, serviceName);
+      throw notFound(`instance "${id}"`, { account: accountName, service: serviceName, instance: id });
+    }
+    return toInstance(row);
+  }
+
+  deleteInstance(accountName: string, serviceName: string, id: string): { revision: number } {
+    let instance!: Instance;
+    const { revision } = this.write(() => {
+      instance = this.getInstance(accountName, serviceName, id);
+      this.stmt.deleteInstance.run(id);
+    });
+    this.publish({ revision, kind: 'instance', op: 'delete', instance });
+    return { revision };
+  }
+
+  /** Records a check result; returns null if the instance was deleted meanwhile. */
+  updateInstanceCheck(id: string, update: InstanceCheckUpdate): Instance | null {
+    const before = this.stmt.instance.get(id);
+    if (!before) return null;
+    const previous = toInstance(before);
+    const { value: instance, revision } = this.write(() => {
+      this.stmt.updateInstance.run({
+        id,
+        state: update.state ?? before.state,
+        reason: update.reason !== undefined ? update.reason : before.reason,
+        port_results: update.ports ? JSON.stringify(update.ports) : before.port_results,
+        live_at: update.liveAt !== undefined ? update.liveAt : before.live_at,
+        bind_ms: update.bindMs !== undefined ? update.bindMs : before.bind_ms,
+        updated_at: this.now(),
+      });
+      return this.instanceById(id);
+    });
+    this.publish({ revision, kind: 'instance', op: 'put', instance, previousState: previous.state });
+    return instance;
+  }
+
+  instancesInState(state: InstanceState): Instance[] {
+    return this.stmt.instancesInState.all(state).map(toInstance);
+  }
+
+  /** Everything, for building an in-memory index at start. */
+  snapshot(): { revision: number; accounts: Account[]; services: Service[]; instances: Instance[] } {
+    return this.db.transaction(() => ({
+      revision: this.revision(),
+      accounts: this.listAccounts(),
+      services: this.stmt.allServices.all().map(toService),
+      instances: this.stmt.allInstances.all().map(toInstance),
+    }))();
+  }
+
+  // ---- internals ----
+
+  /** Runs fn in a write transaction that also bumps the revision. */
+  private write<T>(fn: () => T): { value: T; revision: number } {
+    return this.db.transaction(() => {
+      const value = fn();
+      const revision = this.stmt.bumpRevision.get()?.value ?? 0;
+      return { value, revision };
+    }).immediate();
+  }
+
+  private publish(change: RegistryChange): void {
+    this.emit('change', change);
+  }
+
+  private accountRow(name: string): AccountRow {
+    const row = typeof name === 'string' ? this.stmt.accountByName.get(name) : undefined;
+    if (!row) throw notFound(`account "${name}"`, { account: name });
+    return row;
+  }
+
+  private serviceRow(accountId: number, accountName: string, name: string): ServiceRow {
+    const row = this.stmt.serviceByName.get(accountId, name);
+    if (!row) throw notFound(`service "${name}" in account "${accountName}"`, { account: accountName, service: name });
+    return row;
+  }
+
+  private instanceById(id: string): Instance {
+    const row = this.stmt.instance.get(id);
+    if (!row) throw notFound(`instance "${id}"`);
+    return toInstance(row);
+  }
+
+  private checkNoOverlap(subnets: Subnet[], selfId: number | null): void {
+    for (const other of this.stmt.accounts.all()) {
+      if (other.id === selfId) continue;
+      for (const cidr of JSON.parse(other.subnets) as string[]) {
+        const theirs = parseSubnet(cidr);
+        const mine = subnets.find((s) => subnetsOverlap(s, theirs));
+        if (mine) {
+          throw new PrivdnsError('subnet_overlap', `${mine.cidr} overlaps ${theirs.cidr} of account "${other.name}"`, {
+            subnet: mine.cidr,
+            conflictsWith: { account: other.name, subnet: theirs.cidr },
+          });
+        }
+      }
+    }
+  }
+}
+
+function checkName(what: string, name: string): void {
+  if (typeof name !== 'string' || !isDnsLabel(name)) {
+    throw new PrivdnsError('invalid_request', `${what} name must be a DNS label: lower-case letters, digits and inner hyphens, 1-63 long`);
+  }
+}
+
+function parseSubnets(subnets: string[]): Subnet[] {
+  if (!Array.isArray(subnets) || subnets.length === 0) {
+    throw new PrivdnsError('invalid_subnet', 'an account needs one or more subnets');
+  }
+  const parsed = subnets.map((s) => {
+    try {
+      return parseSubnet(s);
+    } catch (err) {
+      if (err instanceof AddressSyntaxError) throw new PrivdnsError('invalid_subnet', err.message, { subnet: s });
+      throw err;
+    }
+  });
+  for (let i = 0; i < parsed.length; i++) {
+    for (let j = i + 1; j < parsed.length; j++) {
+      const a = parsed[i] as Subnet;
+      const b = parsed[j] as Subnet;
+      if (subnetsOverlap(a, b)) throw new PrivdnsError('invalid_subnet', `${a.cidr} and ${b.cidr} overlap`);
+    }
+  }
+  return parsed;
+}
+
+// Instance ids double as DNS labels (<id>.<service>.<zone>): lower-case base32, letter first.
+const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
+function newInstanceId(): string {
+  const bytes = randomBytes(10);
+  let id = ID_ALPHABET[(bytes[0] as number) % 26] as string;
+  for (let i = 1; i < 10; i++) id += ID_ALPHABET[(bytes[i] as number) & 31];
+  return id;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
+
+function toAccount(r: AccountRow): Account {
+  return { name: r.name, subnets: JSON.parse(r.subnets) as string[], createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
+}
+
+function toService(r: ServiceRow): Service {
+  return {
+    account: r.account, name: r.name, type: r.type, ports: JSON.parse(r.ports) as number[],
+    bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, createdAt: iso(r.created_at),
+  };
+}
+
+function toInstance(r: InstanceRow): Instance {
+  return {
+    id: r.id, account: r.account, service: r.service, address: r.address, state: r.state, reason: r.reason,
+    ports: JSON.parse(r.port_results) as PortResult[], bindTimeoutSeconds: r.bind_timeout_s,
+    createdAt: iso(r.created_at), deadlineAt: isoOrNull(r.deadline_at), liveAt: isoOrNull(r.live_at),
+    bindMs: r.bind_ms, updatedAt: iso(r.updated_at),
+  };
+}

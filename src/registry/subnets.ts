@@ -1,0 +1,94 @@
+// Subnets and addresses, parsed with ip-address and normalised to one form: a subnet is a
+// family, a network number (bigint) and a prefix length. A subnet with host bits set
+// (10.1.0.1/16) is rejected rather than masked, since it is most often a typo for an address.
+// IPv4-mapped IPv6 (::ffff:a.b.c.d) is treated as the IPv4 address it carries.
+import { Address4, Address6 } from 'ip-address';
+
+export type Family = 4 | 6;
+
+export interface Subnet {
+  family: Family;
+  network: bigint;
+  prefix: number;
+  /** Canonical text: 10.1.0.0/16, fd00:1::/64. */
+  cidr: string;
+}
+
+export interface IpAddress {
+  family: Family;
+  value: bigint;
+  /** Canonical text: 10.1.0.7, fd00:1::7. */
+  text: string;
+}
+
+export class AddressSyntaxError extends Error {
+  override name = 'AddressSyntaxError';
+}
+
+const V4_MAPPED = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i;
+
+export function parseAddress(input: string): IpAddress {
+  if (typeof input !== 'string' || input.length > 64 || input.includes('/')) {
+    throw new AddressSyntaxError(`"${String(input).slice(0, 64)}" is not an IP address`);
+  }
+  const mapped = V4_MAPPED.exec(input);
+  const s = mapped?.[1] ?? input;
+  if (Address4.isValid(s)) {
+    const a = new Address4(s);
+    const value = a.bigInt();
+    return { family: 4, value, text: Address4.fromBigInt(value).correctForm() };
+  }
+  if (Address6.isValid(s) && !s.includes('%')) {
+    const a = new Address6(s);
+    if (a.is4()) return parseAddress(a.to4().correctForm());
+    const value = a.bigInt();
+    return { family: 6, value, text: Address6.fromBigInt(value).correctForm() };
+  }
+  throw new AddressSyntaxError(`"${input.slice(0, 64)}" is not an IP address`);
+}
+
+export function parseSubnet(input: string): Subnet {
+  if (typeof input !== 'string' || input.length > 64) throw new AddressSyntaxError('subnet must be a CIDR string');
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(input);
+  if (!m || m[1] === undefined || m[2] === undefined) {
+    throw new AddressSyntaxError(`"${input.slice(0, 64)}" is not a CIDR subnet (address/prefix)`);
+  }
+  const addr = parseAddress(m[1]);
+  const bits = addr.family === 4 ? 32 : 128;
+  let prefix = Number(m[2]);
+  // ::ffff:10.0.0.0/104 names the same addresses as 10.0.0.0/8.
+  if (addr.family === 4 && V4_MAPPED.test(m[1])) prefix -= 96;
+  if (prefix < 0 || prefix > bits) throw new AddressSyntaxError(`prefix of "${input}" must be 0-${bits}`);
+  const network = addr.value & maskOf(addr.family, prefix);
+  if (network !== addr.value) {
+    const fixed = formatSubnet(addr.family, network, prefix);
+    throw new AddressSyntaxError(`"${input}" has host bits set; the subnet is ${fixed}`);
+  }
+  return { family: addr.family, network, prefix, cidr: formatSubnet(addr.family, network, prefix) };
+}
+
+export function maskOf(family: Family, prefix: number): bigint {
+  const bits = family === 4 ? 32n : 128n;
+  const all = (1n << bits) - 1n;
+  return all ^ ((1n << (bits - BigInt(prefix))) - 1n);
+}
+
+export function subnetContains(subnet: Subnet, addr: IpAddress): boolean {
+  return subnet.family === addr.family && (addr.value & maskOf(subnet.family, subnet.prefix)) === subnet.network;
+}
+
+/** Two prefixes overlap exactly when one contains the other. */
+export function subnetsOverlap(a: Subnet, b: Subnet): boolean {
+  if (a.family !== b.family) return false;
+  const prefix = Math.min(a.prefix, b.prefix);
+  const mask = maskOf(a.family, prefix);
+  return (a.network & mask) === (b.network & mask);
+}
+
+export function formatAddress(family: Family, value: bigint): string {
+  return family === 4 ? Address4.fromBigInt(value).correctForm() : Address6.fromBigInt(value).correctForm();
+}
+
+function formatSubnet(family: Family, network: bigint, prefix: number): string {
+  return `${formatAddress(family, network)}/${prefix}`;
+}

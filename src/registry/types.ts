@@ -1,0 +1,63 @@
+// The registry's domain: accounts own subnets and services; services have instances.
+// These are also the shapes the admin API returns.
+export const SERVICE_TYPES = ['private_service', 'web_service', 'background_worker'] as const;
+export type ServiceType = (typeof SERVICE_TYPES)[number];
+
+/** pending → live | failed; live ⇄ unhealthy; background workers are `running` and never checked. */
+export const INSTANCE_STATES = ['pending', 'live', 'failed', 'unhealthy', 'running'] as const;
+export type InstanceState = (typeof INSTANCE_STATES)[number];
+
+export interface Account {
+  name: string;
+  subnets: string[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Service {
+  account: string;
+  name: string;
+  type: ServiceType;
+  ports: number[];
+  /** Overrides the daemon's default port-binding deadline for this service's instances. */
+  bindTimeoutSeconds: number | null;
+  /** Overrides the daemon's TTL of positive answers for this service. */
+  ttl: number | null;
+  createdAt: string;
+}
+
+export interface PortResult {
+  port: number;
+  /** Whether the last connect attempt succeeded; null before the first attempt. */
+  ok: boolean | null;
+  error: string | null;
+  checkedAt: string | null;
+}
+
+export interface Instance {
+  id: string;
+  account: string;
+  service: string;
+  address: string;
+  state: InstanceState;
+  reason: string | null;
+  ports: PortResult[];
+  bindTimeoutSeconds: number;
+  createdAt: string;
+  /** When a pending instance fails if its ports are not all bound; null for workers. */
+  deadlineAt: string | null;
+  liveAt: string | null;
+  /** Milliseconds from registration to live. */
+  bindMs: number | null;
+  updatedAt: string;
+}
+
+/** A committed change, emitted after the transaction that made it. */
+export type RegistryChange = { revision: number } & (
+  | { kind: 'account'; op: 'put'; account: Account }
+  | { kind: 'account'; op: 'delete'; account: string }
+  | { kind: 'service'; op: 'put'; service: Service }
+  | { kind: 'service'; op: 'delete'; account: string; service: string }
+  | { kind: 'instance'; op: 'put'; instance: Instance; previousState: InstanceState | null }
+  | { kind: 'instance'; op: 'delete'; instance: Instance }
+);
