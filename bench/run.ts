@@ -1,0 +1,202 @@
+// `npm run bench`: privdns against BIND 9 (and dnsmasq for forwarded names) on this machine,
+// one after the other in the same run, driven by dnsperf from a source inside an account's
+// subnet. Prints a table of queries/s, lost, average and p99 latency and privdns/BIND.
+//
+//   npm run bench -- [--seconds 10] [--services 1000] [--mixes a,b,c,d]
+//
+// Everything listens on 127.0.0.1; accounts are the loopback subnets 127.1.0.0/16 and
+// 127.2.0.0/16, and the queries come from 127.1.0.5.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { TestDaemon } from '../test/helpers/daemon.js';
+import { freePort } from '../test/helpers/ports.js';
+import { dnsperf, writeQueries, type PerfResult } from './dnsperf.js';
+import { ensureTools, startBind, startDnsmasq, type Peer, type ViewSpec, type ZoneRecord } from './peers.js';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    services: { type: 'string', default: '1000' },
+    mixes: { type: 'string', default: 'a,b,c,d' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const SERVICES = Number(values.services);
+const MIXES = new Set((values.mixes ?? '').split(','));
+const SOURCE = '127.1.0.5';
+const FORWARD_DOMAIN = 'example.test';
+
+interface AccountSpec {
+  name: string;
+  subnet: string;
+  /** Instance address of service i. */
+  address: (i: number) => string;
+}
+const ACCOUNTS: AccountSpec[] = [
+  { name: 'acme', subnet: '127.1.0.0/16', address: (i) => `127.1.${1 + Math.floor(i / 200)}.${10 + (i % 200)}` },
+  { name: 'beta', subnet: '127.2.0.0/16', address: (i) => `127.2.${1 + Math.floor(i / 200)}.${10 + (i % 200)}` },
+];
+
+interface Row {
+  mix: string;
+  server: string;
+  r: PerfResult;
+}
+
+function rssMiB(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+async function listenAll(addresses: string[], port: number): Promise<Server[]> {
+  return Promise.all(
+    addresses.map(
+      (host) =>
+        new Promise<Server>((resolve, reject) => {
+          const s = createServer((c) => c.destroy());
+          s.once('error', reject);
+          s.listen({ host, port, backlog: 64 }, () => resolve(s));
+        }),
+    ),
+  );
+}
+
+async function populate(d: TestDaemon, port: number): Promise<Map<string, ZoneRecord[]>> {
+  const records = new Map<string, ZoneRecord[]>();
+  for (const acc of ACCOUNTS) {
+    const r = await d.api('POST', '/v1/accounts', { name: acc.name, subnets: [acc.subnet] });
+    if (r.status !== 201) throw new Error(`create account: ${r.status} ${JSON.stringify(r.body)}`);
+    const recs: ZoneRecord[] = [];
+    for (let i = 0; i < SERVICES; i++) {
+      const svc = `svc${i}`;
+      const s = await d.api('POST', `/v1/accounts/${acc.name}/services`, { name: svc, type: 'private_service', ports: [port] });
+      if (s.status !== 201) throw new Error(`create service: ${s.status} ${JSON.stringify(s.body)}`);
+      const inst = await d.api('POST', `/v1/accounts/${acc.name}/services/${svc}/instances`, { address: acc.address(i) });
+      if (inst.status !== 202) throw new Error(`register instance: ${inst.status} ${JSON.stringify(inst.body)}`);
+      const id = (inst.body as { id: string }).id;
+      recs.push(
+        { name: svc, type: 'A', data: acc.address(i) },
+        { name: `${id}.${svc}`, type: 'A', data: acc.address(i) },
+        { name: `_${svc}._tcp`, type: 'SRV', data: `0 0 ${port} ${id}.${svc}.internal.` },
+      );
+    }
+    records.set(acc.name, recs);
+  }
+  // Every instance must have passed its port check before it is in DNS.
+  const deadline = Date.now() + 120_000;
+  for (const acc of ACCOUNTS) {
+    for (let i = 0; i < SERVICES; i++) {
+      for (;;) {
+        const r = await d.api('GET', `/v1/accounts/${acc.name}/services/svc${i}/instances`);
+        const items = (r.body as { items: { state: string }[] }).items;
+        if (items.every((x) => x.state === 'live')) break;
+        if (Date.now() > deadline) throw new Error(`svc${i} of ${acc.name} not live: ${JSON.stringify(items)}`);
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    }
+  }
+  return records;
+}
+
+function queryFiles(dir: string): Record<string, string> {
+  const n = SERVICES;
+  const files: Record<string, string> = {};
+  files.a = join(dir, 'a.txt');
+  writeQueries(files.a, Array.from({ length: n }, (_, i) => `svc${i}.internal A`));
+  files.b = join(dir, 'b.txt');
+  const b: string[] = [];
+  for (let i = 0; i < n / 4; i++) {
+    b.push(`svc${i}.internal A`, `svc${i}.internal AAAA`, `_svc${i}._tcp.internal SRV`, `nosuch${i}.internal A`);
+  }
+  writeQueries(files.b, b);
+  files.c = join(dir, 'c.txt');
+  writeQueries(files.c, Array.from({ length: n }, (_, i) => `host${i}.${FORWARD_DOMAIN} A`));
+  return files;
+}
+
+const MIX_TITLES: Record<string, string> = {
+  a: '(a) A, private names, UDP',
+  b: '(b) A/AAAA/SRV/NXDOMAIN, UDP',
+  c: '(c) forwarded names, cached, UDP',
+  d: '(d) A, private names, TCP',
+};
+
+async function main(): Promise<void> {
+  ensureTools({ named: 'bind9', dnsperf: 'dnsperf', dnsmasq: 'dnsmasq-base' });
+  const dir = mkdtempSync(join(tmpdir(), 'privdns-bench-'));
+  const peers: Peer[] = [];
+  let daemon: TestDaemon | undefined;
+  let listeners: Server[] = [];
+  try {
+    const servicePort = await freePort();
+    listeners = await listenAll(
+      ACCOUNTS.flatMap((acc) => Array.from({ length: SERVICES }, (_, i) => acc.address(i))),
+      servicePort,
+    );
+    const dnsmasqPort = await freePort();
+    peers.push(await startDnsmasq(dnsmasqPort, FORWARD_DOMAIN, '192.0.2.1'));
+    daemon = await TestDaemon.start({
+      dataDir: join(dir, 'privdns'),
+      env: { PRIVDNS_UPSTREAMS: `127.0.0.1:${dnsmasqPort}`, PRIVDNS_LOG_LEVEL: 'warn', PRIVDNS_BIND_TIMEOUT_S: '120' },
+    });
+    process.stderr.write(`registering ${SERVICES} services in each of ${ACCOUNTS.length} accounts...\n`);
+    const records = await populate(daemon, servicePort);
+    const views: ViewSpec[] = ACCOUNTS.map((acc) => ({ name: acc.name, subnet: acc.subnet, records: records.get(acc.name) ?? [] }));
+    const bindPort = await freePort();
+    const bind = await startBind(dir, bindPort, 'internal', views, { zone: FORWARD_DOMAIN, port: dnsmasqPort });
+    peers.push(bind);
+    const files = queryFiles(dir);
+
+    const rows: Row[] = [];
+    const servers = (mix: string): { name: string; port: number }[] => [
+      { name: 'privdns', port: daemon!.dnsPort },
+      { name: 'BIND 9', port: bindPort },
+      ...(mix === 'c' ? [{ name: 'dnsmasq', port: dnsmasqPort }] : []),
+    ];
+    for (const mix of ['a', 'b', 'c', 'd']) {
+      if (!MIXES.has(mix)) continue;
+      const file = mix === 'd' ? files.a! : files[mix]!;
+      for (const s of servers(mix)) {
+        // A short warm-up fills caches (forwarded names) and JIT-compiles the hot path.
+        await dnsperf({ port: s.port, source: SOURCE, queriesFile: file, seconds: 1, tcp: mix === 'd' });
+        const r = await dnsperf({ port: s.port, source: SOURCE, queriesFile: file, seconds: SECONDS, tcp: mix === 'd' });
+        rows.push({ mix, server: s.name, r });
+        process.stderr.write(`${MIX_TITLES[mix]} ${s.name}: ${r.qps.toFixed(0)} q/s\n`);
+      }
+    }
+
+    const out: string[] = [];
+    out.push(`dnsperf -l ${SECONDS} -c 16 -T 1 -q 200 from ${SOURCE}; ${SERVICES} services per account, ${ACCOUNTS.length} accounts`);
+    out.push('');
+    out.push('| mix | server | queries/s | lost | avg ms | p99 ms | vs BIND | rcodes |');
+    out.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |');
+    for (const row of rows) {
+      const bindRow = rows.find((x) => x.mix === row.mix && x.server === 'BIND 9');
+      const ratio = bindRow ? (row.r.qps / bindRow.r.qps).toFixed(2) : '';
+      out.push(
+        `| ${MIX_TITLES[row.mix]} | ${row.server} | ${row.r.qps.toFixed(0)} | ${row.r.lost} | ${row.r.avgMs.toFixed(3)} | ${row.r.p99Ms.toFixed(3)} | ${ratio} | ${row.r.rcodes} |`,
+      );
+    }
+    out.push('');
+    out.push(`RSS after the run: privdns ${rssMiB(daemon.proc.pid).toFixed(0)} MiB, BIND ${rssMiB(bind.proc.pid).toFixed(0)} MiB`);
+    process.stdout.write(`${out.join('\n')}\n`);
+  } finally {
+    await daemon?.stop('SIGTERM');
+    for (const p of peers) await p.stop();
+    await Promise.all(listeners.map((s) => new Promise((r) => s.close(r))));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
