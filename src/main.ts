@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// Entry point of the `privdns` binary: `privdns serve [--config FILE]` runs the daemon.
+// Entry point of the `privdns` binary: `privdns serve [--config FILE]` runs the daemon; every
+// other subcommand is an operator command over the admin API (src/cli).
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config/config.js';
 import { startDaemon } from './daemon.js';
+import { runCli } from './cli/commands.js';
 
 async function serve(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true });
@@ -46,23 +48,14 @@ async function serve(argv: string[]): Promise<number> {
   return 0;
 }
 
-const USAGE = `usage: privdns serve [--config FILE]`;
-
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
-  switch (command) {
-    case 'serve':
-      return serve(rest);
-    case undefined:
-    case '-h':
-    case '--help':
-    case 'help':
-      process.stdout.write(`${USAGE}\n`);
-      return command === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`privdns: unknown command "${command}"\n${USAGE}\n`);
-      return 2;
-  }
+  if (command === 'serve') return serve(rest);
+  return runCli(process.argv.slice(2), {
+    out: (s) => process.stdout.write(s),
+    err: (s) => process.stderr.write(s),
+    env: process.env,
+  });
 }
 
 main().then(

@@ -1,6 +1,6 @@
 // The admin HTTP API (Fastify): auth, body parsing limits, error mapping and the routes of
 // DESIGN.md's "Admin API". Built here, listened on by the daemon.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { PrivdnsError } from '../errors.js';
 import type { Registry } from '../registry/store.js';
@@ -24,9 +24,10 @@ const OPEN_PATHS = new Set(['/healthz', '/readyz']);
 export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'admin' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Requests are logged once, at debug, by the onResponse hook below.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimitBytes,
-    maxParamLength: 200,
+    routerOptions: { maxParamLength: 200 },
     return503OnClosing: true,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });

@@ -1,0 +1,259 @@
+// The operator subcommands of `privdns`: thin wrappers of the admin API with human output
+// (or --json), clear errors and exit codes (see EXIT in ./client.ts).
+import { parseArgs } from 'node:util';
+import { AdminClient, CliError, EXIT } from './client.js';
+import type { Account, Instance, Service } from '../registry/types.js';
+
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  env: Record<string, string | undefined>;
+}
+
+const GLOBAL_OPTIONS = {
+  json: { type: 'boolean', default: false },
+  admin: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+export const CLI_USAGE = `usage: privdns <command> [options]
+
+  serve [--config FILE]                          run the daemon
+  accounts create NAME --subnet CIDR...          create an account owning source subnets
+  accounts ls | get NAME | delete NAME
+  accounts set-subnets NAME --subnet CIDR...     replace an account's subnets
+  services create ACCOUNT NAME --type TYPE [--port N]... [--bind-timeout S] [--ttl S]
+                                                 TYPE: private_service, web_service, background_worker
+  services ls ACCOUNT | get ACCOUNT NAME | delete ACCOUNT NAME
+  instances add ACCOUNT SERVICE ADDRESS [--wait] [--timeout S] [--bind-timeout S]
+  instances ls ACCOUNT SERVICE | get ACCOUNT SERVICE ID | rm ACCOUNT SERVICE ID
+  resolve NAME --from SOURCE_IP [--type TYPE]    what DNS answers that source, and why
+
+options: --json (machine output)  --admin HOST:PORT  --token TOKEN  -h, --help
+environment: PRIVDNS_ADMIN_LISTEN, PRIVDNS_ADMIN_TOKEN, PRIVDNS_DATA_DIR (token file)
+exit codes: 0 ok, 1 the API refused, 2 usage, 3 admin API unreachable, 4 instance failed (--wait)`;
+
+type Handler = (args: { positionals: string[]; values: Record<string, unknown>; client: AdminClient; io: Io }) => Promise<number>;
+
+interface Command {
+  args: string[];
+  options?: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
+  run: Handler;
+}
+
+const enc = encodeURIComponent;
+
+const COMMANDS: Record<string, Command> = {
+  'accounts create': {
+    args: ['NAME'],
+    options: { subnet: { type: 'string', multiple: true } },
+    run: async ({ positionals: [name], values, client, io }) => {
+      const subnets = (values.subnet as string[] | undefined) ?? [];
+      if (subnets.length === 0) throw new CliError('accounts create needs at least one --subnet CIDR', EXIT.usage);
+      const a = await client.request<Account>('POST', '/v1/accounts', { name, subnets });
+      return print(io, values, a, () => `account ${a.name} created: ${a.subnets.join(', ')}`);
+    },
+  },
+  'accounts ls': {
+    args: [],
+    run: async ({ values, client, io }) => {
+      const r = await client.request<{ items: Account[] }>('GET', '/v1/accounts');
+      return print(io, values, r, () => table(['ACCOUNT', 'SUBNETS', 'CREATED'], r.items.map((a) => [a.name, a.subnets.join(','), a.createdAt])));
+    },
+  },
+  'accounts get': {
+    args: ['NAME'],
+    run: async ({ positionals: [name], values, client, io }) => {
+      const a = await client.request<Account>('GET', `/v1/accounts/${enc(name!)}`);
+      return print(io, values, a, () => `${a.name}\n  subnets: ${a.subnets.join(', ')}\n  created: ${a.createdAt}`);
+    },
+  },
+  'accounts set-subnets': {
+    args: ['NAME'],
+    options: { subnet: { type: 'string', multiple: true } },
+    run: async ({ positionals: [name], values, client, io }) => {
+      const subnets = (values.subnet as string[] | undefined) ?? [];
+      if (subnets.length === 0) throw new CliError('accounts set-subnets needs at least one --subnet CIDR', EXIT.usage);
+      const a = await client.request<Account>('PATCH', `/v1/accounts/${enc(name!)}`, { subnets });
+      return print(io, values, a, () => `account ${a.name}: ${a.subnets.join(', ')}`);
+    },
+  },
+  'accounts delete': {
+    args: ['NAME'],
+    run: async ({ positionals: [name], values, client, io }) => {
+      await client.request('DELETE', `/v1/accounts/${enc(name!)}`);
+      return print(io, values, { deleted: name }, () => `account ${name} deleted, with its services and instances`);
+    },
+  },
+  'services create': {
+    args: ['ACCOUNT', 'NAME'],
+    options: {
+      type: { type: 'string' },
+      port: { type: 'string', multiple: true },
+      'bind-timeout': { type: 'string' },
+      ttl: { type: 'string' },
+    },
+    run: async ({ positionals: [account, name], values, client, io }) => {
+      const type = (values.type as string | undefined) ?? 'private_service';
+      const ports = ((values.port as string[] | undefined) ?? []).map((p) => intArg('--port', p));
+      const body: Record<string, unknown> = { name, type };
+      if (ports.length > 0) body.ports = ports;
+      if (values['bind-timeout'] !== undefined) body.bindTimeoutSeconds = intArg('--bind-timeout', values['bind-timeout'] as string);
+      if (values.ttl !== undefined) body.ttl = intArg('--ttl', values.ttl as string);
+      const s = await client.request<Service>('POST', `/v1/accounts/${enc(account!)}/services`, body);
+      return print(io, values, s, () => `service ${s.name} (${s.type}${s.ports.length ? `, ports ${s.ports.join(',')}` : ''}) created in ${s.account}`);
+    },
+  },
+  'services ls': {
+    args: ['ACCOUNT'],
+    run: async ({ positionals: [account], values, client, io }) => {
+      const r = await client.request<{ items: Service[] }>('GET', `/v1/accounts/${enc(account!)}/services`);
+      return print(io, values, r, () => table(['SERVICE', 'TYPE', 'PORTS'], r.items.map((s) => [s.name, s.type, s.ports.join(',') || '-'])));
+    },
+  },
+  'services get': {
+    args: ['ACCOUNT', 'NAME'],
+    run: async ({ positionals: [account, name], values, client, io }) => {
+      const s = await client.request<Service & { instances: Instance[] }>('GET', `/v1/accounts/${enc(account!)}/services/${enc(name!)}`);
+      return print(io, values, s, () => `${s.name} (${s.type}, ports ${s.ports.join(',') || '-'})\n${instanceTable(s.instances)}`);
+    },
+  },
+  'services delete': {
+    args: ['ACCOUNT', 'NAME'],
+    run: async ({ positionals: [account, name], values, client, io }) => {
+      await client.request('DELETE', `/v1/accounts/${enc(account!)}/services/${enc(name!)}`);
+      return print(io, values, { deleted: name }, () => `service ${name} deleted from ${account}`);
+    },
+  },
+  'instances add': {
+    args: ['ACCOUNT', 'SERVICE', 'ADDRESS'],
+    options: { wait: { type: 'boolean' }, timeout: { type: 'string' }, 'bind-timeout': { type: 'string' } },
+    run: async ({ positionals: [account, service, address], values, client, io }) => {
+      const body: Record<string, unknown> = { address };
+      if (values['bind-timeout'] !== undefined) body.bindTimeoutSeconds = intArg('--bind-timeout', values['bind-timeout'] as string);
+      const base = `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances`;
+      let inst = await client.request<Instance>('POST', base, body);
+      if (!values.wait) return print(io, values, inst, () => `instance ${inst.id} (${inst.address}) registered: ${inst.state}`);
+      const limitMs = (values.timeout !== undefined ? intArg('--timeout', values.timeout as string) : inst.bindTimeoutSeconds + 5) * 1000;
+      const started = Date.now();
+      while (inst.state === 'pending' && Date.now() - started < limitMs) {
+        if (!values.json) io.err(`waiting for ${inst.id} (${inst.address}) to bind port(s) ${inst.ports.map((p) => p.port).join(',')}: ${((Date.now() - started) / 1000).toFixed(0)}s\n`);
+        await new Promise((r) => setTimeout(r, 500));
+        inst = await client.request<Instance>('GET', `${base}/${enc(inst.id)}`);
+      }
+      print(io, values, inst, () => `instance ${inst.id} (${inst.address}): ${inst.state}${inst.reason ? ` (${inst.reason})` : ''}`);
+      return inst.state === 'live' || inst.state === 'running' ? EXIT.ok : EXIT.failed;
+    },
+  },
+  'instances ls': {
+    args: ['ACCOUNT', 'SERVICE'],
+    run: async ({ positionals: [account, service], values, client, io }) => {
+      const r = await client.request<{ items: Instance[] }>('GET', `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances`);
+      return print(io, values, r, () => instanceTable(r.items));
+    },
+  },
+  'instances get': {
+    args: ['ACCOUNT', 'SERVICE', 'ID'],
+    run: async ({ positionals: [account, service, id], values, client, io }) => {
+      const i = await client.request<Instance>('GET', `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances/${enc(id!)}`);
+      return print(io, values, i, () => JSON.stringify(i, null, 2));
+    },
+  },
+  'instances rm': {
+    args: ['ACCOUNT', 'SERVICE', 'ID'],
+    run: async ({ positionals: [account, service, id], values, client, io }) => {
+      await client.request('DELETE', `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances/${enc(id!)}`);
+      return print(io, values, { deleted: id }, () => `instance ${id} removed from ${account}/${service}`);
+    },
+  },
+  resolve: {
+    args: ['NAME'],
+    options: { from: { type: 'string' }, type: { type: 'string' } },
+    run: async ({ positionals: [name], values, client, io }) => {
+      if (typeof values.from !== 'string') throw new CliError('resolve needs --from SOURCE_IP (the client address to answer as)', EXIT.usage);
+      const q = new URLSearchParams({ source: values.from, name: name!, type: (values.type as string | undefined) ?? 'A' });
+      const r = await client.request<Record<string, unknown>>('GET', `/v1/resolve?${q}`);
+      return print(io, values, r, () => formatResolve(r));
+    },
+  },
+};
+
+export async function runCli(argv: string[], io: Io): Promise<number> {
+  const words = argv.filter((a) => !a.startsWith('-'));
+  const key = COMMANDS[`${words[0]} ${words[1]}`] ? `${words[0]} ${words[1]}` : (words[0] ?? '');
+  const command = COMMANDS[key];
+  if (!command) {
+    const help = argv.includes('--help') || argv.includes('-h') || argv.length === 0 || argv[0] === 'help';
+    (help ? io.out : io.err)(`${help ? '' : `privdns: unknown command "${argv.join(' ')}"\n`}${CLI_USAGE}\n`);
+    return help ? EXIT.ok : EXIT.usage;
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...GLOBAL_OPTIONS, ...(command.options ?? {}) },
+      allowPositionals: true,
+      strict: true,
+    });
+    if (values.help) {
+      io.out(`usage: privdns ${key} ${command.args.join(' ')}${Object.keys(command.options ?? {}).map((o) => ` [--${o}]`).join('')}\n`);
+      return EXIT.ok;
+    }
+    const args = positionals.slice(key.split(' ').length);
+    if (args.length !== command.args.length) {
+      throw new CliError(`usage: privdns ${key} ${command.args.join(' ')}`, EXIT.usage);
+    }
+    const client = new AdminClient({ admin: values.admin as string | undefined, token: values.token as string | undefined, env: io.env });
+    return await command.run({ positionals: args, values, client, io });
+  } catch (err) {
+    if (err instanceof CliError) {
+      if (argv.includes('--json') && err.body !== undefined) io.out(`${JSON.stringify(err.body)}\n`);
+      io.err(`privdns: ${err.message}\n`);
+      return err.exitCode;
+    }
+    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.err(`privdns: ${(err as Error).message}\n`);
+      return EXIT.usage;
+    }
+    throw err;
+  }
+}
+
+function print(io: Io, values: Record<string, unknown>, data: unknown, human: () => string): number {
+  io.out(`${values.json ? JSON.stringify(data) : human()}\n`);
+  return EXIT.ok;
+}
+
+function intArg(flag: string, s: string): number {
+  if (!/^\d+$/.test(s)) throw new CliError(`${flag} must be a whole number, got "${s}"`, EXIT.usage);
+  return Number(s);
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+function instanceTable(items: Instance[]): string {
+  return table(
+    ['INSTANCE', 'ADDRESS', 'STATE', 'REASON'],
+    items.map((i) => [i.id, i.address, i.state, i.reason ?? '']),
+  );
+}
+
+/** Prints an explain result the way dig lays out an answer. */
+function formatResolve(r: Record<string, unknown>): string {
+  const lines: string[] = [];
+  const str = (v: unknown): string => (typeof v === 'string' || typeof v === 'number' ? String(v) : JSON.stringify(v));
+  lines.push(`;; status: ${str(r.rcode ?? r.status ?? '?')}  account: ${str(r.account ?? '-')}`);
+  if (r.reason !== undefined) lines.push(`;; reason: ${str(r.reason)}`);
+  for (const section of ['answer', 'authority', 'additional'] as const) {
+    const records = r[section] ?? r[`${section}s`];
+    if (!Array.isArray(records) || records.length === 0) continue;
+    lines.push('', `;; ${section.toUpperCase()} SECTION:`);
+    for (const rec of records as Record<string, unknown>[]) {
+      lines.push([rec.name, rec.ttl, 'IN', rec.type, rec.data].map(str).join('\t'));
+    }
+  }
+  return lines.join('\n');
+}
