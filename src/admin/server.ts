@@ -1,6 +1,7 @@
 // The admin HTTP API (Fastify): auth, body parsing limits, error mapping and the routes of
 // DESIGN.md's "Admin API". Built here, listened on by the daemon.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { PrivdnsError } from '../errors.js';
 import type { Registry } from '../registry/store.js';
@@ -74,7 +75,17 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'starting' });
   });
 
+  // The OpenAPI document is generated from the same route schemas Fastify validates with.
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'privdns admin API', version: '1' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
   registerRoutes(app, deps.registry, deps.resolve);
+  app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return app;
 }
