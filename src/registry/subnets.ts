@@ -25,23 +25,22 @@ export class AddressSyntaxError extends Error {
   override name = 'AddressSyntaxError';
 }
 
-const V4_MAPPED = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i;
-
 export function parseAddress(input: string): IpAddress {
   if (typeof input !== 'string' || input.length > 64 || input.includes('/')) {
     throw new AddressSyntaxError(`"${String(input).slice(0, 64)}" is not an IP address`);
   }
-  const mapped = V4_MAPPED.exec(input);
-  const s = mapped?.[1] ?? input;
-  if (Address4.isValid(s)) {
-    const a = new Address4(s);
-    const value = a.bigInt();
+  if (Address4.isValid(input)) {
+    const value = new Address4(input).bigInt();
     return { family: 4, value, text: Address4.fromBigInt(value).correctForm() };
   }
-  if (Address6.isValid(s) && !s.includes('%')) {
-    const a = new Address6(s);
-    if (a.is4()) return parseAddress(a.to4().correctForm());
-    const value = a.bigInt();
+  if (Address6.isValid(input) && !input.includes('%')) {
+    const value = new Address6(input).bigInt();
+    // Mapped addresses are recognised by value, not spelling: ::ffff:10.1.0.7, ::ffff:a01:7
+    // and 0:0:0:0:0:ffff:10.1.0.7 are all the IPv4 host 10.1.0.7.
+    if (value >> 32n === 0xffffn) {
+      const v4 = value & 0xffff_ffffn;
+      return { family: 4, value: v4, text: Address4.fromBigInt(v4).correctForm() };
+    }
     return { family: 6, value, text: Address6.fromBigInt(value).correctForm() };
   }
   throw new AddressSyntaxError(`"${input.slice(0, 64)}" is not an IP address`);
@@ -55,10 +54,12 @@ export function parseSubnet(input: string): Subnet {
   }
   const addr = parseAddress(m[1]);
   const bits = addr.family === 4 ? 32 : 128;
-  let prefix = Number(m[2]);
   // ::ffff:10.0.0.0/104 names the same addresses as 10.0.0.0/8.
-  if (addr.family === 4 && V4_MAPPED.test(m[1])) prefix -= 96;
-  if (prefix < 0 || prefix > bits) throw new AddressSyntaxError(`prefix of "${input}" must be 0-${bits}`);
+  const mapped = addr.family === 4 && m[1].includes(':');
+  const prefix = Number(m[2]) - (mapped ? 96 : 0);
+  if (prefix < 0 || prefix > bits) {
+    throw new AddressSyntaxError(`prefix of "${input}" must be ${mapped ? '96-128 for an IPv4-mapped subnet' : `0-${bits}`}`);
+  }
   const network = addr.value & maskOf(addr.family, prefix);
   if (network !== addr.value) {
     const fixed = formatSubnet(addr.family, network, prefix);
