@@ -41,7 +41,9 @@ export interface Config {
 
 export class ConfigError extends Error {
   constructor(readonly key: string, problem: string) {
-    super(`config: ${key}: ${problem}`);
+    // `privdns serve` prints this as its one line on stderr; a value quoted from the
+    // environment or the file may carry line breaks of its own.
+    super(`config: ${key}: ${problem.replace(/[\r\n]+/g, '\\n')}`);
     this.name = 'ConfigError';
   }
 }
