@@ -93,7 +93,13 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
-    migrate(this.db);
+    try {
+      migrate(this.db);
+    } catch (err) {
+      // A refused database (e.g. from a newer privdns) must not stay open and locked.
+      this.db.close();
+      throw err;
+    }
     const db = this.db;
     this.stmt = {
       bumpRevision: db.prepare<[], { value: number }>(`UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value`),
