@@ -2,6 +2,7 @@
 // environment overrides, into one validated, typed Config. Any invalid value is a
 // ConfigError naming the key, which `privdns serve` prints as one line before exiting 2.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../registry/subnets.js';
@@ -27,6 +28,16 @@ export interface Config {
   zone: string;
   /** Empty: names outside the zone are REFUSED. */
   upstreams: HostPort[];
+  /** Forwarding to the upstreams and the cache of their answers (src/dns/forward.ts). */
+  forward: {
+    timeoutMs: number;
+    totalTimeoutMs: number;
+    cacheMaxEntries: number;
+    cacheMaxBytes: number;
+    ttlFloor: number;
+    ttlCap: number;
+    negativeTtlCap: number;
+  };
   checker: {
     bindTimeoutSeconds: number;
     retryInitialMs: number;
@@ -94,6 +105,10 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const upstreamKey = upstreamsEnv !== undefined ? 'PRIVDNS_UPSTREAMS' : 'upstreams';
   const upstreamList = upstreamsEnv !== undefined ? splitList(upstreamsEnv) : file.list('upstreams', []);
   const upstreams = upstreamList.flatMap((s) => (s === 'system' ? systemResolvers() : [parseHostPort(upstreamKey, s)]));
+  // Upstreams are addresses, never names: resolving a name would need the host's resolver.
+  for (const u of upstreams) {
+    if (isIP(u.host) === 0) throw new ConfigError(upstreamKey, `"${u.host}" is not an IP address`);
+  }
 
   const zoneRaw = fromEnv('PRIVDNS_ZONE') ?? file.string('zone', 'internal');
   const zone = zoneRaw.toLowerCase().replace(/\.$/, '');
@@ -120,6 +135,8 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   });
 
   const retryInitialMs = file.int('checker.retryInitialMs', 250, 10, 60_000);
+  const forwardTimeoutMs = file.int('forward.timeoutMs', 500, 10, 60_000);
+  const ttlFloor = file.int('forward.ttlFloor', 0, 0, 86_400);
   return {
     dns: {
       listen: dnsListen,
@@ -141,6 +158,15 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     dataDir: fromEnv('PRIVDNS_DATA_DIR') || file.string('dataDir', './data'),
     zone,
     upstreams,
+    forward: {
+      timeoutMs: forwardTimeoutMs,
+      totalTimeoutMs: file.int('forward.totalTimeoutMs', 2000, forwardTimeoutMs, 60_000),
+      cacheMaxEntries: file.int('forward.cacheMaxEntries', 10_000, 0, 10_000_000),
+      cacheMaxBytes: file.int('forward.cacheMaxBytes', 16 * 1024 * 1024, 0, 16 * 1024 * 1024 * 1024),
+      ttlFloor,
+      ttlCap: file.int('forward.ttlCap', 86_400, Math.max(ttlFloor, 1), 604_800),
+      negativeTtlCap: file.int('forward.negativeTtlCap', 3600, ttlFloor, 86_400),
+    },
     checker: {
       bindTimeoutSeconds,
       retryInitialMs,
