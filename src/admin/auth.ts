@@ -22,8 +22,10 @@ export function loadOrCreateToken(dataDir: string): { token: string; path: strin
 export function tokenMatcher(token: string): (header: string | undefined) => boolean {
   const want = createHash('sha256').update(token).digest();
   return (header) => {
-    if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
-    const got = createHash('sha256').update(header.slice(7).trim()).digest();
+    // The auth scheme is case-insensitive (RFC 9110 11.1): "bearer x" is as good as "Bearer x".
+    const m = typeof header === 'string' ? /^bearer +(.*)$/is.exec(header) : null;
+    if (!m) return false;
+    const got = createHash('sha256').update((m[1] ?? '').trim()).digest();
     return timingSafeEqual(want, got);
   };
 }

@@ -1,6 +1,6 @@
 // The admin HTTP API (Fastify): auth, body parsing limits, error mapping and the routes of
 // DESIGN.md's "Admin API". Built here, listened on by the daemon.
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { PrivdnsError } from '../errors.js';
@@ -31,12 +31,17 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     routerOptions: { maxParamLength: 200 },
     return503OnClosing: true,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    // Errors the router raises before any route runs (a malformed %-escape, an overlong path
+    // parameter) get the contract's error shape too, not Fastify's own.
+    frameworkErrors: (err, request, reply) => errorHandler(err as FastifyError, request, reply),
   });
 
   // Accept an empty body with Content-Type: application/json (DELETE from scripts that set
   // the header everywhere); otherwise Fastify's own parser, which rejects __proto__ poisoning.
+  // JSON is the only body the API takes: without this, Fastify's built-in text/plain parser
+  // hands a string to the schema and the client gets a 400 instead of 415.
   const jsonParser = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, raw, done) => {
     const body = String(raw);
     if (body.trim() === '') {
