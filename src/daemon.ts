@@ -4,12 +4,14 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildAdminServer } from './admin/server.js';
 import { loadOrCreateToken } from './admin/auth.js';
+import { PortChecker } from './checker/checker.js';
 import type { Config } from './config/config.js';
 import { Registry } from './registry/store.js';
 
 export interface Daemon {
   registry: Registry;
   admin: FastifyInstance;
+  checker: PortChecker;
   stop(): Promise<void>;
 }
 
@@ -29,16 +31,19 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     registry.close();
     throw err;
   }
+  const checker = new PortChecker({ registry, logger, settings: config.checker });
+  checker.start();
   logger.info({ admin: `${config.admin.listen.host}:${config.admin.listen.port}`, dataDir: config.dataDir, revision: registry.revision() }, 'privdns started');
 
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       await admin.close();
+      await checker.stop();
       registry.close();
       logger.info('privdns stopped');
     })();
     return stopping;
   };
-  return { registry, admin, stop };
+  return { registry, admin, checker, stop };
 }

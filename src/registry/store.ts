@@ -80,6 +80,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   private readonly now: () => number;
   private readonly defaultBindTimeoutSeconds: number;
   private readonly stmt;
+  private portResultsOverlay: ((id: string) => PortResult[] | undefined) | null = null;
 
   constructor(opts: RegistryOptions) {
     super();
@@ -287,7 +288,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   listInstances(accountName: string, serviceName: string): Instance[] {
     const account = this.accountRow(accountName);
-    return this.stmt.instancesOfService.all(this.serviceRow(account.id, accountName, serviceName).id).map(toInstance);
+    return this.stmt.instancesOfService.all(this.serviceRow(account.id, accountName, serviceName).id).map((r) => this.withLatestPorts(toInstance(r)));
   }
 
   getInstance(accountName: string, serviceName: string, id: string): Instance {
@@ -298,7 +299,20 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       this.serviceRow(account.id, accountName, serviceName);
       throw notFound(`instance "${id}"`, { account: accountName, service: serviceName, instance: id });
     }
-    return toInstance(row);
+    return this.withLatestPorts(toInstance(row));
+  }
+
+  /**
+   * The checker persists per-port results only with state transitions (a retry of thousands
+   * of pending ports is not worth an fsync each); this lets reads show its latest ones.
+   */
+  setPortResultsOverlay(fn: ((id: string) => PortResult[] | undefined) | null): void {
+    this.portResultsOverlay = fn;
+  }
+
+  private withLatestPorts(instance: Instance): Instance {
+    const ports = this.portResultsOverlay?.(instance.id);
+    return ports ? { ...instance, ports } : instance;
   }
 
   deleteInstance(accountName: string, serviceName: string, id: string): { revision: number } {
