@@ -1,5 +1,6 @@
 // The admin API of the real daemon over a real loopback socket: the contract's errors as a
-// client sees them on the wire, and 200 concurrent registrations.
+// client sees them on the wire, and 200 concurrent registrations. Instances use loopback
+// addresses: the daemon's port checker connects to them.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
@@ -30,7 +31,7 @@ describe('the admin API over a real socket', () => {
   let d: TestDaemon;
   before(async () => {
     d = await TestDaemon.start({ env: { PRIVDNS_LOG_LEVEL: 'warn' } });
-    assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['10.1.0.0/16', 'fd00:1::/64'] })).status, 201);
+    assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16', 'fd00:1::/64'] })).status, 201);
     assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [6379] })).status, 201);
   });
   after(() => d.dispose());
@@ -46,11 +47,11 @@ describe('the admin API over a real socket', () => {
   });
 
   it('registers, reads and deletes an instance', async () => {
-    const created = await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '10.1.0.7' });
+    const created = await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '127.1.0.7' });
     assert.equal(created.status, 202);
     assert.equal(created.body.state, 'pending');
     const path = `/v1/accounts/acme/services/redis/instances/${created.body.id}`;
-    assert.equal((await d.api('GET', path)).body.address, '10.1.0.7');
+    assert.equal((await d.api('GET', path)).body.address, '127.1.0.7');
     const deleted = await d.api('DELETE', path);
     assert.equal(deleted.status, 204);
     assert.match(deleted.headers.get('privdns-revision') ?? '', /^\d+$/);
@@ -61,7 +62,7 @@ describe('the admin API over a real socket', () => {
     assertError(await d.api('POST', '/v1/accounts', '{"name":'), 400, 'invalid_json');
     assertError(await d.api('POST', '/v1/accounts', { name: 'Bad Name', subnets: ['10.2.0.0/16'] }), 400, 'invalid_request');
     assertError(await d.api('GET', '/v1/accounts/ghost'), 404, 'not_found');
-    assertError(await d.api('POST', '/v1/accounts', { name: 'globex', subnets: ['10.1.128.0/17'] }), 409, 'subnet_overlap');
+    assertError(await d.api('POST', '/v1/accounts', { name: 'globex', subnets: ['127.1.128.0/17'] }), 409, 'subnet_overlap');
     const big = JSON.stringify({ name: 'big', subnets: ['10.3.0.0/16'], pad: 'x'.repeat(70_000) });
     assertError(await d.api('POST', '/v1/accounts', big), 413, 'body_too_large');
     assertError(await d.api('POST', '/v1/accounts', '{}', { 'content-type': 'text/plain' }), 415, 'unsupported_media_type');
@@ -86,14 +87,14 @@ describe('200 concurrent registrations are each acknowledged once and all presen
   let d: TestDaemon;
   before(async () => {
     d = await TestDaemon.start({ env: { PRIVDNS_LOG_LEVEL: 'warn' } });
-    await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['10.1.0.0/16'] });
+    await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.2.0.0/16'] });
     await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [6379] });
   });
   after(() => d.dispose());
 
   it('no 500, no duplicate, every 2xx present exactly once, every refusal a 409 on a reused address', async () => {
     // 200 requests for 150 distinct addresses: 50 collide, so the uniqueness rule races too.
-    const addresses = Array.from({ length: 200 }, (_, i) => `10.1.0.${(i % 150) + 1}`);
+    const addresses = Array.from({ length: 200 }, (_, i) => `127.2.0.${(i % 150) + 1}`);
     const results = await Promise.all(addresses.map((address) => d.api('POST', '/v1/accounts/acme/services/redis/instances', { address })));
     const statuses = results.map((r) => r.status);
     assert.ok(statuses.every((s) => s === 202 || s === 409), `statuses: ${[...new Set(statuses)].join(',')}`);

@@ -1,5 +1,6 @@
 // `privdns serve` as an operator runs it: SIGTERM and SIGINT stop it cleanly with exit code 0
 // within a few seconds, and a restart on the same data directory reads everything back.
+// Instances use loopback addresses: the daemon's port checker connects to them.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -53,11 +54,11 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 describe('a restart on the same data directory reads back everything', () => {
   it('accounts, services, instances and the revision survive stop and start', async () => {
     const d = await start();
-    await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['10.1.0.0/16', 'fd00:1::/64'] });
-    await d.api('POST', '/v1/accounts', { name: 'globex', subnets: ['10.2.0.0/16'] });
+    await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16', 'fd00:1::/64'] });
+    await d.api('POST', '/v1/accounts', { name: 'globex', subnets: ['127.2.0.0/16'] });
     await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [6379], bindTimeoutSeconds: 30 });
     await d.api('POST', '/v1/accounts/acme/services', { name: 'jobs', type: 'background_worker' });
-    const a = (await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '10.1.0.7' })).body;
+    const a = (await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '127.1.0.7' })).body;
     const b = (await d.api('POST', '/v1/accounts/acme/services/jobs/instances', { address: 'fd00:1::9' })).body;
     const before = {
       accounts: (await d.api('GET', '/v1/accounts')).body,
@@ -72,13 +73,13 @@ describe('a restart on the same data directory reads back everything', () => {
     const redis = (await d.api('GET', '/v1/accounts/acme/services/redis')).body;
     assert.equal(redis.bindTimeoutSeconds, 30);
     assert.deepEqual(redis.instances.map((i: { id: string }) => i.id), [a.id]);
-    assert.equal(redis.instances[0].address, '10.1.0.7');
+    assert.equal(redis.instances[0].address, '127.1.0.7');
     assert.deepEqual((await d.api('GET', '/v1/accounts/acme/services/jobs')).body, before.jobs);
     assert.equal((await d.api('GET', `/v1/accounts/acme/services/jobs/instances/${b.id}`)).body.state, 'running');
     // The rules hold against what was read back, and the revision carries on.
-    assert.equal((await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '10.1.0.7' })).status, 409);
-    assert.equal((await d.api('POST', '/v1/accounts', { name: 'initech', subnets: ['10.1.5.0/24'] })).status, 409);
-    const next = await d.api('POST', '/v1/accounts', { name: 'initech', subnets: ['10.3.0.0/16'] });
+    assert.equal((await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '127.1.0.7' })).status, 409);
+    assert.equal((await d.api('POST', '/v1/accounts', { name: 'initech', subnets: ['127.1.5.0/24'] })).status, 409);
+    const next = await d.api('POST', '/v1/accounts', { name: 'initech', subnets: ['127.3.0.0/16'] });
     // Later than before the restart (the checker may have recorded results in between).
     assert.ok(next.body.revision > b.revision, `revision ${next.body.revision} after ${b.revision}`);
   });
