@@ -29,10 +29,8 @@ function query(name: string, opts: QueryOptions = {}): Buffer {
   p.questions = [{ name, type: opts.type ?? Packet.TYPE.A, class: 1 } as DNS.Packet.Question];
   if (opts.edns === true || opts.dnssecOk === true) {
     const opt = Packet.Resource.EDNS([]);
-    if (opts.dnssecOk === true) {
-      (opt as { doFlag?: boolean }).doFlag = true;
-      opt.ttl = 0x8000;
-    }
+    // The DO bit lives in the OPT record's TTL field (RFC 3225).
+    if (opts.dnssecOk === true) opt.ttl = 0x8000;
     p.additionals.push(opt);
   }
   return p.toBuffer();
