@@ -8,7 +8,14 @@ import { startDaemon } from './daemon.js';
 import { runCli } from './cli/commands.js';
 
 async function serve(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  let values: { config?: string };
+  try {
+    ({ values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true }));
+  } catch (err) {
+    // A usage error, like a bad config, is the operator's to fix: one line, exit 2.
+    process.stderr.write(`privdns serve: ${(err as Error).message}; usage: privdns serve [--config FILE]\n`);
+    return 2;
+  }
   let config: Config;
   try {
     config = loadConfig(values.config ?? DEFAULT_CONFIG_PATH);

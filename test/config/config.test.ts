@@ -172,6 +172,12 @@ describe('privdns serve with a bad config exits 2 with one line naming the key',
     assert.match(r.stderr, /^config: dns\.ttl: must be an integer from 0 to 86400, got "lots"\n$/);
   });
 
+  it('an unknown option is a usage error, also exit 2', async () => {
+    const r = await serve(['--confg', 'x.yaml']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^privdns serve: [^\n]*--confg[^\n]*usage: privdns serve \[--config FILE\]\n$/);
+  });
+
   it('a bad environment override', async () => {
     const r = await serve(['--config', yamlFile('')], { PRIVDNS_ADMIN_LISTEN: 'nowhere' });
     assert.equal(r.code, 2);
