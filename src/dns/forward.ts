@@ -120,10 +120,11 @@ export class Forwarder {
     if (q === null) return errorAnswer(query, null, RCODE_FORMERR);
     if (this.closed) return this.servfail(query, q);
     const key = cacheKey(q);
-    const cached = this.cache.get(key, performance.now());
+    const now = performance.now();
+    const cached = this.cache.get(key, now);
     if (cached !== undefined) {
       this.counters.cacheHits++;
-      return serveAnswer(cached, query, q, performance.now());
+      return serveAnswer(cached, query, q, now);
     }
     this.counters.cacheMisses++;
     let pending = this.inflight.get(key);
