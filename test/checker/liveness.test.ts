@@ -1,0 +1,149 @@
+// Liveness of live instances (live ⇄ unhealthy after N consecutive failures), and restart
+// safety: a new checker over the same SQLite file resumes pending checks against their
+// original deadline and liveness checks of live instances.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkPort, type PortProbe } from '../../src/checker/portcheck.js';
+import { CheckerBench, FAST_SETTINGS, listen, sleep, unusedPort } from './support.js';
+
+describe('a live instance whose port stops accepting becomes unhealthy, and live again when it returns', () => {
+  it('unhealthy only after the threshold of consecutive failures, then live on the next success', async () => {
+    const outcomes: boolean[] = [];
+    const probe: PortProbe = async (host, port, timeoutMs, signal) => {
+      const r = await checkPort(host, port, timeoutMs, signal);
+      outcomes.push(r.ok);
+      return r;
+    };
+    const bench = new CheckerBench(FAST_SETTINGS, probe).start();
+    let l = await listen('127.8.0.10');
+    try {
+      bench.registry.createAccount('acme', ['127.8.0.0/16']);
+      bench.registry.createService('acme', { name: 'redis', type: 'private_service', ports: [l.port] });
+      const { instance } = bench.registry.createInstance('acme', 'redis', { address: '127.8.0.10' });
+      const live = await bench.waitForState(instance.id, 'live', 2000);
+      // One liveness check passes while the listener is up.
+      await sleep(FAST_SETTINGS.livenessIntervalSeconds * 1000 + 200);
+      assert.equal(bench.instance(instance.id).state, 'live');
+      assert.ok(outcomes.length >= 2 && outcomes.every(Boolean));
+
+      await l.close();
+      const closedAt = Date.now();
+      const before = outcomes.length;
+      const unhealthy = await bench.waitForState(instance.id, 'unhealthy', 5000);
+      const failures = outcomes.slice(before);
+      assert.deepEqual(failures, Array(FAST_SETTINGS.livenessFailureThreshold).fill(false), 'exactly the threshold of failed checks');
+      assert.ok(Date.now() - closedAt >= (FAST_SETTINGS.livenessFailureThreshold - 1) * 1000);
+      assert.equal(unhealthy.reason, `port ${l.port}: connection refused (${FAST_SETTINGS.livenessFailureThreshold} consecutive failed checks)`);
+      assert.equal(unhealthy.liveAt, live.liveAt, 'liveAt keeps the time it first went live');
+      assert.equal(bench.instance(instance.id).state, 'unhealthy');
+
+      l = await listen('127.8.0.10', l.port);
+      const back = await bench.waitForState(instance.id, 'live', FAST_SETTINGS.livenessIntervalSeconds * 1000 + 1000);
+      assert.equal(back.reason, null);
+      assert.equal(bench.instance(instance.id).state, 'live');
+      assert.deepEqual(
+        bench.transitions(instance.id).map((t) => [t.from, t.to, t.account, t.service, t.instance]),
+        [
+          ['pending', 'live', 'acme', 'redis', instance.id],
+          ['live', 'unhealthy', 'acme', 'redis', instance.id],
+          ['unhealthy', 'live', 'acme', 'redis', instance.id],
+        ],
+        'each transition logged once',
+      );
+    } finally {
+      await bench.dispose();
+      await l.close();
+    }
+  });
+
+  it('a single failed check below the threshold leaves the instance live', async () => {
+    const settings = { ...FAST_SETTINGS, livenessFailureThreshold: 3 };
+    const bench = new CheckerBench(settings).start();
+    let l = await listen('127.8.0.11');
+    try {
+      bench.registry.createAccount('acme', ['127.8.0.0/16']);
+      bench.registry.createService('acme', { name: 'redis', type: 'private_service', ports: [l.port] });
+      const { instance } = bench.registry.createInstance('acme', 'redis', { address: '127.8.0.11' });
+      await bench.waitForState(instance.id, 'live', 2000);
+      await l.close();
+      await sleep(1500); // one failed liveness check at ~1 s
+      assert.equal(bench.registry.getInstance('acme', 'redis', instance.id).ports[0]?.ok, false, 'the failure is shown');
+      l = await listen('127.8.0.11', l.port);
+      await sleep(1200);
+      assert.equal(bench.instance(instance.id).state, 'live');
+      assert.equal(bench.transitions(instance.id).length, 1);
+    } finally {
+      await bench.dispose();
+      await l.close();
+    }
+  });
+});
+
+describe('after a restart, checks resume from SQLite', () => {
+  it('a pending instance keeps its original deadline', async () => {
+    const first = new CheckerBench(FAST_SETTINGS).start();
+    const dataDir = first.dataDir;
+    first.registry.createAccount('acme', ['127.8.0.0/16']);
+    const port = await unusedPort('127.8.0.20');
+    first.registry.createService('acme', { name: 'redis', type: 'private_service', ports: [port] });
+    const { instance } = first.registry.createInstance('acme', 'redis', { address: '127.8.0.20', bindTimeoutSeconds: 3 });
+    const created = Date.parse(instance.createdAt);
+    await sleep(1000);
+    await first.shutdown();
+    await sleep(1000);
+    const second = new CheckerBench(FAST_SETTINGS, undefined, dataDir).start();
+    try {
+      assert.equal(second.checker.stats().watched, 1);
+      const failed = await second.waitForState(instance.id, 'failed', 4000);
+      const took = Date.parse(failed.updatedAt) - created;
+      // A fresh deadline would fail it 3 s after the restart, i.e. about 5 s after creation.
+      assert.ok(took >= 3000 && took < 3600, `failed ${took} ms after creation`);
+      assert.equal(failed.reason, `port ${port} not bound within 3s`);
+      assert.equal(failed.deadlineAt, instance.deadlineAt);
+    } finally {
+      await second.dispose();
+    }
+  });
+
+  it('a pending instance whose deadline passed while down gets one last attempt', async () => {
+    const first = new CheckerBench(FAST_SETTINGS).start();
+    const dataDir = first.dataDir;
+    first.registry.createAccount('acme', ['127.8.0.0/16']);
+    const port = await unusedPort('127.8.0.21');
+    first.registry.createService('acme', { name: 'redis', type: 'private_service', ports: [port] });
+    const late = first.registry.createInstance('acme', 'redis', { address: '127.8.0.21', bindTimeoutSeconds: 1 }).instance;
+    const gone = first.registry.createInstance('acme', 'redis', { address: '127.8.0.22', bindTimeoutSeconds: 1 }).instance;
+    await first.shutdown();
+    await sleep(1300);
+    const l = await listen('127.8.0.21', port);
+    const second = new CheckerBench(FAST_SETTINGS, undefined, dataDir).start();
+    try {
+      await second.waitForState(late.id, 'live', 1000);
+      const failed = await second.waitForState(gone.id, 'failed', 1000);
+      assert.equal(failed.reason, `port ${port} not bound within 1s`);
+    } finally {
+      await second.dispose();
+      await l.close();
+    }
+  });
+
+  it('a live instance resumes liveness checks', async () => {
+    const first = new CheckerBench(FAST_SETTINGS).start();
+    const dataDir = first.dataDir;
+    const l = await listen('127.8.0.30');
+    first.registry.createAccount('acme', ['127.8.0.0/16']);
+    first.registry.createService('acme', { name: 'redis', type: 'private_service', ports: [l.port] });
+    const { instance } = first.registry.createInstance('acme', 'redis', { address: '127.8.0.30' });
+    await first.waitForState(instance.id, 'live', 2000);
+    await first.shutdown();
+    await l.close();
+    const second = new CheckerBench(FAST_SETTINGS, undefined, dataDir).start();
+    try {
+      assert.equal(second.checker.stats().watched, 1);
+      const unhealthy = await second.waitForState(instance.id, 'unhealthy', 4000);
+      assert.match(unhealthy.reason ?? '', /connection refused/);
+    } finally {
+      await second.dispose();
+    }
+  });
+});
