@@ -45,6 +45,11 @@ export interface ForwarderOptions {
   failThreshold?: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /**
+   * Most distinct questions waiting on upstreams at once; beyond it a new question gets
+   * SERVFAIL at once, so a flood of random names cannot exhaust sockets. Default 1024.
+   */
+  maxInflight?: number;
   logger?: Logger;
 }
 
@@ -60,6 +65,8 @@ export interface ForwarderStats {
   coalesced: number;
   /** Queries answered SERVFAIL because no upstream gave a usable answer in time. */
   servfails: number;
+  /** Of those, the ones refused upstream work because maxInflight questions were waiting. */
+  overloaded: number;
   /** Upstream answers by rcode name (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...). */
   upstreamRcodes: Record<string, number>;
   /**
@@ -89,7 +96,8 @@ export class Forwarder {
   private closed = false;
   private readonly ids = new Uint16Array(512);
   private nextId = this.ids.length;
-  private readonly counters = { queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0 };
+  private readonly maxInflight: number;
+  private readonly counters = { queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0 };
   private readonly rcodes: Record<string, number> = {};
   private readonly latencyCounts = new Array<number>(LATENCY_BUCKETS.length).fill(0);
   private latencySum = 0;
@@ -106,6 +114,7 @@ export class Forwarder {
     this.policy = { ttlFloor: opts.ttlFloor ?? 0, ttlCap: opts.ttlCap ?? 86_400, negativeTtlCap: opts.negativeTtlCap ?? 3600 };
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.totalTimeoutMs = opts.totalTimeoutMs ?? 2000;
+    this.maxInflight = opts.maxInflight ?? 1024;
     this.logger = opts.logger;
   }
 
@@ -129,6 +138,10 @@ export class Forwarder {
     this.counters.cacheMisses++;
     let pending = this.inflight.get(key);
     if (pending === undefined) {
+      if (this.inflight.size >= this.maxInflight) {
+        this.counters.overloaded++;
+        return this.servfail(query, q);
+      }
       pending = this.resolve(q, transport);
       this.inflight.set(key, pending);
       const settled = pending;

@@ -436,6 +436,21 @@ describe('identical queries in flight share one upstream query', () => {
   });
 });
 
+describe('upstream work is bounded', () => {
+  it('answers SERVFAIL at once for new questions beyond maxInflight', async () => {
+    const s = await stub(async (q) => {
+      await sleep(100);
+      return reply(q, { answers: [A(q.name, '192.0.2.41')] });
+    });
+    const fwd = forwarder([s.address], { maxInflight: 2 });
+    const results = await Promise.all(['f1.test', 'f2.test', 'f3.test', 'f1.test'].map((n) => ask(fwd, n)));
+    assert.deepEqual(results.map((r) => r.packet.header.rcode), [0, 0, 2, 0]);
+    assert.ok(results[2]!.ms < 50);
+    assert.equal(fwd.stats().overloaded, 1);
+    assert.equal(s.queries.length, 2);
+  });
+});
+
 describe('transport: TC retried over TCP, TCP clients forwarded over TCP', () => {
   it('retries a truncated UDP answer over TCP and relays the whole answer', async () => {
     const many = (name: string) => Array.from({ length: 40 }, (_, i) => A(name, `192.0.2.${i + 1}`));
