@@ -32,7 +32,7 @@ describe('privdns CLI', () => {
   let port: number;
 
   before(async () => {
-    d = await TestDaemon.start({ env: { PRIVDNS_BIND_TIMEOUT_S: '2' } });
+    d = await TestDaemon.start({ env: { PRIVDNS_BIND_TIMEOUT_S: '20' } });
     port = await freePort('127.1.0.7');
     listener = createServer((c) => c.destroy());
     await new Promise<void>((r) => listener.listen(port, '127.1.0.7', r));
