@@ -316,7 +316,7 @@ describe('a failing upstream is skipped for the next one', () => {
     const fwd = forwarder([await closedPort(), dnsmasq.address]);
     const { packet, ms } = await ask(fwd, 'host.example.test');
     assert.deepEqual(packet.answers.map((r) => r.address), ['192.0.2.7']);
-    assert.ok(ms < 150, `took ${ms} ms`);
+    assert.ok(ms < 400, `took ${ms} ms`);
     assert.equal(fwd.stats().upstreams[0]?.failures, 1);
   });
 
@@ -331,7 +331,7 @@ describe('a failing upstream is skipped for the next one', () => {
     assert.equal(silent.queries.length, 2);
     // Marked down after two failures: the next queries go straight to the good upstream.
     const fast = await ask(fwd, 'a3.test');
-    assert.ok(fast.ms < 100, `took ${fast.ms} ms`);
+    assert.ok(fast.ms < 140, `took ${fast.ms} ms`);
     assert.equal(silent.queries.length, 2);
     const st = fwd.stats().upstreams;
     assert.equal(st[0]?.healthy, false);
