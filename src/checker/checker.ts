@@ -7,6 +7,7 @@
 // event before anything else sees it; each is logged once. Between transitions the latest
 // per-port results live here in memory (a retry of a pending port is not worth an fsync) and
 // the registry shows them to the API through its port-results overlay.
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { Registry } from '../registry/store.js';
@@ -69,6 +70,8 @@ export class PortChecker {
     this.probe = opts.probe ?? checkPort;
     this.now = opts.now ?? Date.now;
     this.slots = new ConnectSlots(opts.settings.concurrency);
+    // Every connect in flight listens on this one signal, up to `concurrency` at once.
+    setMaxListeners(0, this.abort.signal);
   }
 
   /** Resumes checks of what SQLite holds (pending against their original deadlines, live and

@@ -1,6 +1,6 @@
 // One port-binding probe: a single TCP connect to address:port with its own timeout. The
 // probe only asks "did something accept the handshake?"; it sends nothing and closes at once.
-import { connect } from 'node:net';
+import { connect, isIP } from 'node:net';
 
 export interface PortCheck {
   ok: boolean;
@@ -18,6 +18,11 @@ export const checkPort: PortProbe = (host, port, timeoutMs, signal) => {
   return new Promise<PortCheck>((resolve) => {
     if (signal?.aborted) {
       resolve({ ok: false, error: 'aborted', ms: 0 });
+      return;
+    }
+    // Instance addresses are IP literals; a name would send net.connect to the host's resolver.
+    if (isIP(host) === 0) {
+      resolve({ ok: false, error: 'not an IP address', ms: 0 });
       return;
     }
     const socket = connect({ host, port, noDelay: true });
