@@ -16,7 +16,11 @@ export interface Daemon {
 }
 
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const registry = new Registry({ dataDir: config.dataDir, defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds });
+  const registry = new Registry({
+    dataDir: config.dataDir,
+    defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds,
+    onListenerError: (err, change) => logger.error({ err, change: { kind: change.kind, op: change.op, revision: change.revision } }, 'registry change listener failed'),
+  });
   let token = config.admin.token;
   if (token === '') {
     const t = loadOrCreateToken(config.dataDir);

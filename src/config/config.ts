@@ -137,7 +137,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const retryInitialMs = file.int('checker.retryInitialMs', 250, 10, 60_000);
   const forwardTimeoutMs = file.int('forward.timeoutMs', 500, 10, 60_000);
   const ttlFloor = file.int('forward.ttlFloor', 0, 0, 86_400);
-  return {
+  const config: Config = {
     dns: {
       listen: dnsListen,
       ttl: file.int('dns.ttl', 5, 0, 86_400),
@@ -178,13 +178,37 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     },
     log: { level },
   };
+  file.known('dns.listen', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');
+  const unknown = file.firstUnknownKey();
+  if (unknown !== undefined) throw new ConfigError(unknown, 'unknown key (see config/default.yaml for the keys)');
+  return config;
 }
 
 /** Typed access to dotted keys of the YAML document, with the key named in every error. */
 class Reader {
+  private readonly read = new Set<string>();
+
   constructor(private readonly doc: Record<string, unknown>) {}
 
+  /** A key that the environment overrides is still a key of the file. */
+  known(...keys: string[]): void {
+    for (const k of keys) this.read.add(k);
+  }
+
+  /** The first key of the file that no setting reads: most often a typo (`admin.listn`). */
+  firstUnknownKey(node: unknown = this.doc, prefix = ''): string | undefined {
+    if (!isObject(node)) return undefined;
+    for (const [k, v] of Object.entries(node)) {
+      const key = prefix === '' ? k : `${prefix}.${k}`;
+      if (this.read.has(key)) continue;
+      const inner = isObject(v) ? this.firstUnknownKey(v, key) : key;
+      if (inner !== undefined) return inner;
+    }
+    return undefined;
+  }
+
   private get(key: string): unknown {
+    this.read.add(key);
     let node: unknown = this.doc;
     for (const part of key.split('.')) {
       if (!isObject(node)) return undefined;

@@ -55,6 +55,8 @@ export interface RegistryOptions {
   defaultBindTimeoutSeconds: number;
   /** Injected clock, in ms since the epoch. */
   now?: () => number;
+  /** Told when a change listener throws; the write it heard of stays committed. */
+  onListenerError?: (err: unknown, change: RegistryChange) => void;
 }
 
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number }
@@ -78,6 +80,7 @@ export const DB_FILE = 'privdns.sqlite';
 export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   readonly db: Database.Database;
   private readonly now: () => number;
+  private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   private readonly defaultBindTimeoutSeconds: number;
   private readonly stmt;
   private portResultsOverlay: ((id: string) => PortResult[] | undefined) | null = null;
@@ -85,6 +88,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   constructor(opts: RegistryOptions) {
     super();
     this.now = opts.now ?? Date.now;
+    this.onListenerError = opts.onListenerError ?? ((err) => console.error('privdns: registry change listener failed:', err));
     this.defaultBindTimeoutSeconds = opts.defaultBindTimeoutSeconds;
     mkdirSync(opts.dataDir, { recursive: true });
     this.db = new Database(join(opts.dataDir, DB_FILE));
@@ -371,8 +375,16 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     }).immediate();
   }
 
+  // The change is committed whatever a listener does: one listener's failure must neither
+  // keep the others from hearing of it nor turn an acknowledged write into an error.
   private publish(change: RegistryChange): void {
-    this.emit('change', change);
+    for (const listener of this.listeners('change') as ((c: RegistryChange) => void)[]) {
+      try {
+        listener(change);
+      } catch (err) {
+        this.onListenerError(err, change);
+      }
+    }
   }
 
   private accountRow(name: string): AccountRow {

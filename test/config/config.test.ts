@@ -120,6 +120,9 @@ describe('an invalid value is a ConfigError naming the key', () => {
     ['PRIVDNS_BIND_TIMEOUT_S', '', { PRIVDNS_BIND_TIMEOUT_S: '1.5' }],
     ['PRIVDNS_BIND_TIMEOUT_S', '', { PRIVDNS_BIND_TIMEOUT_S: '0' }],
     ['PRIVDNS_LOG_LEVEL', '', { PRIVDNS_LOG_LEVEL: 'LOUD' }],
+    ['admin.listn', 'admin: { listn: "127.0.0.1:1" }', {}],
+    ['dns.tcp.maxConn', 'dns: { tcp: { maxConn: 5 } }', {}],
+    ['colour', 'colour: blue', {}],
   ];
   for (const [key, yaml, env] of cases) {
     it(`${key} from ${yaml || JSON.stringify(env)}`, () => {
@@ -128,6 +131,12 @@ describe('an invalid value is a ConfigError naming the key', () => {
       assert.ok(err.message.startsWith(`config: ${key}: `), err.message);
     });
   }
+
+  it('a key the environment overrides is still a known key of the file', () => {
+    const c = loadConfig(yamlFile('zone: corp\nlog: { level: warn }'), { PRIVDNS_ZONE: 'internal', PRIVDNS_LOG_LEVEL: 'debug' });
+    assert.equal(c.zone, 'internal');
+    assert.equal(c.log.level, 'debug');
+  });
 
   it('a missing file is an error on the key "file"', () => {
     assert.equal(configError(() => loadConfig(join(dir, 'missing.yaml'), {})).key, 'file');

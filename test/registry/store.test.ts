@@ -356,3 +356,22 @@ describe('the registry persists across close and reopen of the same directory', 
     reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
   });
 });
+
+describe('a failing change listener neither hides the change from others nor fails the write', () => {
+  it('the write returns, later listeners still hear it, and the failure is reported', () => {
+    reg.close();
+    const failures: string[] = [];
+    reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60, onListenerError: (err) => failures.push(String(err)) });
+    const heard: RegistryChange[] = [];
+    reg.on('change', () => {
+      throw new Error('listener bug');
+    });
+    reg.on('change', (c) => heard.push(c));
+    const { account } = reg.createAccount('acme', ['10.1.0.0/16']);
+    assert.equal(account.name, 'acme');
+    assert.equal(heard.length, 1);
+    assert.equal(heard[0]?.kind, 'account');
+    assert.deepEqual(failures, ['Error: listener bug']);
+    assert.equal(reg.getAccount('acme').name, 'acme');
+  });
+});
