@@ -7,11 +7,13 @@ import { loadOrCreateToken } from './admin/auth.js';
 import { PortChecker } from './checker/checker.js';
 import type { Config } from './config/config.js';
 import { Registry } from './registry/store.js';
+import { startDns, type DnsService } from './dns/setup.js';
 
 export interface Daemon {
   registry: Registry;
   admin: FastifyInstance;
   checker: PortChecker;
+  dns: DnsService;
   stop(): Promise<void>;
 }
 
@@ -28,10 +30,19 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     logger.info({ tokenFile: t.path, created: t.created }, 'admin token read from file');
   }
 
-  const admin = await buildAdminServer({ registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes });
+  // DNS listens before the admin API does, so /healthz answering means DNS answers too.
+  let dns: DnsService;
+  try {
+    dns = await startDns(config, registry, logger);
+  } catch (err) {
+    registry.close();
+    throw err;
+  }
+  const admin = await buildAdminServer({ registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady });
   try {
     await admin.listen({ host: config.admin.listen.host, port: config.admin.listen.port });
   } catch (err) {
+    await dns.stop();
     registry.close();
     throw err;
   }
@@ -44,10 +55,11 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     stopping ??= (async () => {
       await admin.close();
       await checker.stop();
+      await dns.stop();
       registry.close();
       logger.info('privdns stopped');
     })();
     return stopping;
   };
-  return { registry, admin, checker, stop };
+  return { registry, admin, checker, dns, stop };
 }

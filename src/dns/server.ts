@@ -1,0 +1,325 @@
+// The DNS server: UDP and TCP listeners on every dns.listen address, and the QueryHandler
+// that turns one query's bytes (and its source address) into the reply's bytes.
+//
+// Per query (UDP datagram or TCP frame): read header+question+OPT (wire.ts), find the
+// source's account (accounts.ts, a few hash probes), answer from the in-memory index
+// (zone.ts), encode, send. For a private name nothing on this path awaits, allocates more
+// than the reply, or touches SQLite; only names outside the zone go to the forwarder,
+// which is the one asynchronous step. Malformed input gets FORMERR when its header can be
+// read and is dropped otherwise; no exception leaves handle().
+//
+// TCP follows RFC 7766: 2-byte length framing, any number of (pipelined) queries per
+// connection, replies in the order they are ready, an idle timeout, a cap on open
+// connections, and reading paused while a slow reader's replies pile up.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { HostPort } from '../config/config.js';
+import type { Subnet } from '../registry/subnets.js';
+import { formatSourceAddress, parseSourceAddress, SubnetTable } from './accounts.js';
+import type { AccountIndex } from './index.js';
+import type { Asker, Zone } from './zone.js';
+import {
+  CLASSIC_UDP_SIZE,
+  encodeReply,
+  headerOnlyReply,
+  RCODE,
+  readQuery,
+  truncateForwarded,
+  truncatedReply,
+  type Query,
+} from './wire.js';
+
+export type Transport = 'udp' | 'tcp';
+
+/** What the server needs of src/dns/forward.ts. It never rejects: SERVFAIL on failure. */
+export interface QueryForwarder {
+  forward(query: Buffer, transport: Transport): Promise<Buffer>;
+}
+
+export interface QueryHandlerOptions {
+  index: AccountIndex;
+  zone: Zone;
+  operatorSubnets?: Subnet[];
+  /** Cap on the client's EDNS UDP size (dns.maxUdpPayload). */
+  maxUdpPayload: number;
+  forwarder?: QueryForwarder;
+  logger?: Logger;
+}
+
+/** Filled in by handle() when asked: why the answer is what it is (GET /v1/resolve). */
+export interface Explanation {
+  account: string | null;
+  operator: boolean;
+  reason: string;
+  forwarded: boolean;
+}
+
+const TCP_MAX = 65_535;
+
+export class QueryHandler {
+  private readonly index: AccountIndex;
+  private readonly zone: Zone;
+  private readonly operators: SubnetTable<true> | null;
+  private readonly maxUdpPayload: number;
+  private readonly forwarder: QueryForwarder | undefined;
+  private readonly logger: Logger | undefined;
+  /** Per-query rotation of answer order: a counter, not a random draw. */
+  private rotation = 0;
+
+  constructor(opts: QueryHandlerOptions) {
+    this.index = opts.index;
+    this.zone = opts.zone;
+    this.maxUdpPayload = opts.maxUdpPayload;
+    this.forwarder = opts.forwarder;
+    this.logger = opts.logger;
+    const ops = opts.operatorSubnets ?? [];
+    if (ops.length > 0) {
+      this.operators = new SubnetTable<true>();
+      for (const s of ops) this.operators.set(s, true);
+    } else {
+      this.operators = null;
+    }
+  }
+
+  /**
+   * The reply to one query from `source` (an address as a socket reports it), or null to
+   * send nothing. Synchronous for everything but forwarded names.
+   */
+  handle(raw: Buffer, source: string, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
+    const verdict = readQuery(raw);
+    if (verdict.kind === 'drop') {
+      if (explain) explain.reason = 'dropped: no readable query header';
+      return null;
+    }
+    if (verdict.kind === 'error') {
+      if (explain) explain.reason = verdict.rcode === RCODE.NOTIMP ? `NOTIMP: opcode ${verdict.opcode}` : 'FORMERR: malformed query';
+      return headerOnlyReply(verdict.id, verdict.opcode, verdict.rd, verdict.rcode);
+    }
+    const query = verdict.query;
+    try {
+      return this.answer(raw, query, source, transport, explain);
+    } catch (err) {
+      // A bug must cost one SERVFAIL, not the server.
+      this.logger?.error({ err, name: query.name, qtype: query.qtype }, 'DNS query failed');
+      return truncatedReply(raw, query, RCODE.SERVFAIL, false, this.encodeOpts(transport, query));
+    }
+  }
+
+  private answer(raw: Buffer, query: Query, source: string, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
+    const addr = parseSourceAddress(source);
+    const view = addr === null ? null : (this.index.bySource.lookup(addr) ?? null);
+    const operator = addr !== null && this.operators !== null && this.operators.lookup(addr) === true;
+    const asker: Asker = {
+      // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
+      source: addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source,
+      view,
+      operator: operator ? this.index.accounts : null,
+    };
+    const res = this.zone.answer(asker, query.name, query.qtype, query.qclass);
+    if (explain) {
+      explain.account = view?.name ?? null;
+      explain.operator = operator;
+      explain.reason = res.reason;
+    }
+    const opts = this.encodeOpts(transport, query);
+    if (res.kind === 'reply') {
+      this.rotation = (this.rotation + 1) & 0x3fff_ffff;
+      return encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation });
+    }
+    // Outside the zone. zone.answer already refused sources in no account.
+    if (!this.forwarder) {
+      if (explain) explain.reason = `REFUSED: ${res.reason}, and no upstreams are configured`;
+      return truncatedReply(raw, query, RCODE.REFUSED, false, opts);
+    }
+    if (explain) {
+      explain.forwarded = true;
+      explain.reason = `forwarded: ${res.reason}`;
+    }
+    return this.forwarder.forward(raw, transport).then(
+      (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
+      (err: unknown) => {
+        this.logger?.warn({ err }, 'forwarder failed');
+        return truncatedReply(raw, query, RCODE.SERVFAIL, false, opts);
+      },
+    );
+  }
+
+  private encodeOpts(transport: Transport, query: Query): { maxSize: number; recursionAvailable: boolean; udpPayload: number } {
+    const maxSize = transport === 'tcp'
+      ? TCP_MAX
+      : query.ednsSize > 0 ? Math.min(query.ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
+    return { maxSize, recursionAvailable: this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
+  }
+}
+
+export interface DnsServerOptions {
+  listen: HostPort[];
+  handler: QueryHandler;
+  tcp: { maxConnections: number; idleTimeoutMs: number };
+  logger?: Logger;
+}
+
+/** Replies not yet written that make a TCP connection stop reading until they drain. */
+const TCP_MAX_IN_FLIGHT = 128;
+
+export class DnsServer {
+  private readonly udp: dgram.Socket[] = [];
+  private readonly tcp: net.Server[] = [];
+  private readonly connections = new Set<net.Socket>();
+  private readonly handler: QueryHandler;
+  private readonly logger: Logger | undefined;
+
+  constructor(private readonly opts: DnsServerOptions) {
+    this.handler = opts.handler;
+    this.logger = opts.logger;
+  }
+
+  /** Binds UDP and TCP on every listen address; rejects (after closing what it bound) if one fails. */
+  async start(): Promise<void> {
+    try {
+      for (const hp of this.opts.listen) {
+        await this.listenUdp(hp);
+        await this.listenTcp(hp);
+      }
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /** The addresses actually bound (useful with port 0). */
+  addresses(): { udp: net.AddressInfo[]; tcp: net.AddressInfo[] } {
+    return {
+      udp: this.udp.map((s) => s.address()),
+      tcp: this.tcp.map((s) => s.address() as net.AddressInfo),
+    };
+  }
+
+  async stop(): Promise<void> {
+    for (const c of this.connections) c.destroy();
+    this.connections.clear();
+    await Promise.all([
+      ...this.udp.map((s) => new Promise<void>((resolve) => {
+        try {
+          s.close(() => resolve());
+        } catch {
+          resolve(); // never bound
+        }
+      })),
+      ...this.tcp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+    ]);
+    this.udp.length = 0;
+    this.tcp.length = 0;
+  }
+
+  private listenUdp(hp: HostPort): Promise<void> {
+    const v6 = net.isIPv6(hp.host);
+    const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4' });
+    this.udp.push(sock);
+    sock.on('message', (msg, rinfo) => this.onDatagram(sock, msg, rinfo));
+    return new Promise((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(hp.port, hp.host, () => {
+        sock.off('error', reject);
+        sock.on('error', (err) => this.logger?.warn({ err }, 'DNS UDP socket error'));
+        resolve();
+      });
+    });
+  }
+
+  private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const out = this.handler.handle(msg, rinfo.address, 'udp');
+    if (out === null) return;
+    if (!(out instanceof Promise)) {
+      sock.send(out, rinfo.port, rinfo.address);
+      return;
+    }
+    void out.then((reply) => {
+      if (reply !== null) sock.send(reply, rinfo.port, rinfo.address, () => {});
+    });
+  }
+
+  private listenTcp(hp: HostPort): Promise<void> {
+    const server = net.createServer((sock) => this.onConnection(sock));
+    this.tcp.push(server);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: hp.host, port: hp.port, ipv6Only: net.isIPv6(hp.host) && hp.host !== '::' }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.logger?.warn({ err }, 'DNS TCP listener error'));
+        resolve();
+      });
+    });
+  }
+
+  private onConnection(sock: net.Socket): void {
+    if (this.connections.size >= this.opts.tcp.maxConnections) {
+      sock.destroy();
+      return;
+    }
+    this.connections.add(sock);
+    sock.setNoDelay(true);
+    // Counts inactivity in both directions: a client that sends half a frame and stops is
+    // closed here, as is one that keeps the connection open doing nothing.
+    sock.setTimeout(this.opts.tcp.idleTimeoutMs, () => sock.destroy());
+    const source = sock.remoteAddress ?? '';
+    let pending: Buffer | null = null;
+    let inFlight = 0;
+    let paused = false;
+
+    const send = (reply: Buffer): void => {
+      if (sock.destroyed) return;
+      const frame = Buffer.allocUnsafe(2 + reply.length);
+      frame.writeUInt16BE(reply.length, 0);
+      reply.copy(frame, 2);
+      if (!sock.write(frame) && !paused) {
+        paused = true;
+        sock.pause();
+        sock.once('drain', resume);
+      }
+    };
+    const resume = (): void => {
+      if (paused && inFlight < TCP_MAX_IN_FLIGHT && !sock.writableNeedDrain) {
+        paused = false;
+        sock.resume();
+      }
+    };
+
+    sock.on('data', (chunk: Buffer) => {
+      const buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
+      let off = 0;
+      while (buf.length - off >= 2) {
+        const len = buf.readUInt16BE(off);
+        if (buf.length - off - 2 < len) break;
+        const msg = buf.subarray(off + 2, off + 2 + len);
+        off += 2 + len;
+        const out = this.handler.handle(msg, source, 'tcp');
+        if (out === null) {
+          // Nothing answerable in this frame; the stream may still be in step, keep going.
+          continue;
+        }
+        if (!(out instanceof Promise)) {
+          send(out);
+          continue;
+        }
+        inFlight++;
+        // A forwarded reply may come back after later ones: RFC 7766 §7 allows it, and the
+        // client matches replies by ID.
+        void out.then((reply) => {
+          inFlight--;
+          if (reply !== null) send(reply);
+          resume();
+        });
+        if (inFlight >= TCP_MAX_IN_FLIGHT && !paused) {
+          paused = true;
+          sock.pause();
+        }
+      }
+      // Keep at most one partial frame (≤ 65 537 bytes): the length prefix bounds it.
+      pending = off >= buf.length ? null : Buffer.from(buf.subarray(off));
+    });
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => this.connections.delete(sock));
+  }
+}

@@ -1,0 +1,290 @@
+// The private zone: (who asks, lower-cased name, qtype) → answer, per DESIGN.md's DNS contract.
+//
+//   <svc> | <svc>.<zone>                  A/AAAA of the account's live instances; SRV of them
+//   _<svc>._tcp[.<zone>]                  SRV: one per live instance and port, with addresses
+//   <instance>.<svc>.<zone>               that instance's address
+//   <reverse name of a live address>      PTR <instance>.<svc>.<zone>
+//   whoami.<zone> TXT                     the source and its account
+//   <zone> SOA, NS                        the apex
+//   anything else in the zone             NXDOMAIN (+SOA); an existing name without the
+//                                         type asked is NODATA (NOERROR, no answer, +SOA)
+//   <svc>.<account>.<zone>                only from dns.operatorSubnets
+//
+// A single-label name is read as relative to the zone, so a container's search list works
+// with any ndots. Lookups read only the asker's own AccountView: another account's names
+// are never consulted, so their existence cannot show (operators excepted).
+//
+// answerQuery is a pure function of (asker's view, name, qtype) (whoami also reads the
+// source address), and the answer order is left to the encoder's per-query rotation, so an
+// answer can be cached per account and encoded once.
+import type { AccountView, LiveInstance, ServiceView } from './index.js';
+import { liveOfFamily } from './index.js';
+import { CLASS_ANY, CLASS_IN, RCODE, TYPE, type Reply, type Rr } from './wire.js';
+
+export interface ZoneSettings {
+  /** The zone, lower case, no trailing dot (`internal`). */
+  zone: string;
+  /** TTL of positive private answers, unless a service overrides it. */
+  ttl: number;
+  /** SOA minimum: negative TTL for names that do not exist. */
+  negativeTtl: number;
+  /** Negative TTL for a registered service that has no live instance yet. */
+  pendingNegativeTtl: number;
+  /** Addresses of `ns.<zone>` (the listen addresses that are not wildcards), A/AAAA rdata. */
+  nsAddresses?: Buffer[];
+}
+
+/** Who is asking: the account its source falls in, and whether it is an operator. */
+export interface Asker {
+  /** The source address, canonical text (for whoami). */
+  source: string;
+  view: AccountView | null;
+  /** Every account, when the source is inside dns.operatorSubnets; else null. */
+  operator: ReadonlyMap<string, AccountView> | null;
+}
+
+export type Resolution =
+  /** An answer from the private zone (AA) or an error decided here. */
+  | { kind: 'reply'; reply: Reply; reason: string }
+  /** A name outside the zone: forwarded when there is a forwarder, else REFUSED. */
+  | { kind: 'outside'; reason: string };
+
+export class Zone {
+  readonly name: string;
+  private readonly suffix: string;
+  private readonly settings: ZoneSettings;
+  private readonly nsName: string;
+  private readonly hostmaster: string;
+
+  constructor(settings: ZoneSettings) {
+    this.settings = settings;
+    this.name = settings.zone;
+    this.suffix = `.${settings.zone}`;
+    this.nsName = `ns.${settings.zone}`;
+    this.hostmaster = `hostmaster.${settings.zone}`;
+  }
+
+  /** Is this lower-case name the zone, inside it, or a bare single label? */
+  contains(name: string): boolean {
+    return name === this.name || name.endsWith(this.suffix) || (name !== '' && name.indexOf('.') < 0);
+  }
+
+  /**
+   * The answer to one question. `name` is lower case without the trailing dot. Runs once per
+   * query on the hot path: it does map lookups on the asker's view and builds only the
+   * records it returns.
+   */
+  answer(asker: Asker, name: string, qtype: number, qclass: number): Resolution {
+    if (asker.view === null && asker.operator === null) {
+      return refused('the source address is inside no account\'s subnets');
+    }
+    let relative: string;
+    if (name === this.name) relative = '';
+    else if (name.endsWith(this.suffix)) relative = name.slice(0, name.length - this.suffix.length);
+    else if (name !== '' && name.indexOf('.') < 0) relative = name;
+    else if (asker.view !== null && (name.endsWith('.in-addr.arpa') || name.endsWith('.ip6.arpa'))) {
+      const inst = asker.view.byReverseName.get(name);
+      if (inst && (qtype === TYPE.PTR || qtype === TYPE.ANY) && classOk(qclass)) {
+        return reply(RCODE.NOERROR, [{ name, type: TYPE.PTR, ttl: this.ttlOf(asker.view.services.get(inst.service)), data: { kind: 'name', target: this.instanceName(inst) } }], [], [],
+          `PTR of live instance ${inst.id} of service "${inst.service}" in account "${asker.view.name}"`);
+      }
+      return { kind: 'outside', reason: 'a reverse name that is no live instance of the account' };
+    } else {
+      return { kind: 'outside', reason: `"${name}" is outside the zone "${this.name}"` };
+    }
+    if (!classOk(qclass)) return refused(`class ${qclass} is not served; the zone is class IN`);
+    const labels = relative === '' ? [] : relative.split('.');
+    return this.answerInZone(asker, name, labels, qtype);
+  }
+
+  private answerInZone(asker: Asker, name: string, labels: string[], qtype: number): Resolution {
+    const view = asker.view;
+    const first = labels[0];
+    if (labels.length === 0) return this.apex(view, name, qtype);
+
+    if (labels.length === 1 && first !== undefined) {
+      const svc = view?.services.get(first);
+      if (svc) return this.serviceAnswer(view!, svc, name, qtype, 'service');
+      if (first === 'whoami') {
+        if (qtype === TYPE.TXT || qtype === TYPE.ANY) return this.whoami(asker, name);
+        return this.nodata(view, name, 'whoami has only a TXT record');
+      }
+      if (first === 'ns') {
+        const nsAddrs = this.nsAddressRrs(name, qtype);
+        if (nsAddrs.length > 0) return reply(RCODE.NOERROR, nsAddrs, [], [], 'the name server of the zone');
+        return this.nodata(view, name, 'ns has only the server\'s listen addresses');
+      }
+      if (first === '_tcp' && view !== null && hasLiveService(view)) {
+        return this.nodata(view, name, '_tcp holds the SRV names of the account\'s services');
+      }
+      return this.nxdomain(view, name, view ? `account "${view.name}" has no service "${first}"` : 'operator sources see only <service>.<account> names');
+    }
+
+    if (labels.length === 2) {
+      const [a, b] = labels as [string, string];
+      // _<svc>._tcp: the RFC 2782 form of a service's SRV records.
+      if (b === '_tcp' && a.startsWith('_') && view) {
+        const svc = view.services.get(a.slice(1));
+        if (svc) return this.serviceAnswer(view, svc, name, qtype, 'srv');
+      }
+      // <instance>.<svc>
+      const svc = view?.services.get(b);
+      const inst = svc?.live.get(a);
+      if (view && svc && inst) return this.instanceAnswer(view, svc, inst, name, qtype);
+      // <svc>.<account>, for operators only.
+      const other = asker.operator?.get(b);
+      const otherSvc = other?.services.get(a);
+      if (other && otherSvc) return this.serviceAnswer(other, otherSvc, name, qtype, 'operator');
+      return this.nxdomain(view, name, svc ? `service "${b}" has no live instance "${a}"` : `no service "${b}"${view ? ` in account "${view.name}"` : ''}`);
+    }
+
+    if (labels.length === 3 && asker.operator) {
+      // <instance>.<svc>.<account>, for operators only.
+      const [a, b, c] = labels as [string, string, string];
+      const other = asker.operator.get(c);
+      const svc = other?.services.get(b);
+      const inst = svc?.live.get(a);
+      if (other && svc && inst) return this.instanceAnswer(other, svc, inst, name, qtype);
+    }
+    return this.nxdomain(view, name, 'no such name in the zone');
+  }
+
+  private apex(view: AccountView | null, name: string, qtype: number): Resolution {
+    const answer: Rr[] = [];
+    const additional: Rr[] = [];
+    if (qtype === TYPE.SOA || qtype === TYPE.ANY) answer.push(this.soa(view, this.settings.ttl));
+    if (qtype === TYPE.NS || qtype === TYPE.ANY) {
+      answer.push({ name: this.name, type: TYPE.NS, ttl: this.settings.ttl, data: { kind: 'name', target: this.nsName } });
+      additional.push(...this.nsAddressRrs(this.nsName, TYPE.ANY));
+    }
+    if (answer.length === 0) return this.nodata(view, name, 'the zone apex has only SOA and NS');
+    return reply(RCODE.NOERROR, answer, [], additional, 'the zone apex');
+  }
+
+  private serviceAnswer(view: AccountView, svc: ServiceView, name: string, qtype: number, form: 'service' | 'srv' | 'operator'): Resolution {
+    const where = `service "${svc.name}" of account "${view.name}"`;
+    if (svc.live.size === 0) {
+      // Registered, not live yet (or no longer): a short negative TTL, so the first
+      // instance to go live is reached soon.
+      return this.nxdomain(view, name, `${where} has no live instance`, this.settings.pendingNegativeTtl);
+    }
+    const ttl = this.ttlOf(svc);
+    const answer: Rr[] = [];
+    const additional: Rr[] = [];
+    const wantSrv = qtype === TYPE.SRV || (qtype === TYPE.ANY && form === 'srv');
+    if (form !== 'srv' && (qtype === TYPE.A || qtype === TYPE.ANY)) pushAddresses(answer, name, ttl, liveOfFamily(svc, 4));
+    if (form !== 'srv' && (qtype === TYPE.AAAA || qtype === TYPE.ANY)) pushAddresses(answer, name, ttl, liveOfFamily(svc, 6));
+    if (wantSrv) {
+      for (const inst of svc.live.values()) {
+        const target = this.instanceName(inst, form === 'operator' ? view.name : null);
+        for (const port of svc.ports) {
+          answer.push({ name, type: TYPE.SRV, ttl, data: { kind: 'srv', priority: 0, weight: 10, port, target } });
+        }
+        additional.push({ name: target, type: inst.family === 4 ? TYPE.A : TYPE.AAAA, ttl, data: { kind: 'bytes', bytes: inst.rdata } });
+      }
+    }
+    if (answer.length === 0) {
+      return this.nodata(view, name, `${where} has live instances but no ${typeName(qtype)} record`, this.settings.pendingNegativeTtl);
+    }
+    return reply(RCODE.NOERROR, answer, [], additional, `${svc.live.size} live instance(s) of ${where}`);
+  }
+
+  private instanceAnswer(view: AccountView, svc: ServiceView, inst: LiveInstance, name: string, qtype: number): Resolution {
+    const type = inst.family === 4 ? TYPE.A : TYPE.AAAA;
+    if (qtype !== type && qtype !== TYPE.ANY) {
+      return this.nodata(view, name, `instance ${inst.id} has only an ${typeName(type)} record`, this.settings.pendingNegativeTtl);
+    }
+    return reply(RCODE.NOERROR, [{ name, type, ttl: this.ttlOf(svc), data: { kind: 'bytes', bytes: inst.rdata } }], [], [],
+      `live instance ${inst.id} of service "${svc.name}" of account "${view.name}"`);
+  }
+
+  private whoami(asker: Asker, name: string): Resolution {
+    const account = asker.view?.name ?? '';
+    const strings = [`source=${asker.source}`, `account=${account}`];
+    if (asker.operator) strings.push('operator=true');
+    return reply(RCODE.NOERROR, [{ name, type: TYPE.TXT, ttl: 0, data: { kind: 'bytes', bytes: txtRdata(strings) } }], [], [],
+      `whoami: ${asker.source} maps to ${account === '' ? 'no account' : `account "${account}"`}`);
+  }
+
+  private nsAddressRrs(owner: string, qtype: number): Rr[] {
+    const out: Rr[] = [];
+    for (const bytes of this.settings.nsAddresses ?? []) {
+      const type = bytes.length === 4 ? TYPE.A : TYPE.AAAA;
+      if (qtype === type || qtype === TYPE.ANY) out.push({ name: owner, type, ttl: this.settings.ttl, data: { kind: 'bytes', bytes } });
+    }
+    return out;
+  }
+
+  private nxdomain(view: AccountView | null, name: string, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
+    return reply(RCODE.NXDOMAIN, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NXDOMAIN: ${why}`);
+  }
+
+  private nodata(view: AccountView | null, name: string, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
+    return reply(RCODE.NOERROR, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NODATA: ${why}`);
+  }
+
+  /** The SOA; its serial is the asker's own account's change counter, nothing global. */
+  private soa(view: AccountView | null, ttl: number, minimum = this.settings.negativeTtl): Rr {
+    return {
+      name: this.name,
+      type: TYPE.SOA,
+      ttl,
+      data: { kind: 'soa', mname: this.nsName, rname: this.hostmaster, serial: view?.serial ?? 1, refresh: 3600, retry: 600, expire: 86_400, minimum },
+    };
+  }
+
+  private instanceName(inst: LiveInstance, account: string | null = null): string {
+    return account === null ? `${inst.id}.${inst.service}.${this.name}` : `${inst.id}.${inst.service}.${account}.${this.name}`;
+  }
+
+  private ttlOf(svc: ServiceView | undefined): number {
+    return svc?.ttl ?? this.settings.ttl;
+  }
+}
+
+function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], reason: string): Resolution {
+  return { kind: 'reply', reply: { rcode, authoritative: true, answer, authority, additional }, reason };
+}
+
+function refused(reason: string): Resolution {
+  return { kind: 'reply', reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [] }, reason: `REFUSED: ${reason}` };
+}
+
+function classOk(qclass: number): boolean {
+  return qclass === CLASS_IN || qclass === CLASS_ANY;
+}
+
+function hasLiveService(view: AccountView): boolean {
+  for (const s of view.services.values()) if (s.live.size > 0) return true;
+  return false;
+}
+
+function pushAddresses(out: Rr[], name: string, ttl: number, insts: LiveInstance[]): void {
+  const type = insts[0]?.family === 6 ? TYPE.AAAA : TYPE.A;
+  for (const inst of insts) out.push({ name, type, ttl, data: { kind: 'bytes', bytes: inst.rdata } });
+}
+
+/** TXT rdata: each string as a length-prefixed character-string of at most 255 bytes. */
+export function txtRdata(strings: string[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const s of strings) {
+    const b = Buffer.from(s, 'utf8').subarray(0, 255);
+    parts.push(Buffer.from([b.length]), b);
+  }
+  return Buffer.concat(parts);
+}
+
+const TYPE_NAMES: Record<number, string> = { 1: 'A', 2: 'NS', 6: 'SOA', 12: 'PTR', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 255: 'ANY' };
+
+export function typeName(t: number): string {
+  return TYPE_NAMES[t] ?? `TYPE${t}`;
+}
+
+/** 'A', 'aaaa', 'TYPE28', '28' → 28; null if unknown. */
+export function typeFromName(s: string): number | null {
+  const u = s.toUpperCase();
+  for (const [k, v] of Object.entries(TYPE_NAMES)) if (v === u) return Number(k);
+  const m = /^(?:TYPE)?(\d{1,5})$/.exec(u);
+  if (m && Number(m[1]) <= 65_535) return Number(m[1]);
+  return null;
+}
