@@ -10,7 +10,7 @@
 //                                         type asked is NODATA (NOERROR, no answer, +SOA)
 //   <svc>.<account>.<zone>                only from dns.operatorSubnets
 //
-// A single-label name is read as relative to the zone, so a container's search list works
+// A single-label name (and `_<svc>._tcp`) is read as relative to the zone, so a container's search list works
 // with any ndots. Lookups read only the asker's own AccountView: another account's names
 // are never consulted, so their existence cannot show (operators excepted).
 //
@@ -66,7 +66,7 @@ export class Zone {
 
   /** Is this lower-case name the zone, inside it, or a bare single label? */
   contains(name: string): boolean {
-    return name === this.name || name.endsWith(this.suffix) || (name !== '' && name.indexOf('.') < 0);
+    return name === this.name || name.endsWith(this.suffix) || isBare(name);
   }
 
   /**
@@ -81,7 +81,7 @@ export class Zone {
     let relative: string;
     if (name === this.name) relative = '';
     else if (name.endsWith(this.suffix)) relative = name.slice(0, name.length - this.suffix.length);
-    else if (name !== '' && name.indexOf('.') < 0) relative = name;
+    else if (isBare(name)) relative = name;
     else if (asker.view !== null && (name.endsWith('.in-addr.arpa') || name.endsWith('.ip6.arpa'))) {
       const inst = asker.view.byReverseName.get(name);
       if (inst && (qtype === TYPE.PTR || qtype === TYPE.ANY) && classOk(qclass)) {
@@ -248,6 +248,13 @@ function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], r
 
 function refused(reason: string): Resolution {
   return { kind: 'reply', reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [] }, reason: `REFUSED: ${reason}` };
+}
+
+/** A single label (`redis`), or the bare SRV form `_redis._tcp`: read relative to the zone. */
+function isBare(name: string): boolean {
+  const dot = name.indexOf('.');
+  if (dot < 0) return name !== '';
+  return name.charCodeAt(0) === 0x5f && name.endsWith('._tcp') && dot === name.length - 5;
 }
 
 function classOk(qclass: number): boolean {

@@ -1,0 +1,76 @@
+// accounts.ts: source address → account by longest-prefix match, IPv4-mapped IPv6 as IPv4.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { formatSourceAddress, parseSourceAddress, SubnetTable } from '../../src/dns/accounts.js';
+import { parseSubnet } from '../../src/registry/subnets.js';
+
+function table(entries: Record<string, string>): SubnetTable<string> {
+  const t = new SubnetTable<string>();
+  for (const [cidr, v] of Object.entries(entries)) t.set(parseSubnet(cidr), v);
+  return t;
+}
+
+describe('source address → account', () => {
+  it('the longest matching prefix wins, whatever the insertion order', () => {
+    const t = table({ '10.0.0.0/8': 'wide', '10.1.2.0/24': 'narrow', '10.1.0.0/16': 'mid', '0.0.0.0/0': 'all' });
+    assert.equal(t.lookupText('10.1.2.3'), 'narrow');
+    assert.equal(t.lookupText('10.1.3.3'), 'mid');
+    assert.equal(t.lookupText('10.2.0.1'), 'wide');
+    assert.equal(t.lookupText('192.168.0.1'), 'all');
+  });
+
+  it('a source inside no subnet maps to nothing', () => {
+    const t = table({ '127.1.0.0/16': 'acme', '127.2.0.0/16': 'beta' });
+    assert.equal(t.lookupText('127.3.0.5'), undefined);
+    assert.equal(t.lookupText('127.1.255.255'), 'acme');
+    assert.equal(t.lookupText('127.2.0.0'), 'beta');
+  });
+
+  it('/32 and /128 host routes, and IPv6 prefixes not on a nibble boundary', () => {
+    const t = table({ '127.1.0.5/32': 'host', '127.1.0.0/16': 'net', '::1/128': 'v6host', 'fd00:1::/61': 'v6' });
+    assert.equal(t.lookupText('127.1.0.5'), 'host');
+    assert.equal(t.lookupText('127.1.0.6'), 'net');
+    assert.equal(t.lookupText('::1'), 'v6host');
+    assert.equal(t.lookupText('fd00:1:0:7::9'), 'v6');
+    assert.equal(t.lookupText('fd00:1:0:8::9'), undefined);
+  });
+
+  it('IPv4-mapped IPv6 sources are looked up as IPv4', () => {
+    const t = table({ '127.1.0.0/16': 'acme' });
+    assert.equal(t.lookupText('::ffff:127.1.0.5'), 'acme');
+    assert.equal(t.lookupText('::ffff:7f01:5'), 'acme');
+    assert.equal(t.lookupText('0:0:0:0:0:ffff:127.1.0.5'), 'acme');
+    assert.deepEqual(parseSourceAddress('::ffff:127.1.0.5'), { family: 4, v4: 0x7f010005 });
+  });
+
+  it('deleting a subnet removes it, and a re-added one comes back', () => {
+    const t = table({ '127.1.0.0/16': 'acme', '127.0.0.0/8': 'lo' });
+    t.delete(parseSubnet('127.1.0.0/16'));
+    assert.equal(t.lookupText('127.1.0.5'), 'lo');
+    t.delete(parseSubnet('127.0.0.0/8'));
+    assert.equal(t.lookupText('127.1.0.5'), undefined);
+    t.set(parseSubnet('127.1.0.0/16'), 'acme2');
+    assert.equal(t.lookupText('127.1.0.5'), 'acme2');
+  });
+
+  it('unparseable sources map to nothing and never throw', () => {
+    const t = table({ '0.0.0.0/0': 'all', '::/0': 'all6' });
+    for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', 'x', ':::', '1:2:3:4:5:6:7:8:9', 'fe80::1::2', '01234::1']) {
+      assert.equal(t.lookupText(bad), undefined, bad);
+    }
+    assert.equal(t.lookupText('fe80::1%eth0'), 'all6');
+  });
+
+  it('formats sources canonically', () => {
+    for (const s of ['127.1.0.5', '::1', 'fd00:1::7', '2001:db8:0:1:1:1:1:1', '::']) {
+      assert.equal(formatSourceAddress(parseSourceAddress(s)!), s);
+    }
+  });
+
+  it('costs the same with 10,000 accounts as with one (hash probes per prefix length)', () => {
+    const t = new SubnetTable<number>();
+    for (let i = 0; i < 10_000; i++) t.set(parseSubnet(`10.${i >> 8}.${i & 255}.0/24`), i);
+    assert.equal(t.lookupText('10.39.15.77'), (39 << 8) + 15);
+    assert.equal(t.lookupText('11.0.0.1'), undefined);
+  });
+});
