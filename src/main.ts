@@ -31,6 +31,18 @@ async function serve(argv: string[]): Promise<number> {
     base: { service: 'privdns' },
     redact: { paths: ['req.headers.authorization', 'token', '*.token'], censor: '[redacted]' },
   });
+  // Handlers go in before anything starts, so a signal during start-up still stops cleanly.
+  let signalled: (signal: NodeJS.Signals) => void = () => undefined;
+  const signal = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+  const onSignal = (sig: NodeJS.Signals): void => {
+    // A second signal, or a stop that hangs, ends the process anyway.
+    setTimeout(() => process.exit(1), 5000).unref();
+    process.once(sig, () => process.exit(1));
+    signalled(sig);
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+
   let daemon;
   try {
     daemon = await startDaemon(config, logger);
@@ -38,20 +50,12 @@ async function serve(argv: string[]): Promise<number> {
     logger.fatal({ err }, 'privdns failed to start');
     return 1;
   }
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      logger.info({ signal }, 'stopping');
-      // A second signal, or a stop that hangs, ends the process anyway.
-      setTimeout(() => process.exit(1), 5000).unref();
-      process.once(signal, () => process.exit(1));
-      daemon.stop().then(resolve, (err: unknown) => {
-        logger.error({ err }, 'error while stopping');
-        resolve();
-      });
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
+  logger.info({ signal: await signal }, 'stopping');
+  try {
+    await daemon.stop();
+  } catch (err) {
+    logger.error({ err }, 'error while stopping');
+  }
   return 0;
 }
 
