@@ -111,7 +111,7 @@ export class TcpClient {
 /** Runs dig (or kdig) and returns its stdout. */
 export function dig(args: string[], tool: 'dig' | 'kdig' = 'dig'): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(tool, ['+tries=1', '+time=2', ...args], { timeout: 10_000 }, (err, stdout) => {
+    execFile(tool, [...(tool === 'dig' ? ['+tries=1', '+time=2'] : ['+retry=0', '+timeout=2']), ...args], { timeout: 10_000 }, (err, stdout) => {
       if (err && !stdout) reject(err);
       else resolve(stdout);
     });
