@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { checkPort, type PortProbe } from '../../src/checker/portcheck.js';
 import { CheckerBench, FAST_SETTINGS, listen, sleep, unusedPort } from './support.js';
 
-describe('a live instance whose port stops accepting becomes unhealthy, and live again when it returns', () => {
+describe('a live instance whose port stops accepting becomes unhealthy, and live again when it returns', { concurrency: true }, () => {
   it('unhealthy only after the threshold of consecutive failures, then live on the next success', async () => {
     const outcomes: boolean[] = [];
     const probe: PortProbe = async (host, port, timeoutMs, signal) => {
@@ -79,7 +79,7 @@ describe('a live instance whose port stops accepting becomes unhealthy, and live
   });
 });
 
-describe('after a restart, checks resume from SQLite', () => {
+describe('after a restart, checks resume from SQLite', { concurrency: true }, () => {
   it('a pending instance keeps its original deadline', async () => {
     const first = new CheckerBench(FAST_SETTINGS).start();
     const dataDir = first.dataDir;
