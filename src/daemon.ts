@@ -2,6 +2,7 @@
 // DNS server) and stops them in reverse order on SIGTERM/SIGINT.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { Metrics } from './admin/metrics.js';
 import { buildAdminServer } from './admin/server.js';
 import { loadOrCreateToken } from './admin/auth.js';
 import { PortChecker } from './checker/checker.js';
@@ -38,7 +39,11 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     registry.close();
     throw err;
   }
-  const admin = await buildAdminServer({ registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady });
+  const metrics = new Metrics({ registry, dns: dns.stats, ...(dns.forwarder ? { forwarder: dns.forwarder } : {}) });
+  const admin = await buildAdminServer({
+    registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady,
+    metrics, openMetrics: config.admin.openMetrics,
+  });
   try {
     await admin.listen({ host: config.admin.listen.host, port: config.admin.listen.port });
   } catch (err) {
@@ -56,6 +61,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       await admin.close();
       await checker.stop();
       await dns.stop();
+      metrics.close();
       registry.close();
       logger.info('privdns stopped');
     })();

@@ -7,6 +7,7 @@ import { PrivdnsError } from '../errors.js';
 import type { Registry } from '../registry/store.js';
 import { tokenMatcher } from './auth.js';
 import { errorBody, errorHandler } from './errors.js';
+import type { Metrics } from './metrics.js';
 import { registerRoutes, type ResolveFn } from './routes.js';
 
 export interface AdminDeps {
@@ -18,6 +19,10 @@ export interface AdminDeps {
   resolve?: ResolveFn;
   /** Readiness beyond "the process is up": listeners bound, index built. */
   isReady?: () => boolean;
+  /** Served at /metrics when given. */
+  metrics?: Metrics;
+  /** /metrics without the token. */
+  openMetrics?: boolean;
 }
 
 const OPEN_PATHS = new Set(['/healthz', '/readyz']);
@@ -55,9 +60,10 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
   });
 
   const authorized = tokenMatcher(deps.token);
+  const open = deps.openMetrics ? new Set([...OPEN_PATHS, '/metrics']) : OPEN_PATHS;
   app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?', 1)[0] ?? '';
-    if (OPEN_PATHS.has(path)) return;
+    if (open.has(path)) return;
     if (!authorized(request.headers.authorization)) {
       await reply
         .status(401)
@@ -90,6 +96,12 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     },
   });
   registerRoutes(app, deps.registry, deps.resolve);
+  const metrics = deps.metrics;
+  if (metrics) {
+    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
+      reply.header('content-type', metrics.contentType).send(await metrics.text()),
+    );
+  }
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return app;

@@ -23,7 +23,8 @@ export interface Config {
     operatorSubnets: Subnet[];
     tcp: { maxConnections: number; idleTimeoutMs: number };
   };
-  admin: { listen: HostPort; token: string; bodyLimitBytes: number };
+  /** openMetrics: serve /metrics without the token (for a scraper on a trusted network). */
+  admin: { listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean };
   dataDir: string;
   zone: string;
   /** Empty: names outside the zone are REFUSED. */
@@ -154,6 +155,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       listen: adminListen,
       token: fromEnv('PRIVDNS_ADMIN_TOKEN') ?? file.string('admin.token', ''),
       bodyLimitBytes: file.int('admin.bodyLimitBytes', 65_536, 256, 64 * 1024 * 1024),
+      openMetrics: file.bool('admin.openMetrics', false),
     },
     dataDir: fromEnv('PRIVDNS_DATA_DIR') || file.string('dataDir', './data'),
     zone,
@@ -230,6 +232,13 @@ class Reader {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
       throw new ConfigError(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
     }
+    return v;
+  }
+
+  bool(key: string, fallback: boolean): boolean {
+    const v = this.get(key);
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'boolean') throw new ConfigError(key, `must be true or false, got ${JSON.stringify(v)}`);
     return v;
   }
 

@@ -9,10 +9,14 @@ import { createExplainer, type ExplainQuery, type ExplainResult } from './explai
 import { Forwarder } from './forward.js';
 import { AccountIndex } from './index.js';
 import { DnsServer, QueryHandler } from './server.js';
+import { QueryStats } from './stats.js';
 import { Zone } from './zone.js';
 
 export interface DnsService {
   index: AccountIndex;
+  /** Query counters, read by the metrics endpoint. */
+  stats: QueryStats;
+  forwarder: Forwarder | null;
   handler: QueryHandler;
   server: DnsServer;
   /** GET /v1/resolve. */
@@ -43,6 +47,7 @@ export async function startDns(config: Config, registry: Registry, logger: Logge
     ...(forwarder ? { forwarder } : {}),
     logger: log,
   });
+  const stats = new QueryStats();
   const server = new DnsServer({ listen: config.dns.listen, handler, tcp: config.dns.tcp, logger: log });
   try {
     await server.start();
@@ -56,6 +61,8 @@ export async function startDns(config: Config, registry: Registry, logger: Logge
   const explain = createExplainer(handler);
   return {
     index,
+    stats,
+    forwarder,
     handler,
     server,
     resolve: explain,

@@ -126,6 +126,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       instancesOfAccount: db.prepare<[number], InstanceRow>(`${INSTANCE_SELECT} WHERE i.account_id = ?`),
       instancesInState: db.prepare<[string], InstanceRow>(`${INSTANCE_SELECT} WHERE i.state = ?`),
       allInstances: db.prepare<[], InstanceRow>(`${INSTANCE_SELECT}`),
+      countAccounts: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM accounts'),
+      countServices: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM services'),
+      countInstances: db.prepare<[], { state: InstanceState; n: number }>('SELECT state, COUNT(*) AS n FROM instances GROUP BY state'),
       instanceByAddress: db.prepare<[number, string], { id: string }>('SELECT id FROM instances WHERE account_id = ? AND address = ?'),
       insertInstance: db.prepare(`INSERT INTO instances
         (id, service_id, account_id, address, state, reason, port_results, bind_timeout_s, created_at, deadline_at, live_at, bind_ms, updated_at)
@@ -142,6 +145,13 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   revision(): number {
     return this.stmt.revision.get()?.value ?? 0;
+  }
+
+  /** How much the registry holds, for metrics. */
+  counts(): { accounts: number; services: number; instances: Record<InstanceState, number> } {
+    const instances: Record<InstanceState, number> = { pending: 0, live: 0, failed: 0, unhealthy: 0, running: 0 };
+    for (const row of this.stmt.countInstances.all()) instances[row.state] = row.n;
+    return { accounts: this.stmt.countAccounts.get()?.n ?? 0, services: this.stmt.countServices.get()?.n ?? 0, instances };
   }
 
   // ---- accounts ----

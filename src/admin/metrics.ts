@@ -1,0 +1,152 @@
+// Prometheus metrics at /metrics (prom-client): DNS queries, latency, truncations and
+// per-account counts, the forwarder, the checker's transitions, the registry's sizes, and the
+// process. DNS and forwarder figures are plain counters kept by those parts and read here at
+// scrape time, so the query path pays nothing for them.
+import client from 'prom-client';
+import type { ForwarderStats } from '../dns/forward.js';
+import type { QueryStats } from '../dns/stats.js';
+import type { Registry } from '../registry/store.js';
+import type { RegistryChange } from '../registry/types.js';
+
+export interface MetricsSources {
+  registry: Registry;
+  dns?: QueryStats;
+  forwarder?: { stats(): ForwarderStats };
+}
+
+type Labels = Record<string, string | number>;
+interface Sample {
+  labels?: Labels;
+  value: number;
+  metricName?: string;
+}
+
+/** A metric whose samples are computed when scraped. */
+function pulled(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[]): client.Metric {
+  const metric = {
+    name,
+    help,
+    type,
+    aggregator: 'sum',
+    get: async () => ({ name, help, type, aggregator: 'sum', values: samples() }),
+    reset: () => undefined,
+  };
+  return metric as unknown as client.Metric;
+}
+
+function histogramSamples(name: string, buckets: number[], cumulative: number[], sum: number, count: number, labels: Labels = {}): Sample[] {
+  return [
+    ...buckets.map((le, i) => ({ metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative[i] ?? 0 })),
+    { metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: count },
+    { metricName: `${name}_sum`, labels, value: sum },
+    { metricName: `${name}_count`, labels, value: count },
+  ];
+}
+
+export class Metrics {
+  readonly register = new client.Registry();
+  private readonly stopListening: () => void;
+
+  constructor(src: MetricsSources) {
+    const reg = this.register;
+    client.collectDefaultMetrics({ register: reg, prefix: 'privdns_' });
+
+    const transitions = new client.Counter({
+      name: 'privdns_instance_transitions_total',
+      help: 'Instance state changes, by state before and after.',
+      labelNames: ['from', 'to'],
+      registers: [reg],
+    });
+    const onChange = (c: RegistryChange): void => {
+      if (c.kind === 'instance' && c.op === 'put' && c.previousState !== null && c.previousState !== c.instance.state) {
+        transitions.inc({ from: c.previousState, to: c.instance.state });
+      }
+    };
+    src.registry.on('change', onChange);
+    this.stopListening = () => src.registry.off('change', onChange);
+
+    reg.registerMetric(pulled('privdns_registry_accounts', 'Accounts in the registry.', 'gauge', () => [{ value: src.registry.counts().accounts }]));
+    reg.registerMetric(pulled('privdns_registry_services', 'Services in the registry.', 'gauge', () => [{ value: src.registry.counts().services }]));
+    reg.registerMetric(
+      pulled('privdns_registry_instances', 'Instances in the registry, by state (pending ones are the checks under way).', 'gauge', () =>
+        Object.entries(src.registry.counts().instances).map(([state, value]) => ({ labels: { state }, value })),
+      ),
+    );
+    reg.registerMetric(pulled('privdns_registry_revision', 'The registry revision: committed changes so far.', 'gauge', () => [{ value: src.registry.revision() }]));
+
+    const dns = src.dns;
+    if (dns) {
+      reg.registerMetric(
+        pulled('privdns_dns_queries_total', 'DNS replies sent, by transport, rcode and query type.', 'counter', () =>
+          dns.replyCounts().map(({ value, ...labels }) => ({ labels, value })),
+        ),
+      );
+      reg.registerMetric(
+        pulled('privdns_dns_dropped_total', 'DNS packets dropped unanswered (unreadable).', 'counter', () =>
+          dns.droppedCounts().map(({ value, transport }) => ({ labels: { transport }, value })),
+        ),
+      );
+      reg.registerMetric(
+        pulled('privdns_dns_truncated_total', 'DNS replies sent with TC set.', 'counter', () =>
+          dns.truncatedCounts().map(({ value, transport }) => ({ labels: { transport }, value })),
+        ),
+      );
+      reg.registerMetric(
+        pulled('privdns_dns_query_duration_seconds', 'Time from a query arriving to its reply being sent.', 'histogram', () => {
+          const h = dns.latencyHistogram();
+          return histogramSamples('privdns_dns_query_duration_seconds', h.buckets, h.cumulative, h.sum, h.count);
+        }),
+      );
+      reg.registerMetric(
+        pulled('privdns_dns_account_queries_total', 'Queries from sources inside each account (at most 1000 accounts, the rest as _other).', 'counter', () =>
+          dns.accountCounts().map(({ account, value }) => ({ labels: { account }, value })),
+        ),
+      );
+    }
+
+    const fwd = src.forwarder;
+    if (fwd) {
+      const f = (name: string, help: string, pick: (s: ForwarderStats) => number): void =>
+        reg.registerMetric(pulled(name, help, 'counter', () => [{ value: pick(fwd.stats()) }]));
+      f('privdns_forward_queries_total', 'Queries for names outside the zone handed to the forwarder.', (s) => s.queries);
+      f('privdns_forward_cache_hits_total', 'Forwarded queries answered from the cache.', (s) => s.cacheHits);
+      f('privdns_forward_cache_misses_total', 'Forwarded queries not in the cache.', (s) => s.cacheMisses);
+      f('privdns_forward_coalesced_total', 'Cache misses that joined an identical query in flight.', (s) => s.coalesced);
+      f('privdns_forward_servfail_total', 'Forwarded queries answered SERVFAIL because no upstream answered in time.', (s) => s.servfails);
+      reg.registerMetric(
+        pulled('privdns_forward_cache_entries', 'Answers in the forwarder cache.', 'gauge', () => [{ value: fwd.stats().cache.entries }]),
+      );
+      reg.registerMetric(
+        pulled('privdns_forward_upstream_latency_seconds', 'Latency of upstream exchanges that got an answer.', 'histogram', () => {
+          const l = fwd.stats().upstreamLatency;
+          return histogramSamples('privdns_forward_upstream_latency_seconds', l.buckets, l.counts, l.sumSeconds, l.count);
+        }),
+      );
+      const perUpstream = (name: string, help: string, pick: 'queries' | 'failures' | 'timeouts' | 'dropped'): void =>
+        reg.registerMetric(
+          pulled(name, help, 'counter', () => fwd.stats().upstreams.map((u) => ({ labels: { upstream: u.address }, value: u[pick] }))),
+        );
+      perUpstream('privdns_forward_upstream_queries_total', 'Exchanges tried with each upstream.', 'queries');
+      perUpstream('privdns_forward_upstream_failures_total', 'Failed exchanges with each upstream.', 'failures');
+      perUpstream('privdns_forward_upstream_timeouts_total', 'Exchanges with each upstream that timed out.', 'timeouts');
+      perUpstream('privdns_forward_upstream_dropped_total', 'Packets from each upstream dropped as not answering our question.', 'dropped');
+      reg.registerMetric(
+        pulled('privdns_forward_upstream_healthy', '1 while an upstream is considered healthy.', 'gauge', () =>
+          fwd.stats().upstreams.map((u) => ({ labels: { upstream: u.address }, value: u.healthy ? 1 : 0 })),
+        ),
+      );
+    }
+  }
+
+  text(): Promise<string> {
+    return this.register.metrics();
+  }
+
+  get contentType(): string {
+    return this.register.contentType;
+  }
+
+  close(): void {
+    this.stopListening();
+  }
+}
