@@ -27,6 +27,7 @@ import type {
   Service,
   ServiceType,
 } from './types.js';
+import { INSTANCE_STATES } from './types.js';
 
 export interface NewService {
   name: string;
@@ -149,7 +150,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   /** How much the registry holds, for metrics. */
   counts(): { accounts: number; services: number; instances: Record<InstanceState, number> } {
-    const instances: Record<InstanceState, number> = { pending: 0, live: 0, failed: 0, unhealthy: 0, running: 0 };
+    const instances = Object.fromEntries(INSTANCE_STATES.map((st) => [st, 0])) as Record<InstanceState, number>;
     for (const row of this.stmt.countInstances.all()) instances[row.state] = row.n;
     return { accounts: this.stmt.countAccounts.get()?.n ?? 0, services: this.stmt.countServices.get()?.n ?? 0, instances };
   }
