@@ -21,7 +21,16 @@ export interface Config {
     pendingNegativeTtl: number;
     maxUdpPayload: number;
     operatorSubnets: Subnet[];
-    tcp: { maxConnections: number; idleTimeoutMs: number };
+    tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number };
+    /** Response rate limiting of UDP answers per source prefix (src/dns/ratelimit.ts). */
+    rateLimit: {
+      responsesPerSecond: number;
+      window: number;
+      slip: number;
+      ipv4PrefixLength: number;
+      ipv6PrefixLength: number;
+      maxSources: number;
+    };
   };
   /** openMetrics: serve /metrics without the token (for a scraper on a trusted network). */
   admin: { listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean };
@@ -149,6 +158,15 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       tcp: {
         maxConnections: file.int('dns.tcp.maxConnections', 1000, 1, 1_000_000),
         idleTimeoutMs: file.int('dns.tcp.idleTimeoutMs', 10_000, 100, 3_600_000),
+        readTimeoutMs: file.int('dns.tcp.readTimeoutMs', 2000, 100, 3_600_000),
+      },
+      rateLimit: {
+        responsesPerSecond: file.int('dns.rateLimit.responsesPerSecond', 0, 0, 10_000_000),
+        window: file.int('dns.rateLimit.window', 15, 1, 3600),
+        slip: file.int('dns.rateLimit.slip', 2, 0, 10),
+        ipv4PrefixLength: file.int('dns.rateLimit.ipv4PrefixLength', 24, 0, 32),
+        ipv6PrefixLength: file.int('dns.rateLimit.ipv6PrefixLength', 56, 0, 128),
+        maxSources: file.int('dns.rateLimit.maxSources', 100_000, 1, 10_000_000),
       },
     },
     admin: {

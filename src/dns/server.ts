@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import type { HostPort } from '../config/config.js';
 import type { Subnet } from '../registry/subnets.js';
 import { formatSourceAddress, parseSourceAddress, SubnetTable } from './accounts.js';
+import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './ratelimit.js';
 import type { AccountIndex } from './index.js';
 import type { Asker, Zone } from './zone.js';
 import {
@@ -156,12 +157,20 @@ export class QueryHandler {
 export interface DnsServerOptions {
   listen: HostPort[];
   handler: QueryHandler;
-  tcp: { maxConnections: number; idleTimeoutMs: number };
+  /** readTimeoutMs: longest a started frame may take to arrive in full (default 2000). */
+  tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number };
+  /** Response rate limiting of UDP answers (ratelimit.ts); absent: off. */
+  rateLimit?: ResponseRateLimiter | null;
   logger?: Logger;
 }
 
 /** Replies not yet written that make a TCP connection stop reading until they drain. */
 const TCP_MAX_IN_FLIGHT = 128;
+/**
+ * UDP replies libuv may hold when the kernel's send buffer is full. Past it replies are
+ * dropped, not queued: under a flood memory stays flat and the client retries.
+ */
+const UDP_MAX_SEND_QUEUE = 1024;
 
 export class DnsServer {
   private readonly udp: dgram.Socket[] = [];
@@ -229,14 +238,22 @@ export class DnsServer {
   }
 
   private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    // A source prefix over its rate gets nothing, or now and then an empty TC reply: checked
+    // before any work, so an over-limit flood costs one map probe per packet.
+    const limit = this.opts.rateLimit?.check(rinfo.address) ?? RATE_SEND;
+    if (limit !== RATE_SEND) {
+      const tc = limit === RATE_SLIP ? slipReply(msg) : null;
+      if (tc !== null && sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(tc, rinfo.port, rinfo.address, () => {});
+      return;
+    }
     const out = this.handler.handle(msg, rinfo.address, 'udp');
     if (out === null) return;
     if (!(out instanceof Promise)) {
-      sock.send(out, rinfo.port, rinfo.address);
+      if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(out, rinfo.port, rinfo.address);
       return;
     }
     void out.then((reply) => {
-      if (reply !== null) sock.send(reply, rinfo.port, rinfo.address, () => {});
+      if (reply !== null && sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(reply, rinfo.port, rinfo.address, () => {});
     });
   }
 
@@ -267,6 +284,10 @@ export class DnsServer {
     let pending: Buffer | null = null;
     let inFlight = 0;
     let paused = false;
+    // Slow-loris guard: the idle timeout restarts on every byte, so a client dribbling one
+    // byte at a time would hold its slot forever; a started frame must complete in time.
+    const readTimeoutMs = this.opts.tcp.readTimeoutMs ?? 2000;
+    let readTimer: NodeJS.Timeout | null = null;
 
     const send = (reply: Buffer): void => {
       if (sock.destroyed) return;
@@ -318,8 +339,19 @@ export class DnsServer {
       }
       // Keep at most one partial frame (≤ 65 537 bytes): the length prefix bounds it.
       pending = off >= buf.length ? null : Buffer.from(buf.subarray(off));
+      if (pending === null) {
+        if (readTimer !== null) {
+          clearTimeout(readTimer);
+          readTimer = null;
+        }
+      } else if (readTimer === null) {
+        readTimer = setTimeout(() => sock.destroy(), readTimeoutMs);
+      }
     });
     sock.on('error', () => sock.destroy());
-    sock.on('close', () => this.connections.delete(sock));
+    sock.on('close', () => {
+      if (readTimer !== null) clearTimeout(readTimer);
+      this.connections.delete(sock);
+    });
   }
 }

@@ -8,6 +8,7 @@ import { parseAddress } from '../registry/subnets.js';
 import { createExplainer, type ExplainQuery, type ExplainResult } from './explain.js';
 import { Forwarder } from './forward.js';
 import { AccountIndex } from './index.js';
+import { ResponseRateLimiter } from './ratelimit.js';
 import { DnsServer, QueryHandler } from './server.js';
 import { QueryStats } from './stats.js';
 import { Zone } from './zone.js';
@@ -48,7 +49,8 @@ export async function startDns(config: Config, registry: Registry, logger: Logge
     logger: log,
   });
   const stats = new QueryStats();
-  const server = new DnsServer({ listen: config.dns.listen, handler, tcp: config.dns.tcp, logger: log });
+  const rateLimit = ResponseRateLimiter.from(config.dns.rateLimit);
+  const server = new DnsServer({ listen: config.dns.listen, handler, tcp: config.dns.tcp, rateLimit, logger: log });
   try {
     await server.start();
   } catch (err) {
