@@ -22,6 +22,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const registry = new Registry({
     dataDir: config.dataDir,
     defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds,
+    defaultTtl: config.dns.ttl,
     onListenerError: (err, change) => logger.error({ err, change: { kind: change.kind, op: change.op, revision: change.revision } }, 'registry change listener failed'),
   });
   let token = config.admin.token;
@@ -42,6 +43,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const metrics = new Metrics({ registry, dns: dns.stats, ...(dns.forwarder ? { forwarder: dns.forwarder } : {}) });
   const admin = await buildAdminServer({
     registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady,
+    served: { current: () => dns.index.revision, waitFor: (n, ms) => dns.index.waitForRevision(n, ms), waiting: () => dns.index.waiting },
     metrics, openMetrics: config.admin.openMetrics,
   });
   try {

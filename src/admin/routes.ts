@@ -8,11 +8,32 @@ import * as S from './schemas.js';
 
 export type ResolveFn = (query: S.ResolveQuery) => unknown;
 
-export const REVISION_HEADER = 'privdns-revision';
+/** The registry revision the DNS server answers from (its AccountIndex), for GET /v1/revision. */
+export interface ServedRevision {
+  current(): number;
+  /** True once DNS serves `revision` or later, false after `timeoutMs`; never polls. */
+  waitFor(revision: number, timeoutMs: number): Promise<boolean>;
+  /** Waits in progress, for the bound below. */
+  waiting(): number;
+}
 
-export function registerRoutes(app: FastifyInstance, registry: Registry, resolve?: ResolveFn): void {
+export const REVISION_HEADER = 'privdns-revision';
+/** DELETE of an instance: when it is drained (no resolver can still hold its address). */
+export const DRAINED_AT_HEADER = 'privdns-drained-at';
+const MAX_REVISION_TIMEOUT_S = 30;
+/** Long polls held at once; beyond, 503 rather than unbounded timers. */
+const MAX_REVISION_WAITERS = 10_000;
+
+export function registerRoutes(app: FastifyInstance, registry: Registry, resolve?: ResolveFn, served?: ServedRevision): void {
   const noContent = (reply: FastifyReply, revision: number): FastifyReply =>
     reply.status(204).header(REVISION_HEADER, String(revision)).send();
+  // Closing the server ends every long poll at once (as a timeout would), so SIGTERM does not
+  // wait out a 30 s wait.
+  const closing = new AbortController();
+  app.addHook('preClose', (done) => {
+    closing.abort();
+    done();
+  });
 
   app.post<{ Body: S.CreateAccountBody }>('/v1/accounts', { schema: { body: S.createAccountBody } }, async (req, reply) => {
     const { account, revision } = registry.createAccount(req.body.name, req.body.subnets);
@@ -86,8 +107,33 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
   app.delete<{ Params: S.InstanceParams }>(
     '/v1/accounts/:account/services/:service/instances/:id',
     { schema: { params: S.instanceParams } },
-    async (req, reply) => noContent(reply, registry.deleteInstance(req.params.account, req.params.service, req.params.id).revision),
+    async (req, reply) => {
+      const { revision, drainedAt } = registry.deleteInstance(req.params.account, req.params.service, req.params.id);
+      return noContent(reply.header(DRAINED_AT_HEADER, drainedAt), revision);
+    },
   );
+
+  // GET /v1/revision[?wait=N[&timeout=S]]: the revision DNS serves; with `wait`, held until
+  // DNS serves N or later (`reached: true`) or the timeout passes (`reached: false`, 200
+  // all the same, as Consul's blocking queries do: the caller compares).
+  app.get<{ Querystring: S.RevisionQuery }>('/v1/revision', { schema: { querystring: S.revisionQuery } }, async (req, reply) => {
+    if (!served) throw new PrivdnsError('not_implemented', 'the DNS server is not running in this process');
+    const wait = req.query.wait === undefined ? null : Number(req.query.wait);
+    const timeoutS = req.query.timeout === undefined ? 5 : Number(req.query.timeout);
+    if (timeoutS > MAX_REVISION_TIMEOUT_S) {
+      throw new PrivdnsError('invalid_request', `timeout: at most ${MAX_REVISION_TIMEOUT_S} seconds, got ${req.query.timeout}`);
+    }
+    let reached = true;
+    if (wait !== null && served.current() < wait) {
+      if (served.waiting() >= MAX_REVISION_WAITERS) throw new PrivdnsError('unavailable', 'too many revision waits in progress; retry');
+      reached = closing.signal.aborted ? false : await Promise.race([
+        served.waitFor(wait, Math.round(timeoutS * 1000)),
+        new Promise<boolean>((resolve) => closing.signal.addEventListener('abort', () => resolve(false), { once: true })),
+      ]);
+    }
+    const revision = served.current();
+    return reply.header(REVISION_HEADER, String(revision)).send({ revision, registry: registry.revision(), reached });
+  });
 
   app.get<{ Querystring: S.ResolveQuery }>('/v1/resolve', { schema: { querystring: S.resolveQuery } }, async (req) => {
     if (!resolve) throw new PrivdnsError('not_implemented', 'the DNS server is not running in this process');

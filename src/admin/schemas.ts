@@ -80,6 +80,17 @@ export const resolveQuery = {
   },
 } as const;
 
+// Query strings arrive as text (and the validator does not coerce): numbers are patterns,
+// their ranges checked by the route.
+export const revisionQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    wait: { type: 'string', pattern: '^[0-9]{1,15}$', description: 'return once DNS serves this revision or later' },
+    timeout: { type: 'string', pattern: '^[0-9]{1,2}(\\.[0-9]{1,3})?$', description: 'seconds to wait at most, 0-30, default 5' },
+  },
+} as const;
+
 export interface AccountParams { account: string }
 export interface ServiceParams { account: string; service: string }
 export interface InstanceParams { account: string; service: string; id: string }
@@ -94,3 +105,4 @@ export interface CreateServiceBody {
 }
 export interface CreateInstanceBody { address: string; bindTimeoutSeconds?: number }
 export interface ResolveQuery { source: string; name: string; type?: string }
+export interface RevisionQuery { wait?: string; timeout?: string }

@@ -8,7 +8,7 @@ import type { Registry } from '../registry/store.js';
 import { tokenMatcher } from './auth.js';
 import { errorBody, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
-import { registerRoutes, type ResolveFn } from './routes.js';
+import { registerRoutes, type ResolveFn, type ServedRevision } from './routes.js';
 
 export interface AdminDeps {
   registry: Registry;
@@ -17,6 +17,8 @@ export interface AdminDeps {
   bodyLimitBytes: number;
   /** The DNS explain function; absent, GET /v1/resolve answers 501. */
   resolve?: ResolveFn;
+  /** The revision DNS serves; absent, GET /v1/revision answers 501. */
+  served?: ServedRevision;
   /** Readiness beyond "the process is up": listeners bound, index built. */
   isReady?: () => boolean;
   /** Served at /metrics when given. */
@@ -95,7 +97,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
       security: [{ bearer: [] }],
     },
   });
-  registerRoutes(app, deps.registry, deps.resolve);
+  registerRoutes(app, deps.registry, deps.resolve, deps.served);
   const metrics = deps.metrics;
   if (metrics) {
     app.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>

@@ -117,7 +117,8 @@ export class PortChecker {
   private applyChange(change: RegistryChange): void {
     if (change.kind === 'instance') {
       const known = this.watches.get(change.instance.id);
-      if (change.op === 'delete') {
+      if (change.op === 'delete' || (known && !isChecked(change.instance.state))) {
+        // Gone, or deleted and now draining: nothing left to check.
         if (known) this.unwatch(known);
       } else if (!known && isChecked(change.instance.state)) {
         // Our own transitions arrive here too, for instances already watched.

@@ -1,7 +1,8 @@
 // GET /v1/resolve: the debugging twin of dig. Builds the query a client at `source` would
 // send, runs it through the very QueryHandler the sockets use (so the answer is the wire's
 // answer, byte for byte, as over TCP: never truncated) and decodes that reply for humans,
-// with the account the source maps to and the reason for the answer.
+// with the account the source maps to and the reason for the answer. The query carries EDNS,
+// as dig's does, so a negative answer's Extended DNS Error (RFC 8914) is shown as sent.
 import { randomInt } from 'node:crypto';
 import { PrivdnsError } from '../errors.js';
 import { AddressSyntaxError, parseAddress } from '../registry/subnets.js';
@@ -35,6 +36,8 @@ export interface ExplainResult {
   /** Size of the reply in bytes: above 512 (or the client's EDNS size) UDP gets TC. */
   size: number;
   reason: string;
+  /** The Extended DNS Error of the reply (RFC 8914), as a client with EDNS receives it. */
+  ede: { infoCode: number; extraText: string } | null;
 }
 
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
@@ -61,7 +64,7 @@ export function createExplainer(handler: QueryHandler): (q: ExplainQuery) => Pro
     const base = { source, account: explanation.account, operator: explanation.operator, question: { name, type: typeName(qtype) }, forwarded: explanation.forwarded, reason: explanation.reason };
     const decoded = reply === null ? null : decodeReply(reply);
     if (decoded === null) {
-      return { ...base, rcode: 'SERVFAIL', flags: { aa: false, tc: false, ra: false }, answer: [], authority: [], additional: [], size: 0 };
+      return { ...base, rcode: 'SERVFAIL', flags: { aa: false, tc: false, ra: false }, answer: [], authority: [], additional: [], size: 0, ede: null };
     }
     return { ...base, ...decoded, size: reply!.length };
   };
@@ -80,10 +83,16 @@ function buildQuery(labels: string[], qtype: number): Buffer {
   tail.writeUInt16BE(qtype, 1);
   tail.writeUInt16BE(1, 3);
   parts.push(tail);
+  // OPT: EDNS 0, UDP size 1232, no options.
+  const opt = Buffer.alloc(11);
+  opt.writeUInt16BE(41, 1);
+  opt.writeUInt16BE(1232, 3);
+  parts.push(opt);
+  parts[0]!.writeUInt16BE(1, 10);
   return Buffer.concat(parts);
 }
 
-type Decoded = Pick<ExplainResult, 'rcode' | 'flags' | 'answer' | 'authority' | 'additional'>;
+type Decoded = Pick<ExplainResult, 'rcode' | 'flags' | 'answer' | 'authority' | 'additional' | 'ede'>;
 
 /** Decodes a reply (ours, or the forwarder's) for display; null if it does not parse. */
 export function decodeReply(msg: Buffer): Decoded | null {
@@ -92,6 +101,7 @@ export function decodeReply(msg: Buffer): Decoded | null {
     let off = 12;
     for (let i = 0; i < counts[0]; i++) off = readName(msg, off).end + 4;
     const sections: ExplainedRecord[][] = [[], [], []];
+    let ede: Decoded['ede'] = null;
     for (let s = 0; s < 3; s++) {
       for (let i = 0; i < counts[s + 1]!; i++) {
         const owner = readName(msg, off);
@@ -102,7 +112,11 @@ export function decodeReply(msg: Buffer): Decoded | null {
         const rd = off + 10;
         off = rd + len;
         if (off > msg.length) return null;
-        if (type === 41) continue; // OPT: not a record of the answer
+        if (type === 41) {
+          // OPT: not a record of the answer, but it may carry an Extended DNS Error.
+          ede = readEde(msg, rd, len) ?? ede;
+          continue;
+        }
         sections[s]!.push({ name: `${owner.name}.`, type: typeName(type), ttl, data: rdataText(msg, type, rd, len) });
       }
     }
@@ -113,10 +127,26 @@ export function decodeReply(msg: Buffer): Decoded | null {
       answer: sections[0]!,
       authority: sections[1]!,
       additional: sections[2]!,
+      ede,
     };
   } catch {
     return null; // a short read: RangeError from the Buffer accessors
   }
+}
+
+/** The first EDE option (code 15) in OPT rdata at [at, at+len), or null. */
+export function readEde(msg: Buffer, at: number, len: number): { infoCode: number; extraText: string } | null {
+  const end = Math.min(at + len, msg.length);
+  for (let p = at; p + 4 <= end; ) {
+    const code = msg.readUInt16BE(p);
+    const olen = msg.readUInt16BE(p + 2);
+    if (p + 4 + olen > end) return null;
+    if (code === 15 && olen >= 2) {
+      return { infoCode: msg.readUInt16BE(p + 4), extraText: msg.subarray(p + 6, p + 4 + olen).toString('utf8') };
+    }
+    p += 4 + olen;
+  }
+  return null;
 }
 
 function rdataText(msg: Buffer, type: number, at: number, len: number): string {

@@ -5,10 +5,15 @@
 // never SQLite.
 //
 // Only what DNS answers is kept: DNS-visible services (not background workers) and their
-// `live` instances, with addresses already in wire form, so a query does no parsing.
+// `live` instances, with addresses already in wire form, so a query does no parsing; and,
+// for explaining a negative answer from the account's own point of view, the names of its
+// background workers and the state of its instances that are not live.
+//
+// The index also tracks the registry revision it serves (the last change applied), which
+// GET /v1/revision?wait=N waits on.
 import type { Registry } from '../registry/store.js';
 import { parseAddress, parseSubnet, type Subnet } from '../registry/subnets.js';
-import type { Account, Instance, RegistryChange, Service } from '../registry/types.js';
+import type { Account, Instance, InstanceState, RegistryChange, Service, ServiceType } from '../registry/types.js';
 import { SubnetTable } from './accounts.js';
 
 export interface LiveInstance {
@@ -23,6 +28,7 @@ export interface LiveInstance {
 
 export interface ServiceView {
   name: string;
+  type: ServiceType;
   ports: readonly number[];
   /** Positive TTL override; null means the daemon's dns.ttl. */
   ttl: number | null;
@@ -31,6 +37,8 @@ export interface ServiceView {
   /** Memoised lists of the live instances by family; null after a change. */
   v4: LiveInstance[] | null;
   v6: LiveInstance[] | null;
+  /** Instances that are not live (pending, failed, unhealthy, draining) by id: why not. */
+  notLive: Map<string, { state: InstanceState; reason: string | null }>;
 }
 
 export interface AccountView {
@@ -39,8 +47,23 @@ export interface AccountView {
   services: Map<string, ServiceView>;
   /** Live instance by reverse-lookup name (`7.0.1.10.in-addr.arpa`), for PTR. */
   byReverseName: Map<string, LiveInstance>;
-  /** Bumped on every change to this account: the SOA serial of its view of the zone. */
+  /** Background workers: registered, never resolvable. */
+  workers: Set<string>;
+  /**
+   * The SOA serial of this account's view of the zone: the registry revision of the last
+   * change to this account (or the revision the index was built at). A registry revision,
+   * so a deploy tool can compare it with a write's `revision`, but one that other accounts'
+   * writes do not move: their activity does not show in this account's answers.
+   */
   serial: number;
+  /** Memoised `_services` TXT strings; null after a service change. */
+  servicesTxt: string[] | null;
+}
+
+interface RevisionWaiter {
+  revision: number;
+  resolve: (served: boolean) => void;
+  timer: NodeJS.Timeout;
 }
 
 export class AccountIndex {
@@ -48,13 +71,16 @@ export class AccountIndex {
   readonly bySource = new SubnetTable<AccountView>();
   private registry: Registry | null = null;
   private readonly onChange = (change: RegistryChange): void => this.apply(change);
+  /** The registry revision DNS answers from: the last change applied. */
+  revision = 0;
+  private waiters: RevisionWaiter[] = [];
 
   /** Builds the index from the registry and follows its changes until close(). */
   static follow(registry: Registry): AccountIndex {
     const index = new AccountIndex();
     // snapshot() and on() run in the same tick; no commit can fall between them.
     const snap = registry.snapshot();
-    index.load(snap.accounts, snap.services, snap.instances);
+    index.load(snap.accounts, snap.services, snap.instances, snap.revision);
     registry.on('change', index.onChange);
     index.registry = registry;
     return index;
@@ -63,15 +89,76 @@ export class AccountIndex {
   close(): void {
     this.registry?.off('change', this.onChange);
     this.registry = null;
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.resolve(false);
+    }
   }
 
-  load(accounts: Account[], services: Service[], instances: Instance[]): void {
+  load(accounts: Account[], services: Service[], instances: Instance[], revision = 0): void {
     for (const a of accounts) this.putAccount(a);
     for (const s of services) this.putService(s);
     for (const i of instances) this.putInstance(i);
+    this.revision = Math.max(this.revision, revision);
+    for (const view of this.accounts.values()) view.serial = Math.max(view.serial, revision);
+  }
+
+  /** How many GET /v1/revision calls are waiting. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /**
+   * Resolves true as soon as the index serves `revision` or later (at once if it does), or
+   * false after `timeoutMs`. Woken by apply(), never by polling.
+   */
+  waitForRevision(revision: number, timeoutMs: number): Promise<boolean> {
+    if (this.revision >= revision) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter: RevisionWaiter = {
+        revision,
+        resolve,
+        timer: setTimeout(() => {
+          const at = this.waiters.indexOf(waiter);
+          if (at >= 0) this.waiters.splice(at, 1);
+          resolve(false);
+        }, timeoutMs),
+      };
+      this.waiters.push(waiter);
+    });
   }
 
   apply(change: RegistryChange): void {
+    this.applyChange(change);
+    // Applied: DNS now answers from this revision, and the account it touched shows it as
+    // its serial.
+    const account = change.kind === 'account'
+      ? (change.op === 'put' ? change.account.name : change.account)
+      : change.kind === 'service'
+        ? (change.op === 'put' ? change.service.account : change.account)
+        : change.instance.account;
+    const view = this.accounts.get(account);
+    if (view) view.serial = Math.max(view.serial, change.revision);
+    if (change.revision > this.revision) {
+      this.revision = change.revision;
+      if (this.waiters.length > 0) this.wake();
+    }
+  }
+
+  private wake(): void {
+    const still: RevisionWaiter[] = [];
+    for (const w of this.waiters) {
+      if (w.revision <= this.revision) {
+        clearTimeout(w.timer);
+        w.resolve(true);
+      } else {
+        still.push(w);
+      }
+    }
+    this.waiters = still;
+  }
+
+  private applyChange(change: RegistryChange): void {
     switch (change.kind) {
       case 'account':
         if (change.op === 'put') this.putAccount(change.account);
@@ -93,9 +180,8 @@ export class AccountIndex {
     if (view) {
       for (const s of view.subnets) this.bySource.delete(s);
       view.subnets = a.subnets.map(parseSubnet);
-      view.serial++;
     } else {
-      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), byReverseName: new Map(), serial: 1 };
+      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), byReverseName: new Map(), workers: new Set(), serial: 0, servicesTxt: null };
       this.accounts.set(a.name, view);
     }
     for (const s of view.subnets) this.bySource.set(s, view);
@@ -111,38 +197,44 @@ export class AccountIndex {
   private putService(s: Service): void {
     const view = this.accounts.get(s.account);
     if (!view) return;
+    view.servicesTxt = null;
     if (s.type === 'background_worker') {
-      // Workers listen on no port and never get a name.
+      // Workers listen on no port and never get a name; they are remembered only to say so.
       this.deleteService(s.account, s.name);
+      view.workers.add(s.name);
       return;
     }
+    view.workers.delete(s.name);
     const existing = view.services.get(s.name);
     if (existing) {
       existing.ports = s.ports;
       existing.ttl = s.ttl;
     } else {
-      view.services.set(s.name, { name: s.name, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null });
+      view.services.set(s.name, { name: s.name, type: s.type, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null, notLive: new Map() });
     }
-    view.serial++;
   }
 
   private deleteService(account: string, name: string): void {
     const view = this.accounts.get(account);
-    const svc = view?.services.get(name);
-    if (!view || !svc) return;
+    if (!view) return;
+    view.servicesTxt = null;
+    view.workers.delete(name);
+    const svc = view.services.get(name);
+    if (!svc) return;
     for (const inst of svc.live.values()) view.byReverseName.delete(reverseName(inst));
     view.services.delete(name);
-    view.serial++;
   }
 
   private putInstance(i: Instance): void {
     if (i.state !== 'live') {
       this.removeInstance(i);
+      this.accounts.get(i.account)?.services.get(i.service)?.notLive.set(i.id, { state: i.state, reason: i.reason });
       return;
     }
     const view = this.accounts.get(i.account);
     const svc = view?.services.get(i.service);
     if (!view || !svc) return;
+    svc.notLive.delete(i.id);
     const addr = parseAddress(i.address);
     const rdata = Buffer.alloc(addr.family === 4 ? 4 : 16);
     if (addr.family === 4) rdata.writeUInt32BE(Number(addr.value));
@@ -153,18 +245,17 @@ export class AccountIndex {
     svc.live.set(i.id, live);
     svc.v4 = svc.v6 = null;
     view.byReverseName.set(reverseName(live), live);
-    view.serial++;
   }
 
   private removeInstance(i: Instance): void {
     const view = this.accounts.get(i.account);
     const svc = view?.services.get(i.service);
+    svc?.notLive.delete(i.id);
     const old = svc?.live.get(i.id);
     if (!view || !svc || !old) return;
     svc.live.delete(i.id);
     svc.v4 = svc.v6 = null;
     view.byReverseName.delete(reverseName(old));
-    view.serial++;
   }
 }
 

@@ -159,6 +159,21 @@ export interface Rr {
   data: Rdata;
 }
 
+/** EDNS option code of an Extended DNS Error (RFC 8914). */
+export const OPT_EDE = 15;
+/** RFC 8914 INFO-CODE 0, "Other Error": the EXTRA-TEXT says what. */
+export const EDE_OTHER = 0;
+
+/**
+ * An Extended DNS Error (RFC 8914) for the OPT record: why a negative answer is negative.
+ * Sent only to clients that sent EDNS, since only they get an OPT record.
+ */
+export interface Ede {
+  infoCode: number;
+  /** UTF-8, at most 255 bytes are sent. */
+  extraText: string;
+}
+
 /** Everything of a response except what comes from the query. */
 export interface Reply {
   rcode: number;
@@ -167,6 +182,8 @@ export interface Reply {
   answer: readonly Rr[];
   authority: readonly Rr[];
   additional: readonly Rr[];
+  /** Carried in the OPT record when the client sent one. */
+  ede?: Ede;
 }
 
 export interface EncodeOptions {
@@ -283,6 +300,7 @@ class Writer {
       b.writeUInt16BE(0, o + 7); // flags: DO clear, we sign nothing
       b.writeUInt16BE(0, o + 9);
       this.off += 11;
+      if (reply.ede !== undefined && !badvers) this.writeEde(reply.ede, o + 9);
       ar++;
     }
     this.buf.writeUInt16BE(an, 6);
@@ -332,6 +350,19 @@ class Writer {
         break;
     }
     this.buf.writeUInt16BE(this.off - start, lenAt);
+  }
+
+  /** The EDE option (code, length, INFO-CODE, EXTRA-TEXT) as the OPT record's RDATA. */
+  private writeEde(ede: Ede, rdlenAt: number): void {
+    const text = Buffer.from(ede.extraText, 'utf8').subarray(0, 255);
+    this.ensure(6 + text.length);
+    const b = this.buf;
+    b.writeUInt16BE(OPT_EDE, this.off);
+    b.writeUInt16BE(2 + text.length, this.off + 2);
+    b.writeUInt16BE(ede.infoCode, this.off + 4);
+    text.copy(b, this.off + 6);
+    this.off += 6 + text.length;
+    b.writeUInt16BE(6 + text.length, rdlenAt);
   }
 
   /** Writes a dotted lower-case name; with `compress`, ends in a pointer where it can. */

@@ -1,13 +1,20 @@
 // The private zone: (who asks, lower-cased name, qtype) → answer, per DESIGN.md's DNS contract.
 //
 //   <svc> | <svc>.<zone>                  A/AAAA of the account's live instances; SRV of them
+//   <svc>-discovery[.<zone>]              the same: every live instance (Render's discovery name)
 //   _<svc>._tcp[.<zone>]                  SRV: one per live instance and port, with addresses
+//   _services[.<zone>] TXT                the account's services with type and ports
 //   <instance>.<svc>.<zone>               that instance's address
 //   <reverse name of a live address>      PTR <instance>.<svc>.<zone>
 //   whoami.<zone> TXT                     the source and its account
 //   <zone> SOA, NS                        the apex
 //   anything else in the zone             NXDOMAIN (+SOA); an existing name without the
 //                                         type asked is NODATA (NOERROR, no answer, +SOA)
+//
+// Every negative answer says why in an RFC 8914 Extended DNS Error (EXTRA-TEXT), worded from
+// the asker's own view only: a name of another account reads exactly as an unknown name.
+// Its SOA TTL and minimum depend on why: dns.pendingNegativeTtl where an answer may come
+// soon (a registered service with no live instance yet), dns.negativeTtl otherwise.
 //   <svc>.<account>.<zone>                only from dns.operatorSubnets
 //
 // A single-label name (and `_<svc>._tcp`) is read as relative to the zone, so a container's search list works
@@ -19,7 +26,11 @@
 // answer can be cached per account and encoded once.
 import type { AccountView, LiveInstance, ServiceView } from './index.js';
 import { liveOfFamily } from './index.js';
-import { CLASS_ANY, CLASS_IN, RCODE, TYPE, type Reply, type Rr } from './wire.js';
+import { CLASS_ANY, CLASS_IN, EDE_OTHER, RCODE, TYPE, type Reply, type Rr } from './wire.js';
+
+/** RFC 8914 INFO-CODE 18, "Prohibited": the source is no client of this server. */
+const EDE_PROHIBITED = 18;
+const DISCOVERY_SUFFIX = '-discovery';
 
 export interface ZoneSettings {
   /** The zone, lower case, no trailing dot (`internal`). */
@@ -105,6 +116,16 @@ export class Zone {
     if (labels.length === 1 && first !== undefined) {
       const svc = view?.services.get(first);
       if (svc) return this.serviceAnswer(view!, svc, name, qtype, 'service');
+      if (view !== null && first === '_services') return this.servicesTxt(view, name, qtype);
+      if (view !== null && view.workers.has(first)) return this.workerAnswer(view, name, first);
+      if (view !== null && first.endsWith(DISCOVERY_SUFFIX)) {
+        // <svc>-discovery: every live instance, as Render's discovery host name. A service
+        // actually named so was matched above and wins.
+        const base = first.slice(0, first.length - DISCOVERY_SUFFIX.length);
+        const target = view.services.get(base);
+        if (target) return this.serviceAnswer(view, target, name, qtype, 'service');
+        if (view.workers.has(base)) return this.workerAnswer(view, name, base);
+      }
       if (first === 'whoami') {
         if (qtype === TYPE.TXT || qtype === TYPE.ANY) return this.whoami(asker, name);
         return this.nodata(view, name, 'whoami has only a TXT record');
@@ -131,6 +152,14 @@ export class Zone {
       const svc = view?.services.get(b);
       const inst = svc?.live.get(a);
       if (view && svc && inst) return this.instanceAnswer(view, svc, inst, name, qtype);
+      const notLive = svc?.notLive.get(a);
+      if (view && svc && notLive) {
+        // Pending or unhealthy may be live soon: a short negative TTL. Failed and draining
+        // will not come back.
+        const soon = notLive.state === 'pending' || notLive.state === 'unhealthy';
+        const why = `instance ${a} of service "${b}" of account "${view.name}" is ${notLive.state}${notLive.reason ? `: ${notLive.reason}` : ''}`;
+        return this.nxdomain(view, name, why, soon ? this.settings.pendingNegativeTtl : this.settings.negativeTtl);
+      }
       // <svc>.<account>, for operators only.
       const other = asker.operator?.get(b);
       const otherSvc = other?.services.get(a);
@@ -166,7 +195,7 @@ export class Zone {
     if (svc.live.size === 0) {
       // Registered, not live yet (or no longer): a short negative TTL, so the first
       // instance to go live is reached soon.
-      return this.nxdomain(view, name, `${where} has no live instance`, this.settings.pendingNegativeTtl);
+      return this.nxdomain(view, name, `${where} has no live instance (${notLiveCounts(svc)})`, this.settings.pendingNegativeTtl);
     }
     const ttl = this.ttlOf(svc);
     const answer: Rr[] = [];
@@ -198,6 +227,22 @@ export class Zone {
       `live instance ${inst.id} of service "${svc.name}" of account "${view.name}"`);
   }
 
+  /** A background worker's name: registered, but it listens on no port, so never in DNS. */
+  private workerAnswer(view: AccountView, name: string, worker: string): Resolution {
+    return this.nxdomain(view, name, `"${worker}" of account "${view.name}" is a background_worker: it listens on no port and is never resolvable`);
+  }
+
+  /** `_services` TXT: one string per service of the account, `<name> type=<type> ports=<p,…>`. */
+  private servicesTxt(view: AccountView, name: string, qtype: number): Resolution {
+    const strings = (view.servicesTxt ??= serviceStrings(view));
+    if (strings.length === 0) {
+      return this.nodata(view, name, `account "${view.name}" has no services yet`, this.settings.pendingNegativeTtl);
+    }
+    if (qtype !== TYPE.TXT && qtype !== TYPE.ANY) return this.nodata(view, name, '_services has only a TXT record');
+    return reply(RCODE.NOERROR, [{ name, type: TYPE.TXT, ttl: this.settings.ttl, data: { kind: 'bytes', bytes: txtRdata(strings) } }], [], [],
+      `the ${strings.length} service(s) of account "${view.name}"`);
+  }
+
   private whoami(asker: Asker, name: string): Resolution {
     const account = asker.view?.name ?? '';
     const strings = [`source=${asker.source}`, `account=${account}`];
@@ -215,15 +260,22 @@ export class Zone {
     return out;
   }
 
+  // Negative answers: the SOA's TTL and minimum are both the negative TTL of this case, so a
+  // resolver caches the negative for exactly that long (RFC 2308 §5: the lesser of the two);
+  // the reason goes to the client as an Extended DNS Error and to /v1/resolve as `reason`.
   private nxdomain(view: AccountView | null, name: string, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
-    return reply(RCODE.NXDOMAIN, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NXDOMAIN: ${why}`);
+    return reply(RCODE.NXDOMAIN, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NXDOMAIN: ${why}`, why);
   }
 
   private nodata(view: AccountView | null, name: string, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
-    return reply(RCODE.NOERROR, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NODATA: ${why}`);
+    return reply(RCODE.NOERROR, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NODATA: ${why}`, why);
   }
 
-  /** The SOA; its serial is the asker's own account's change counter, nothing global. */
+  /**
+   * The SOA. Its serial is the registry revision of the last change to the asker's own
+   * account (AccountView.serial): it equals the `revision` that account's writes return, yet
+   * no other account's write moves it.
+   */
   private soa(view: AccountView | null, ttl: number, minimum = this.settings.negativeTtl): Rr {
     return {
       name: this.name,
@@ -242,12 +294,35 @@ export class Zone {
   }
 }
 
-function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], reason: string): Resolution {
-  return { kind: 'reply', reply: { rcode, authoritative: true, answer, authority, additional }, reason };
+function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], reason: string, negative?: string): Resolution {
+  const r: Reply = { rcode, authoritative: true, answer, authority, additional };
+  if (negative !== undefined) r.ede = { infoCode: EDE_OTHER, extraText: negative };
+  return { kind: 'reply', reply: r, reason };
 }
 
 function refused(reason: string): Resolution {
-  return { kind: 'reply', reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [] }, reason: `REFUSED: ${reason}` };
+  return {
+    kind: 'reply',
+    reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [], ede: { infoCode: EDE_PROHIBITED, extraText: reason } },
+    reason: `REFUSED: ${reason}`,
+  };
+}
+
+/** `1 pending, 0 failed[, 1 unhealthy][, 1 draining]`: why a service has no live instance. */
+function notLiveCounts(svc: ServiceView): string {
+  const n = { pending: 0, failed: 0, unhealthy: 0, draining: 0 };
+  for (const x of svc.notLive.values()) if (x.state in n) n[x.state as keyof typeof n]++;
+  let s = `${n.pending} pending, ${n.failed} failed`;
+  if (n.unhealthy > 0) s += `, ${n.unhealthy} unhealthy`;
+  if (n.draining > 0) s += `, ${n.draining} draining`;
+  return s;
+}
+
+function serviceStrings(view: AccountView): string[] {
+  const out: string[] = [];
+  for (const svc of view.services.values()) out.push(`${svc.name} type=${svc.type} ports=${svc.ports.join(',')}`);
+  for (const w of view.workers) out.push(`${w} type=background_worker ports=`);
+  return out.sort();
 }
 
 /** A single label (`redis`), or the bare SRV form `_redis._tcp`: read relative to the zone. */

@@ -43,6 +43,37 @@ const MIGRATIONS: string[] = [
   CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
   INSERT INTO meta (key, value) VALUES ('revision', 0);
   `,
+  // Drain-aware removal: a deleted instance that DNS ever served stays as `draining` until
+  // the longest TTL it was served with has passed (drained_at), so the state CHECK gains a
+  // value. SQLite cannot alter a CHECK: the table is rebuilt (nothing references it).
+  `
+  CREATE TABLE instances_v2 (
+    id TEXT PRIMARY KEY,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'live', 'failed', 'unhealthy', 'running', 'draining')),
+    reason TEXT,
+    port_results TEXT NOT NULL,
+    bind_timeout_s INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    deadline_at INTEGER,
+    live_at INTEGER,
+    bind_ms INTEGER,
+    updated_at INTEGER NOT NULL,
+    served_ttl INTEGER NOT NULL DEFAULT 0,   -- longest positive TTL DNS answered it with, seconds
+    drained_at INTEGER,                      -- set when deleted: when no cache can hold it any more
+    UNIQUE (account_id, address)
+  );
+  INSERT INTO instances_v2 (id, service_id, account_id, address, state, reason, port_results, bind_timeout_s,
+    created_at, deadline_at, live_at, bind_ms, updated_at)
+    SELECT id, service_id, account_id, address, state, reason, port_results, bind_timeout_s,
+      created_at, deadline_at, live_at, bind_ms, updated_at FROM instances;
+  DROP TABLE instances;
+  ALTER TABLE instances_v2 RENAME TO instances;
+  CREATE INDEX instances_by_service ON instances(service_id);
+  CREATE INDEX instances_by_state ON instances(state);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

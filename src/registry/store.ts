@@ -58,6 +58,11 @@ export interface RegistryOptions {
   now?: () => number;
   /** Told when a change listener throws; the write it heard of stays committed. */
   onListenerError?: (err: unknown, change: RegistryChange) => void;
+  /**
+   * The DNS server's positive TTL (dns.ttl) for services without a `ttl` of their own: what a
+   * live instance is served with, hence how long a deleted one drains. Default 5.
+   */
+  defaultTtl?: number;
 }
 
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number }
@@ -69,6 +74,7 @@ interface InstanceRow {
   id: string; service_id: number; account_id: number; account: string; service: string; address: string;
   state: InstanceState; reason: string | null; port_results: string; bind_timeout_s: number;
   created_at: number; deadline_at: number | null; live_at: number | null; bind_ms: number | null; updated_at: number;
+  served_ttl: number; drained_at: number | null;
 }
 
 const INSTANCE_SELECT = `
@@ -83,7 +89,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   private readonly now: () => number;
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   private readonly defaultBindTimeoutSeconds: number;
+  private readonly defaultTtl: number;
   private readonly stmt;
+  /** Fires at the earliest drained_at, to remove drained instances. */
+  private drainTimer: NodeJS.Timeout | null = null;
   private portResultsOverlay: ((id: string) => PortResult[] | undefined) | null = null;
 
   constructor(opts: RegistryOptions) {
@@ -91,6 +100,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     this.now = opts.now ?? Date.now;
     this.onListenerError = opts.onListenerError ?? ((err) => console.error('privdns: registry change listener failed:', err));
     this.defaultBindTimeoutSeconds = opts.defaultBindTimeoutSeconds;
+    this.defaultTtl = opts.defaultTtl ?? 5;
     mkdirSync(opts.dataDir, { recursive: true });
     this.db = new Database(join(opts.dataDir, DB_FILE));
     this.db.pragma('journal_mode = WAL');
@@ -130,7 +140,15 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       countAccounts: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM accounts'),
       countServices: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM services'),
       countInstances: db.prepare<[], { state: InstanceState; n: number }>('SELECT state, COUNT(*) AS n FROM instances GROUP BY state'),
-      instanceByAddress: db.prepare<[number, string], { id: string }>('SELECT id FROM instances WHERE account_id = ? AND address = ?'),
+      instanceByAddress: db.prepare<[number, string], { id: string; state: InstanceState }>('SELECT id, state FROM instances WHERE account_id = ? AND address = ?'),
+      // A live instance is served with its service's TTL or the default: remember the longest.
+      markServed: db.prepare<[number, string]>(`UPDATE instances SET served_ttl =
+        MAX(served_ttl, COALESCE((SELECT ttl FROM services WHERE id = instances.service_id), ?)) WHERE id = ?`),
+      markAllLiveServed: db.prepare<[number]>(`UPDATE instances SET served_ttl =
+        MAX(served_ttl, COALESCE((SELECT ttl FROM services WHERE id = instances.service_id), ?)) WHERE state = 'live'`),
+      startDrain: db.prepare<[number, number, string]>(`UPDATE instances SET state = 'draining', drained_at = ?, updated_at = ? WHERE id = ?`),
+      drained: db.prepare<[number], InstanceRow>(`${INSTANCE_SELECT} WHERE i.state = 'draining' AND i.drained_at <= ?`),
+      nextDrain: db.prepare<[], { at: number | null }>(`SELECT MIN(drained_at) AS at FROM instances WHERE state = 'draining'`),
       insertInstance: db.prepare(`INSERT INTO instances
         (id, service_id, account_id, address, state, reason, port_results, bind_timeout_s, created_at, deadline_at, live_at, bind_ms, updated_at)
         VALUES (@id, @service_id, @account_id, @address, @state, @reason, @port_results, @bind_timeout_s, @created_at, @deadline_at, NULL, NULL, @created_at)`),
@@ -138,9 +156,14 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         live_at = @live_at, bind_ms = @bind_ms, updated_at = @updated_at WHERE id = @id`),
       deleteInstance: db.prepare('DELETE FROM instances WHERE id = ?'),
     };
+    // dns.ttl may have grown since the last run: live instances are served with it from now.
+    this.stmt.markAllLiveServed.run(this.defaultTtl);
+    this.scheduleDrainSweep();
   }
 
   close(): void {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
     if (this.db.open) this.db.close();
   }
 
@@ -268,6 +291,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       if (err instanceof AddressSyntaxError) throw new PrivdnsError('invalid_address', err.message);
       throw err;
     }
+    let replaced: Instance | null = null;
     const { value: instance, revision } = this.write(() => {
       const account = this.accountRow(accountName);
       const service = this.serviceRow(account.id, accountName, serviceName);
@@ -280,7 +304,11 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         );
       }
       const taken = this.stmt.instanceByAddress.get(account.id, address.text);
-      if (taken) {
+      if (taken?.state === 'draining') {
+        // Already out of DNS: its successor at the same address may register at once.
+        replaced = this.instanceById(taken.id);
+        this.stmt.deleteInstance.run(taken.id);
+      } else if (taken) {
         throw new PrivdnsError('address_in_use', `${address.text} is already used by instance ${taken.id} in account "${accountName}"`, {
           instance: taken.id,
         });
@@ -297,6 +325,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       });
       return this.instanceById(id);
     });
+    if (replaced) this.publish({ revision, kind: 'instance', op: 'delete', instance: replaced });
     this.publish({ revision, kind: 'instance', op: 'put', instance, previousState: null });
     return { instance, revision };
   }
@@ -330,20 +359,80 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     return ports ? { ...instance, ports } : instance;
   }
 
-  deleteInstance(accountName: string, serviceName: string, id: string): { revision: number } {
-    let instance!: Instance;
+  /**
+   * Takes an instance out of DNS at once. One that DNS ever served stays as `draining` until
+   * `drainedAt` = now + the longest TTL it was served with (resolvers may cache it until
+   * then), and is removed after; one never served is removed now. Deleting a draining
+   * instance again changes nothing and reports the same `drainedAt`.
+   */
+  deleteInstance(accountName: string, serviceName: string, id: string): { revision: number; drainedAt: string } {
+    const current = this.getInstance(accountName, serviceName, id);
+    if (current.state === 'draining' && current.drainedAt !== null) return { revision: this.revision(), drainedAt: current.drainedAt };
+    let before!: Instance;
+    let after: Instance | null = null;
+    const t = this.now();
     const { revision } = this.write(() => {
-      instance = this.getInstance(accountName, serviceName, id);
-      this.stmt.deleteInstance.run(id);
+      const row = this.stmt.instance.get(id);
+      if (!row) throw notFound(`instance "${id}"`, { account: accountName, service: serviceName, instance: id });
+      before = toInstance(row);
+      if (row.served_ttl > 0) {
+        this.stmt.startDrain.run(t + row.served_ttl * 1000, t, id);
+        after = this.instanceById(id);
+      } else {
+        this.stmt.deleteInstance.run(id);
+      }
     });
-    this.publish({ revision, kind: 'instance', op: 'delete', instance });
-    return { revision };
+    if (after !== null) {
+      const draining: Instance = after;
+      this.publish({ revision, kind: 'instance', op: 'put', instance: draining, previousState: before.state });
+      this.scheduleDrainSweep();
+      return { revision, drainedAt: draining.drainedAt ?? iso(t) };
+    }
+    this.publish({ revision, kind: 'instance', op: 'delete', instance: before });
+    return { revision, drainedAt: iso(t) };
+  }
+
+  /** Removes the instances whose drain is over; returns how many. */
+  purgeDrained(): number {
+    const t = this.now();
+    if (this.stmt.drained.all(t).length === 0) return 0;
+    let gone: Instance[] = [];
+    const { revision } = this.write(() => {
+      gone = this.stmt.drained.all(t).map(toInstance);
+      for (const i of gone) this.stmt.deleteInstance.run(i.id);
+    });
+    for (const instance of gone) this.publish({ revision, kind: 'instance', op: 'delete', instance });
+    return gone.length;
+  }
+
+  private scheduleDrainSweep(): void {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
+    if (!this.db.open) return;
+    const at = this.stmt.nextDrain.get()?.at ?? null;
+    if (at === null) return;
+    const delay = Math.min(Math.max(at - this.now(), 0), 2 ** 31 - 1);
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = null;
+      if (!this.db.open) return;
+      try {
+        this.purgeDrained();
+        this.scheduleDrainSweep();
+      } catch {
+        // SQLite busy or closing: try again in a second rather than in a tight loop.
+        this.drainTimer = setTimeout(() => this.scheduleDrainSweep(), 1000);
+        this.drainTimer.unref();
+      }
+    }, delay);
+    // A pending drain must not keep a stopping process alive; the next start resumes it.
+    this.drainTimer.unref();
   }
 
   /** Records a check result; returns null if the instance was deleted meanwhile. */
   updateInstanceCheck(id: string, update: InstanceCheckUpdate): Instance | null {
     const before = this.stmt.instance.get(id);
-    if (!before) return null;
+    // Deleted, or deleted and draining: no check result brings it back.
+    if (!before || before.state === 'draining') return null;
     const previous = toInstance(before);
     const { value: instance, revision } = this.write(() => {
       this.stmt.updateInstance.run({
@@ -355,6 +444,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         bind_ms: update.bindMs !== undefined ? update.bindMs : before.bind_ms,
         updated_at: this.now(),
       });
+      if ((update.state ?? before.state) === 'live') this.stmt.markServed.run(this.defaultTtl, id);
       return this.instanceById(id);
     });
     this.publish({ revision, kind: 'instance', op: 'put', instance, previousState: previous.state });
@@ -489,6 +579,6 @@ function toInstance(r: InstanceRow): Instance {
     id: r.id, account: r.account, service: r.service, address: r.address, state: r.state, reason: r.reason,
     ports: JSON.parse(r.port_results) as PortResult[], bindTimeoutSeconds: r.bind_timeout_s,
     createdAt: iso(r.created_at), deadlineAt: isoOrNull(r.deadline_at), liveAt: isoOrNull(r.live_at),
-    bindMs: r.bind_ms, updatedAt: iso(r.updated_at),
+    bindMs: r.bind_ms, updatedAt: iso(r.updated_at), drainedAt: isoOrNull(r.drained_at),
   };
 }

@@ -3,8 +3,11 @@
 export const SERVICE_TYPES = ['private_service', 'web_service', 'background_worker'] as const;
 export type ServiceType = (typeof SERVICE_TYPES)[number];
 
-/** pending → live | failed; live ⇄ unhealthy; background workers are `running` and never checked. */
-export const INSTANCE_STATES = ['pending', 'live', 'failed', 'unhealthy', 'running'] as const;
+/**
+ * pending → live | failed; live ⇄ unhealthy; background workers are `running` and never
+ * checked. A deleted instance that DNS ever served is `draining` until its `drainedAt`.
+ */
+export const INSTANCE_STATES = ['pending', 'live', 'failed', 'unhealthy', 'running', 'draining'] as const;
 export type InstanceState = (typeof INSTANCE_STATES)[number];
 
 export interface Account {
@@ -50,6 +53,11 @@ export interface Instance {
   /** Milliseconds from registration to live. */
   bindMs: number | null;
   updatedAt: string;
+  /**
+   * Set once the instance is deleted: removal time plus the longest TTL DNS ever served it
+   * with. From then on no resolver cache can hold its address, so the process may stop.
+   */
+  drainedAt: string | null;
 }
 
 /** A committed change, emitted after the transaction that made it. */
