@@ -291,6 +291,8 @@ class Writer {
     }
     if (edns) {
       this.ensure(11);
+      // Not the `b` above: writing the records may have moved the message to a bigger buffer.
+      const b = this.buf;
       const o = this.off;
       b[o] = 0; // root owner
       b.writeUInt16BE(TYPE.OPT, o + 1);
