@@ -28,8 +28,6 @@ import type { AccountView, LiveInstance, ServiceView } from './index.js';
 import { liveOfFamily } from './index.js';
 import { CLASS_ANY, CLASS_IN, EDE_OTHER, RCODE, TYPE, type Reply, type Rr } from './wire.js';
 
-/** RFC 8914 INFO-CODE 18, "Prohibited": the source is no client of this server. */
-const EDE_PROHIBITED = 18;
 const DISCOVERY_SUFFIX = '-discovery';
 
 export interface ZoneSettings {
@@ -300,12 +298,10 @@ function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], r
   return { kind: 'reply', reply: r, reason };
 }
 
+// No EDE here: a REFUSED answer to an outsider stays no larger than its query, so the
+// server is useless as a reflector.
 function refused(reason: string): Resolution {
-  return {
-    kind: 'reply',
-    reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [], ede: { infoCode: EDE_PROHIBITED, extraText: reason } },
-    reason: `REFUSED: ${reason}`,
-  };
+  return { kind: 'reply', reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [] }, reason: `REFUSED: ${reason}` };
 }
 
 /** `1 pending, 0 failed[, 1 unhealthy][, 1 draining]`: why a service has no live instance. */

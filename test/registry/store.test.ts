@@ -303,7 +303,8 @@ describe('a change event is emitted after each commit, with the change', () => {
         { revision: 2, kind: 'service', op: 'put', service },
         { revision: 3, kind: 'instance', op: 'put', instance, previousState: null },
         { revision: 4, kind: 'instance', op: 'put', instance: live, previousState: 'pending' },
-        { revision: 5, kind: 'instance', op: 'delete', instance: live },
+        // Deleting an instance DNS served (a live one) starts its drain: a put, not a delete.
+        { revision: 5, kind: 'instance', op: 'put', instance: { ...live, state: 'draining', drainedAt: (seen[4] as { instance: { drainedAt: string } } | undefined)?.instance.drainedAt, updatedAt: (seen[4] as { instance: { updatedAt: string } } | undefined)?.instance.updatedAt }, previousState: 'live' },
         { revision: 6, kind: 'service', op: 'delete', account: 'acme', service: 'redis' },
         { revision: 7, kind: 'account', op: 'delete', account: 'acme' },
       ]);
