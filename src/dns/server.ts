@@ -17,8 +17,9 @@ import type { Logger } from 'pino';
 import type { HostPort } from '../config/config.js';
 import type { Subnet } from '../registry/subnets.js';
 import { formatSourceAddress, parseSourceAddress, SubnetTable } from './accounts.js';
+import { AnswerCache, formOf, patchReply, readFastQuestion, type FastQuestion } from './fastpath.js';
 import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './ratelimit.js';
-import type { AccountIndex } from './index.js';
+import type { AccountIndex, AccountView } from './index.js';
 import type { Asker, Zone } from './zone.js';
 import {
   CLASSIC_UDP_SIZE,
@@ -46,6 +47,8 @@ export interface QueryHandlerOptions {
   maxUdpPayload: number;
   forwarder?: QueryForwarder;
   logger?: Logger;
+  /** Serve repeat private questions from pre-encoded replies (fastpath.ts). Default true. */
+  fastPath?: boolean;
 }
 
 /** Filled in by handle() when asked: why the answer is what it is (GET /v1/resolve). */
@@ -67,6 +70,15 @@ export class QueryHandler {
   private readonly logger: Logger | undefined;
   /** Per-query rotation of answer order: a counter, not a random draw. */
   private rotation = 0;
+  /** Pre-encoded private answers; null when the fast path is off. */
+  private readonly answers: AnswerCache | null;
+  /** The fast path's reading of the current query: one object, reused. */
+  private readonly fastQuestion: FastQuestion = { questionEnd: 0, ednsSize: 0, key: '' };
+  /** Set by a fast-path miss: the general path stores its answer for this account and form. */
+  private fillView: AccountView | null = null;
+  private fillForm = 0;
+  /** Queries answered from pre-encoded replies (tests and metrics read it). */
+  fastHits = 0;
 
   constructor(opts: QueryHandlerOptions) {
     this.index = opts.index;
@@ -74,6 +86,7 @@ export class QueryHandler {
     this.maxUdpPayload = opts.maxUdpPayload;
     this.forwarder = opts.forwarder;
     this.logger = opts.logger;
+    this.answers = opts.fastPath === false ? null : new AnswerCache();
     const ops = opts.operatorSubnets ?? [];
     if (ops.length > 0) {
       this.operators = new SubnetTable<true>();
@@ -88,6 +101,11 @@ export class QueryHandler {
    * send nothing. Synchronous for everything but forwarded names.
    */
   handle(raw: Buffer, source: string, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
+    this.fillView = null;
+    if (this.answers !== null && explain === undefined) {
+      const fast = this.fastAnswer(raw, source, transport);
+      if (fast !== null) return fast;
+    }
     const verdict = readQuery(raw);
     if (verdict.kind === 'drop') {
       if (explain) explain.reason = 'dropped: no readable query header';
@@ -107,16 +125,46 @@ export class QueryHandler {
     }
   }
 
+  /**
+   * The per-query fast path: a repeat private question answered from its pre-encoded reply
+   * (fastpath.ts). Runs for every query before anything else, so it is kept flat: no
+   * closures, no objects but the key string, the parsed source and the reply, and every
+   * doubt (not a plain query, operator source, nothing cached for this rotation) returns
+   * null for the general path, with fillView set so that path's reply is stored.
+   */
+  private fastAnswer(raw: Buffer, source: string, transport: Transport): Buffer | null {
+    const q = this.fastQuestion;
+    if (!readFastQuestion(raw, q)) return null;
+    const addr = parseSourceAddress(source);
+    if (addr === null) return null;
+    // Operators see every account's names: their answers are not a function of one view.
+    if (this.operators !== null && this.operators.lookup(addr) === true) return null;
+    const view = this.index.bySource.lookup(addr);
+    if (view === undefined) return null;
+    const form = formOf(this.maxSizeOf(transport, q.ednsSize), q.ednsSize > 0);
+    const cached = this.answers!.lookup(view, q.key, form);
+    // The general path would rotate by the next counter value; use the same, or leave the
+    // counter alone and let the general path take (and cache) this rotation.
+    const next = (this.rotation + 1) & 0x3fff_ffff;
+    const variant = cached === undefined ? undefined : cached.variants[next % cached.rotations];
+    if (variant === undefined) {
+      this.fillView = view;
+      this.fillForm = form;
+      return null;
+    }
+    this.rotation = next;
+    this.fastHits++;
+    return patchReply(variant, raw, q.questionEnd);
+  }
+
   private answer(raw: Buffer, query: Query, source: string, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
     const addr = parseSourceAddress(source);
     const view = addr === null ? null : (this.index.bySource.lookup(addr) ?? null);
     const operator = addr !== null && this.operators !== null && this.operators.lookup(addr) === true;
-    const asker: Asker = {
-      // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
-      source: addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source,
-      view,
-      operator: operator ? this.index.accounts : null,
-    };
+    // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
+    const sourceText = addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source;
+    const fill = this.fillView !== null && this.fillView === view && !operator ? new SourceWatch(sourceText, view) : null;
+    const asker: Asker = fill ?? { source: sourceText, view, operator: operator ? this.index.accounts : null };
     const res = this.zone.answer(asker, query.name, query.qtype, query.qclass);
     if (explain) {
       explain.account = view?.name ?? null;
@@ -126,7 +174,10 @@ export class QueryHandler {
     const opts = this.encodeOpts(transport, query);
     if (res.kind === 'reply') {
       this.rotation = (this.rotation + 1) & 0x3fff_ffff;
-      return encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation });
+      const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation });
+      // A copy is cached: the returned buffer belongs to the caller from here on.
+      if (fill !== null && !fill.read) this.answers!.store(fill.view, this.fastQuestion.key, this.fillForm, res.reply.answer.length, this.rotation, Buffer.from(out));
+      return out;
     }
     // Outside the zone. zone.answer already refused sources in no account.
     if (!this.forwarder) {
@@ -147,10 +198,28 @@ export class QueryHandler {
   }
 
   private encodeOpts(transport: Transport, query: Query): { maxSize: number; recursionAvailable: boolean; udpPayload: number } {
-    const maxSize = transport === 'tcp'
-      ? TCP_MAX
-      : query.ednsSize > 0 ? Math.min(query.ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
-    return { maxSize, recursionAvailable: this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
+    return { maxSize: this.maxSizeOf(transport, query.ednsSize), recursionAvailable: this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
+  }
+
+  /** The largest reply allowed: 65535 over TCP, else the client's EDNS size capped, or 512. */
+  private maxSizeOf(transport: Transport, ednsSize: number): number {
+    if (transport === 'tcp') return TCP_MAX;
+    return ednsSize > 0 ? Math.min(ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
+  }
+}
+
+/**
+ * The asker of a query whose answer may be cached for its whole account: it notes whether
+ * the zone read the source address (whoami does), in which case the answer is not cached.
+ */
+class SourceWatch implements Asker {
+  read = false;
+  readonly operator = null;
+  constructor(private readonly text: string, readonly view: AccountView) {}
+
+  get source(): string {
+    this.read = true;
+    return this.text;
   }
 }
 
