@@ -131,6 +131,9 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
         new Promise<boolean>((resolve) => closing.signal.addEventListener('abort', () => resolve(false), { once: true })),
       ]);
     }
+    // Ended by the server closing: the connection must not linger as an idle keep-alive
+    // that the closing server would wait for.
+    if (closing.signal.aborted) void reply.header('connection', 'close');
     const revision = served.current();
     return reply.header(REVISION_HEADER, String(revision)).send({ revision, registry: registry.revision(), reached });
   });

@@ -95,3 +95,22 @@ describe('drain-aware removal', () => {
     assert.equal((await d.api('GET', `/v1/accounts/acme/services/slow/instances/${id}`)).status, 404);
   });
 });
+
+describe('GET /v1/revision long polls', () => {
+  it('are in the OpenAPI document with their query schema', async () => {
+    const doc = await api('GET', '/v1/openapi.json', undefined, 200);
+    const params = (doc.paths['/v1/revision'].get.parameters as Array<{ name: string }>).map((p) => p.name).sort();
+    assert.deepEqual(params, ['timeout', 'wait']);
+  });
+
+  it('do not hold up SIGTERM: a 30 s wait ends when the daemon stops', async () => {
+    const current = (await api('GET', '/v1/revision')).revision as number;
+    const waiting = d.api('GET', `/v1/revision?wait=${current + 1000}&timeout=30`).catch(() => null);
+    await new Promise((res) => setTimeout(res, 200));
+    const t0 = Date.now();
+    assert.equal(await d.stop('SIGTERM'), 0);
+    assert.ok(Date.now() - t0 < 5000, `stopped after ${Date.now() - t0} ms`);
+    const r = await waiting;
+    if (r !== null) assert.equal(r.body.reached, false);
+  });
+});
