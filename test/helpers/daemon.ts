@@ -14,6 +14,8 @@ export interface DaemonOptions {
   env?: Record<string, string>;
   dnsPort?: number;
   adminPort?: number;
+  /** A config file for `serve --config`; the PRIVDNS_* variables set here still override it. */
+  configFile?: string;
 }
 
 export interface ApiResponse<T = any> { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -33,6 +35,7 @@ export class TestDaemon {
     readonly dnsPort: number,
     readonly adminPort: number,
     private readonly env: Record<string, string>,
+    private readonly configFile?: string,
   ) {}
 
   get adminUrl(): string {
@@ -41,14 +44,14 @@ export class TestDaemon {
 
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'privdns-test-'));
-    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {});
+    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile);
     await d.launch();
     return d;
   }
 
   /** Starts (again) on the same ports and data directory. */
   async launch(): Promise<void> {
-    this.proc = spawn(process.execPath, [MAIN, 'serve'], {
+    this.proc = spawn(process.execPath, [MAIN, 'serve', ...(this.configFile ? ['--config', this.configFile] : [])], {
       env: {
         PATH: process.env.PATH ?? '',
         PRIVDNS_DNS_LISTEN: `127.0.0.1:${this.dnsPort}`,
