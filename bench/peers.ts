@@ -97,9 +97,11 @@ export async function startBind(dir: string, port: number, zone: string, views: 
     return `view "${v.name}" { match-clients { ${v.subnet}; }; recursion ${forward ? 'yes' : 'no'};
       zone "${zone}" { type primary; file "${file}"; }; ${fwd} };`;
   });
+  // minimal-responses no-auth: no NS records in the authority section of positive answers,
+  // as privdns sends none; additional records (SRV targets' addresses) stay, as in privdns.
   const conf = `options { directory "${dir}"; pid-file "${join(dir, 'named.pid')}";
     listen-on port ${port} { 127.0.0.1; }; listen-on-v6 { none; };
-    dnssec-validation no; minimal-responses no; querylog no; };
+    dnssec-validation no; minimal-responses no-auth; querylog no; };
     logging { category default { null; }; category lame-servers { null; }; };
     ${viewConf.join('\n')}`;
   const confFile = join(dir, 'named.conf');

@@ -2,10 +2,15 @@
 // one after the other in the same run, driven by dnsperf from a source inside an account's
 // subnet. Prints a table of queries/s, lost, average and p99 latency and privdns/BIND.
 //
-//   npm run bench -- [--seconds 10] [--services 1000] [--mixes a,b,c,d]
+//   npm run bench -- [--seconds 10] [--services 1000] [--mixes a,b,c,d,half,scale] [--extra-accounts 1000]
 //
 // Everything listens on 127.0.0.1; accounts are the loopback subnets 127.1.0.0/16 and
 // 127.2.0.0/16, and the queries come from 127.1.0.5.
+//
+// Beyond mixes (a)-(d): `half` runs (a) against privdns and BIND at half BIND's rate of (a)
+// (dnsperf -Q), for latency at a load both can carry; `scale` registers --extra-accounts
+// more accounts (each with subnets of mixed prefix lengths, IPv4 and IPv6, and one live
+// instance) and runs (a) against privdns again: its queries/s should stay flat.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,9 +25,11 @@ const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '10' },
     services: { type: 'string', default: '1000' },
-    mixes: { type: 'string', default: 'a,b,c,d' },
+    mixes: { type: 'string', default: 'a,b,c,d,half,scale' },
+    'extra-accounts': { type: 'string', default: '1000' },
   },
 });
+const EXTRA_ACCOUNTS = Number(values['extra-accounts']);
 const SECONDS = Number(values.seconds);
 const SERVICES = Number(values.services);
 const MIXES = new Set((values.mixes ?? '').split(','));
@@ -127,7 +134,45 @@ const MIX_TITLES: Record<string, string> = {
   b: '(b) A/AAAA/SRV/NXDOMAIN, UDP',
   c: '(c) forwarded names, cached, UDP',
   d: '(d) A, private names, TCP',
+  half: '(a) at half BIND\'s (a) rate',
+  scale: '(a) with more accounts',
 };
+
+/**
+ * Extra account i: a /24 slot of 127.100.0.0/14 holding one subnet of a prefix length from
+ * /24 to /28 (so the source lookup probes several lengths), an IPv6 /64 or /56, and one
+ * service with one instance at .5 of its IPv4 subnet.
+ */
+function extraAccount(i: number): { name: string; subnets: string[]; address: string } {
+  const third = `127.${100 + Math.floor(i / 256)}.${i % 256}`;
+  const len = [24, 25, 26, 27, 28][i % 5]!;
+  return { name: `extra${i}`, subnets: [`${third}.0/${len}`, `fd10:${i.toString(16)}::/${i % 2 === 0 ? 64 : 56}`], address: `${third}.5` };
+}
+
+async function populateExtra(d: TestDaemon, port: number, count: number): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      const acc = extraAccount(next++);
+      const a = await d.api('POST', '/v1/accounts', { name: acc.name, subnets: acc.subnets });
+      if (a.status !== 201) throw new Error(`create account: ${a.status} ${JSON.stringify(a.body)}`);
+      const s = await d.api('POST', `/v1/accounts/${acc.name}/services`, { name: 'svc0', type: 'private_service', ports: [port] });
+      if (s.status !== 201) throw new Error(`create service: ${s.status} ${JSON.stringify(s.body)}`);
+      const inst = await d.api('POST', `/v1/accounts/${acc.name}/services/svc0/instances`, { address: acc.address });
+      if (inst.status !== 202) throw new Error(`register instance: ${inst.status} ${JSON.stringify(inst.body)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  const deadline = Date.now() + 120_000;
+  for (let i = 0; i < count; i++) {
+    for (;;) {
+      const r = await d.api('GET', `/v1/accounts/extra${i}/services/svc0/instances`);
+      if ((r.body as { items: { state: string }[] }).items.every((x) => x.state === 'live')) break;
+      if (Date.now() > deadline) throw new Error(`extra${i} not live`);
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  }
+}
 
 async function main(): Promise<void> {
   ensureTools({ named: 'bind9', dnsperf: 'dnsperf', dnsmasq: 'dnsmasq-base' });
@@ -138,7 +183,10 @@ async function main(): Promise<void> {
   try {
     const servicePort = await freePort();
     listeners = await listenAll(
-      ACCOUNTS.flatMap((acc) => Array.from({ length: SERVICES }, (_, i) => acc.address(i))),
+      [
+        ...ACCOUNTS.flatMap((acc) => Array.from({ length: SERVICES }, (_, i) => acc.address(i))),
+        ...(MIXES.has('scale') ? Array.from({ length: EXTRA_ACCOUNTS }, (_, i) => extraAccount(i).address) : []),
+      ],
       servicePort,
     );
     const dnsmasqPort = await freePort();
@@ -173,19 +221,46 @@ async function main(): Promise<void> {
       }
     }
 
+    const bindA = rows.find((x) => x.mix === 'a' && x.server === 'BIND 9');
+    if (MIXES.has('half') && bindA) {
+      const rate = bindA.r.qps / 2;
+      MIX_TITLES.half = `(a) at ${Math.round(rate)} q/s, half BIND's (a) rate`;
+      for (const s of servers('a')) {
+        const r = await dnsperf({ port: s.port, source: SOURCE, queriesFile: files.a!, seconds: SECONDS, maxQps: rate });
+        rows.push({ mix: 'half', server: s.name, r });
+        process.stderr.write(`${MIX_TITLES.half} ${s.name}: p99 ${r.p99Ms.toFixed(3)} ms\n`);
+      }
+    }
+
+    let scaleNote = '';
+    if (MIXES.has('scale')) {
+      process.stderr.write(`registering ${EXTRA_ACCOUNTS} more accounts...\n`);
+      const t0 = Date.now();
+      await populateExtra(daemon, servicePort, EXTRA_ACCOUNTS);
+      MIX_TITLES.scale = `(a) with ${EXTRA_ACCOUNTS + ACCOUNTS.length} accounts`;
+      await dnsperf({ port: daemon.dnsPort, source: SOURCE, queriesFile: files.a!, seconds: 1 });
+      const r = await dnsperf({ port: daemon.dnsPort, source: SOURCE, queriesFile: files.a!, seconds: SECONDS });
+      rows.push({ mix: 'scale', server: 'privdns', r });
+      const base = rows.find((x) => x.mix === 'a' && x.server === 'privdns');
+      scaleNote = `${EXTRA_ACCOUNTS} more accounts (${EXTRA_ACCOUNTS * 2} more subnets of 7 prefix lengths, registered in ${((Date.now() - t0) / 1000).toFixed(1)} s): privdns (a) ${base ? `${(r.qps / base.r.qps).toFixed(2)}× its 2-account figure` : ''}`;
+      process.stderr.write(`${MIX_TITLES.scale} privdns: ${r.qps.toFixed(0)} q/s\n`);
+    }
+
     const out: string[] = [];
     out.push(`dnsperf -l ${SECONDS} -c 16 -T 1 -q 200 from ${SOURCE}; ${SERVICES} services per account, ${ACCOUNTS.length} accounts`);
     out.push('');
     out.push('| mix | server | queries/s | lost | avg ms | p99 ms | vs BIND | rcodes |');
     out.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |');
     for (const row of rows) {
-      const bindRow = rows.find((x) => x.mix === row.mix && x.server === 'BIND 9');
+      // The scale row compares with BIND's (a): BIND is not run with 1,000 views.
+      const bindRow = rows.find((x) => x.mix === (row.mix === 'scale' ? 'a' : row.mix) && x.server === 'BIND 9');
       const ratio = bindRow ? (row.r.qps / bindRow.r.qps).toFixed(2) : '';
       out.push(
         `| ${MIX_TITLES[row.mix]} | ${row.server} | ${row.r.qps.toFixed(0)} | ${row.r.lost} | ${row.r.avgMs.toFixed(3)} | ${row.r.p99Ms.toFixed(3)} | ${ratio} | ${row.r.rcodes} |`,
       );
     }
     out.push('');
+    if (scaleNote !== '') out.push(scaleNote, '');
     out.push(`RSS after the run: privdns ${rssMiB(daemon.proc.pid).toFixed(0)} MiB, BIND ${rssMiB(bind.proc.pid).toFixed(0)} MiB`);
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {

@@ -233,6 +233,19 @@ export interface DnsServerOptions {
   logger?: Logger;
 }
 
+// Every reply goes to an address a socket reported (rinfo.address), never a host name, yet
+// dgram.send() resolves it with dns.lookup, which answers IP literals a tick later
+// (process.nextTick per datagram). These hand the literal straight back instead.
+function literalLookup4(address: string, _opts: unknown, cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  cb(null, address, 4);
+}
+function literalLookup6(address: string, _opts: unknown, cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  cb(null, address, 6);
+}
+
+/** Receive and send buffer asked for each UDP socket. */
+const UDP_SOCKET_BUFFER = 4 * 1024 * 1024;
+
 /** Replies not yet written that make a TCP connection stop reading until they drain. */
 const TCP_MAX_IN_FLIGHT = 128;
 /**
@@ -293,7 +306,9 @@ export class DnsServer {
 
   private listenUdp(hp: HostPort): Promise<void> {
     const v6 = net.isIPv6(hp.host);
-    const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4' });
+    // A listen host given as a name is resolved (once, at bind) by the default lookup.
+    const literal = net.isIP(hp.host) !== 0;
+    const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ...(literal ? { lookup: v6 ? literalLookup6 : literalLookup4 } : {}) });
     this.udp.push(sock);
     sock.on('message', (msg, rinfo) => this.onDatagram(sock, msg, rinfo));
     return new Promise((resolve, reject) => {
@@ -301,6 +316,15 @@ export class DnsServer {
       sock.bind(hp.port, hp.host, () => {
         sock.off('error', reject);
         sock.on('error', (err) => this.logger?.warn({ err }, 'DNS UDP socket error'));
+        // The default receive buffer (rmem_default, ~208 KiB) holds only ~100 queries as
+        // the kernel counts them: a burst that arrives during one GC pause or a slow turn of
+        // the event loop is dropped. Ask for more; the kernel caps it at net.core.rmem_max.
+        try {
+          sock.setRecvBufferSize(UDP_SOCKET_BUFFER);
+          sock.setSendBufferSize(UDP_SOCKET_BUFFER);
+        } catch (err) {
+          this.logger?.debug({ err }, 'DNS UDP socket buffers left at the system default');
+        }
         resolve();
       });
     });
