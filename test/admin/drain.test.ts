@@ -26,7 +26,7 @@ async function liveInstance(service: string, address: string): Promise<string> {
     listeners.push(s);
   });
   const id = (await api('POST', `/v1/accounts/acme/services/${service}/instances`, { address }, 202)).id as string;
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 600; i++) {
     if ((await api('GET', `/v1/accounts/acme/services/${service}/instances/${id}`)).state === 'live') return id;
     await new Promise((res) => setTimeout(res, 50));
   }

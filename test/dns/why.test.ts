@@ -35,7 +35,7 @@ async function api(method: string, path: string, body?: unknown, status?: number
 }
 
 async function waitState(account: string, service: string, id: string, state: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 600; i++) {
     if ((await api('GET', `/v1/accounts/${account}/services/${service}/instances/${id}`)).state === state) return;
     await new Promise((res) => setTimeout(res, 50));
   }
