@@ -29,6 +29,8 @@ export function measureRate(opts: {
   queries: Buffer[];
   ms: number;
   window?: number;
+  /** Send no faster than this (queries per second); default: as fast as answers come. */
+  pace?: number;
   check?: (reply: Buffer, query: Buffer) => boolean;
 }): Promise<RateResult> {
   const window = opts.window ?? 64;
@@ -42,6 +44,7 @@ export function measureRate(opts: {
     let done = false;
     const started = Date.now();
     const sendOne = (): void => {
+      if (opts.pace !== undefined && sent >= (opts.pace * (Date.now() - started + 20)) / 1000) return;
       const id = nextId = (nextId + 1) & 0xffff;
       const q = Buffer.from(opts.queries[id % opts.queries.length]!);
       q.writeUInt16BE(id, 0);
@@ -81,13 +84,14 @@ export class UdpFlood {
   private readonly workers: Worker[] = [];
   private readonly counts: Int32Array;
 
-  constructor(opts: { port: number; sources: string[]; packets: Buffer[]; threads: number }) {
+  /** `perSecond`: pace each thread to this many datagrams a second; default: no pacing. */
+  constructor(opts: { port: number; sources: string[]; packets: Buffer[]; threads: number; perSecond?: number }) {
     const shared = new SharedArrayBuffer(4 * opts.threads);
     this.counts = new Int32Array(shared);
     for (let t = 0; t < opts.threads; t++) {
       this.workers.push(new Worker(FLOOD_WORKER, {
         eval: true,
-        workerData: { port: opts.port, sources: opts.sources, packets: opts.packets.map((p) => p.toString('base64')), counts: shared, slot: t },
+        workerData: { port: opts.port, sources: opts.sources, packets: opts.packets.map((p) => p.toString('base64')), counts: shared, slot: t, perSecond: opts.perSecond ?? 0 },
       }));
     }
   }
@@ -118,7 +122,12 @@ const socks = workerData.sources.map((src) => {
   return s;
 });
 let n = 0;
+const start = Date.now() + 50;
 function burst() {
+  if (workerData.perSecond > 0 && n > (workerData.perSecond * (Date.now() - start)) / 1000) {
+    setTimeout(burst, 2);
+    return;
+  }
   for (let i = 0; i < 256; i++) {
     const s = socks[n % socks.length];
     const p = packets[n % packets.length];
