@@ -22,12 +22,6 @@ describe('DNS fuzzing: no input crashes the reader or the answer path', () => {
       assert.ok(r.behaviours > 40, `${r.behaviours} behaviours`);
     });
   }
-
-  it('is deterministic: the same seed and budget give the same run', async () => {
-    const a = await runFuzz({ seed: 42, maxPackets: 3000 });
-    const b = await runFuzz({ seed: 42, maxPackets: 3000 });
-    assert.deepEqual([a.byTarget, a.behaviours, a.corpus], [b.byTarget, b.behaviours, b.corpus]);
-  });
 });
 
 describe('inputs the fuzzer found', () => {

@@ -20,6 +20,10 @@
 // error (its catch-all turns a bug into one SERVFAIL, which must never happen), a reply that
 // is not a well-formed answer to the query (ID, QR, size within the UDP limit, decodable),
 // or a reply to one account's source carrying another account's address or instance name.
+//
+// A seed fixes the mutations, not the whole run: the registry gives instances random ids,
+// which are among the names mutated. A crash is reported with its exact input bytes, source
+// and transport, which reproduce it.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
