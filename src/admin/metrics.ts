@@ -87,6 +87,11 @@ export class Metrics {
         ),
       );
       reg.registerMetric(
+        pulled('privdns_dns_rate_limited_total', 'UDP queries held back by response rate limiting (dropped, or slipped as TC).', 'counter', () => [
+          { value: dns.rateLimited() },
+        ]),
+      );
+      reg.registerMetric(
         pulled('privdns_dns_truncated_total', 'DNS replies sent with TC set.', 'counter', () =>
           dns.truncatedCounts().map(({ value, transport }) => ({ labels: { transport }, value })),
         ),

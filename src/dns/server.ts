@@ -19,6 +19,7 @@ import type { Subnet } from '../registry/subnets.js';
 import { formatSourceAddress, parseSourceAddress, SubnetTable } from './accounts.js';
 import { AnswerCache, formOf, patchReply, readFastQuestion, type FastQuestion } from './fastpath.js';
 import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './ratelimit.js';
+import type { QueryStats } from './stats.js';
 import type { AccountIndex, AccountView } from './index.js';
 import type { Asker, Zone } from './zone.js';
 import {
@@ -49,6 +50,8 @@ export interface QueryHandlerOptions {
   logger?: Logger;
   /** Serve repeat private questions from pre-encoded replies (fastpath.ts). Default true. */
   fastPath?: boolean;
+  /** Counts queries per account (metrics). */
+  stats?: QueryStats;
 }
 
 /** Filled in by handle() when asked: why the answer is what it is (GET /v1/resolve). */
@@ -68,6 +71,7 @@ export class QueryHandler {
   private readonly maxUdpPayload: number;
   private readonly forwarder: QueryForwarder | undefined;
   private readonly logger: Logger | undefined;
+  private readonly stats: QueryStats | null;
   /** Per-query rotation of answer order: a counter, not a random draw. */
   private rotation = 0;
   /** Pre-encoded private answers; null when the fast path is off. */
@@ -86,6 +90,7 @@ export class QueryHandler {
     this.maxUdpPayload = opts.maxUdpPayload;
     this.forwarder = opts.forwarder;
     this.logger = opts.logger;
+    this.stats = opts.stats ?? null;
     this.answers = opts.fastPath === false ? null : new AnswerCache();
     const ops = opts.operatorSubnets ?? [];
     if (ops.length > 0) {
@@ -154,6 +159,7 @@ export class QueryHandler {
     }
     this.rotation = next;
     this.fastHits++;
+    this.stats?.account(view.name);
     return patchReply(variant, raw, q.questionEnd);
   }
 
@@ -161,6 +167,7 @@ export class QueryHandler {
     const addr = parseSourceAddress(source);
     const view = addr === null ? null : (this.index.bySource.lookup(addr) ?? null);
     const operator = addr !== null && this.operators !== null && this.operators.lookup(addr) === true;
+    if (view !== null && explain === undefined) this.stats?.account(view.name);
     // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
     const sourceText = addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source;
     const fill = this.fillView !== null && this.fillView === view && !operator ? new SourceWatch(sourceText, view) : null;
@@ -230,6 +237,8 @@ export interface DnsServerOptions {
   tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number };
   /** Response rate limiting of UDP answers (ratelimit.ts); absent: off. */
   rateLimit?: ResponseRateLimiter | null;
+  /** Counts every reply sent, whichever path made it (metrics). */
+  stats?: QueryStats;
   logger?: Logger;
 }
 
@@ -260,10 +269,12 @@ export class DnsServer {
   private readonly connections = new Set<net.Socket>();
   private readonly handler: QueryHandler;
   private readonly logger: Logger | undefined;
+  private readonly stats: QueryStats | null;
 
   constructor(private readonly opts: DnsServerOptions) {
     this.handler = opts.handler;
     this.logger = opts.logger;
+    this.stats = opts.stats ?? null;
   }
 
   /** Binds UDP and TCP on every listen address; rejects (after closing what it bound) if one fails. */
@@ -335,18 +346,27 @@ export class DnsServer {
     // before any work, so an over-limit flood costs one map probe per packet.
     const limit = this.opts.rateLimit?.check(rinfo.address) ?? RATE_SEND;
     if (limit !== RATE_SEND) {
+      this.stats?.limit();
       const tc = limit === RATE_SLIP ? slipReply(msg) : null;
       if (tc !== null && sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(tc, rinfo.port, rinfo.address, () => {});
       return;
     }
+    const stats = this.stats;
+    const started = stats === null ? 0 : performance.now();
     const out = this.handler.handle(msg, rinfo.address, 'udp');
-    if (out === null) return;
+    if (out === null) {
+      stats?.drop(0);
+      return;
+    }
     if (!(out instanceof Promise)) {
       if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(out, rinfo.port, rinfo.address);
+      stats?.reply(0, out, started);
       return;
     }
     void out.then((reply) => {
-      if (reply !== null && sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(reply, rinfo.port, rinfo.address, () => {});
+      if (reply === null) return;
+      if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(reply, rinfo.port, rinfo.address, () => {});
+      stats?.reply(0, reply, started);
     });
   }
 
@@ -374,6 +394,7 @@ export class DnsServer {
     // closed here, as is one that keeps the connection open doing nothing.
     sock.setTimeout(this.opts.tcp.idleTimeoutMs, () => sock.destroy());
     const source = sock.remoteAddress ?? '';
+    const stats = this.stats;
     let pending: Buffer | null = null;
     let inFlight = 0;
     let paused = false;
@@ -408,13 +429,16 @@ export class DnsServer {
         if (buf.length - off - 2 < len) break;
         const msg = buf.subarray(off + 2, off + 2 + len);
         off += 2 + len;
+        const started = stats === null ? 0 : performance.now();
         const out = this.handler.handle(msg, source, 'tcp');
         if (out === null) {
           // Nothing answerable in this frame; the stream may still be in step, keep going.
+          stats?.drop(1);
           continue;
         }
         if (!(out instanceof Promise)) {
           send(out);
+          stats?.reply(1, out, started);
           continue;
         }
         inFlight++;
@@ -422,7 +446,10 @@ export class DnsServer {
         // client matches replies by ID.
         void out.then((reply) => {
           inFlight--;
-          if (reply !== null) send(reply);
+          if (reply !== null) {
+            send(reply);
+            stats?.reply(1, reply, started);
+          }
           resume();
         });
         if (inFlight >= TCP_MAX_IN_FLIGHT && !paused) {

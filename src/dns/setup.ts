@@ -40,7 +40,9 @@ export async function startDns(config: Config, registry: Registry, logger: Logge
   const forwarder = config.upstreams.length > 0
     ? new Forwarder({ upstreams: config.upstreams, ...config.forward, logger: log })
     : null;
+  const stats = new QueryStats();
   const handler = new QueryHandler({
+    stats,
     index,
     zone,
     operatorSubnets: config.dns.operatorSubnets,
@@ -48,9 +50,8 @@ export async function startDns(config: Config, registry: Registry, logger: Logge
     ...(forwarder ? { forwarder } : {}),
     logger: log,
   });
-  const stats = new QueryStats();
   const rateLimit = ResponseRateLimiter.from(config.dns.rateLimit);
-  const server = new DnsServer({ listen: config.dns.listen, handler, tcp: config.dns.tcp, rateLimit, logger: log });
+  const server = new DnsServer({ listen: config.dns.listen, handler, tcp: config.dns.tcp, rateLimit, stats, logger: log });
   try {
     await server.start();
   } catch (err) {

@@ -35,6 +35,7 @@ export class QueryStats {
   private readonly dropped = new Float64Array(2);
   private readonly latency = new Float64Array(LATENCY_BUCKETS.length + 1);
   private latencySum = 0;
+  private limited = 0;
   private readonly accounts = new Map<string, number>();
 
   /** Counts one reply sent; `startedMs` is performance.now() when the query arrived. */
@@ -54,6 +55,11 @@ export class QueryStats {
 
   drop(transport: TransportIndex): void {
     this.dropped[transport]!++;
+  }
+
+  /** Counts a UDP query held back by response rate limiting. */
+  limit(): void {
+    this.limited++;
   }
 
   /** Counts a query from a source inside `account`. */
@@ -102,6 +108,10 @@ export class QueryStats {
       if (i < LATENCY_BUCKETS.length) cumulative.push(total);
     }
     return { buckets: LATENCY_BUCKETS, cumulative, sum: this.latencySum, count: total };
+  }
+
+  rateLimited(): number {
+    return this.limited;
   }
 
   accountCounts(): { account: string; value: number }[] {
