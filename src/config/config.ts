@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../registry/subnets.js';
 import { isDnsLabel } from '../registry/names.js';
+import type { RateLimitSettings } from '../dns/ratelimit.js';
 
 export interface HostPort {
   host: string;
@@ -23,14 +24,7 @@ export interface Config {
     operatorSubnets: Subnet[];
     tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number };
     /** Response rate limiting of UDP answers per source prefix (src/dns/ratelimit.ts). */
-    rateLimit: {
-      responsesPerSecond: number;
-      window: number;
-      slip: number;
-      ipv4PrefixLength: number;
-      ipv6PrefixLength: number;
-      maxSources: number;
-    };
+    rateLimit: RateLimitSettings;
   };
   /** openMetrics: serve /metrics without the token (for a scraper on a trusted network). */
   admin: { listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean };
