@@ -156,6 +156,23 @@ export class Forwarder {
     return serveAnswer(stored, query, q, performance.now());
   }
 
+  /**
+   * The cached answer to a client's query, synchronously, or null on a miss (or a query the
+   * forwarder cannot read), which forward() then handles and counts. Kept apart from
+   * forward() so the query path can answer cache hits without a promise.
+   */
+  cached(query: Buffer): Buffer | null {
+    if (this.closed) return null;
+    const q = readQuery(query);
+    if (q === null) return null;
+    const now = performance.now();
+    const stored = this.cache.get(cacheKey(q), now);
+    if (stored === undefined) return null;
+    this.counters.queries++;
+    this.counters.cacheHits++;
+    return serveAnswer(stored, query, q, now);
+  }
+
   /** Aborts upstream exchanges in flight (their queries get SERVFAIL) and empties the cache. */
   close(): void {
     this.closed = true;

@@ -38,6 +38,8 @@ export type Transport = 'udp' | 'tcp';
 /** What the server needs of src/dns/forward.ts. It never rejects: SERVFAIL on failure. */
 export interface QueryForwarder {
   forward(query: Buffer, transport: Transport): Promise<Buffer>;
+  /** The answer if it is in the cache, at once; null sends the query to forward(). */
+  cached?(query: Buffer): Buffer | null;
 }
 
 export interface QueryHandlerOptions {
@@ -195,6 +197,9 @@ export class QueryHandler {
       explain.forwarded = true;
       explain.reason = `forwarded: ${res.reason}`;
     }
+    // A cache hit is answered in this same turn: no promise, no closure, as for private names.
+    const hit = this.forwarder.cached?.(raw) ?? null;
+    if (hit !== null) return hit.length > opts.maxSize ? truncateForwarded(raw, query, hit, opts) : hit;
     return this.forwarder.forward(raw, transport).then(
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
       (err: unknown) => {

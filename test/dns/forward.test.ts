@@ -224,6 +224,31 @@ describe('answers are cached: the upstream sees one query for many', () => {
     assert.equal(st.upstreamLatency.count, 1);
   });
 
+  it('answers a cache hit synchronously through cached(), the same bytes forward() would send', async () => {
+    const s = await stub(answering);
+    const fwd = forwarder([s.address]);
+    const q = query('sync.test', { id: 0x1234 });
+    assert.equal(fwd.cached(q), null, 'nothing cached before the first upstream answer');
+    assert.equal(fwd.stats().queries, 0, 'a miss in cached() is left to forward() to count');
+    const first = await fwd.forward(q, 'udp');
+    const hit = fwd.cached(query('SYNC.test', { id: 0x4321 }));
+    assert.ok(hit !== null);
+    const p = Packet.parse(hit);
+    assert.equal(p.header.id, 0x4321);
+    assert.equal(p.questions[0]?.name, 'SYNC.test');
+    assert.deepEqual(p.answers.map((r) => r.address), ['192.0.2.10']);
+    const viaForward = Packet.parse(await fwd.forward(query('SYNC.test', { id: 0x4321 }), 'udp'));
+    assert.deepEqual(viaForward.header, p.header);
+    assert.deepEqual(viaForward.answers.map((r) => [r.name, r.address]), p.answers.map((r) => [r.name, r.address]));
+    assert.equal(first.readUInt16BE(0), 0x1234);
+    assert.equal(s.count('sync.test'), 1);
+    const st = fwd.stats();
+    assert.equal(st.queries, 3);
+    assert.equal(st.cacheHits, 2);
+    fwd.close();
+    assert.equal(fwd.cached(q), null, 'a closed forwarder answers nothing from its cache');
+  });
+
   it('serves repeats from the cache (dnsmasq logs one query)', async () => {
     const fwd = forwarder([dnsmasq.address]);
     for (let i = 0; i < 10; i++) {
