@@ -87,7 +87,7 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     '/v1/accounts/:account/services/:service/instances',
     { schema: { params: S.serviceParams, body: S.createInstanceBody } },
     async (req, reply) => {
-      const { instance, revision } = registry.createInstance(req.params.account, req.params.service, req.body);
+      const { instance, revision } = await registry.registerInstance(req.params.account, req.params.service, req.body);
       return reply.status(202).header(REVISION_HEADER, String(revision)).send({ ...instance, revision });
     },
   );
