@@ -40,10 +40,17 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     registry.close();
     throw err;
   }
-  const metrics = new Metrics({ registry, dns: dns.stats, ...(dns.forwarder ? { forwarder: dns.forwarder } : {}) });
+  const workers = dns.workers;
+  const metrics = new Metrics({
+    registry,
+    dns: dns.stats,
+    ...(dns.forwarder ? { forwarder: dns.forwarder } : {}),
+    refresh: () => dns.refreshStats(),
+    ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
+  });
   const admin = await buildAdminServer({
     registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady,
-    served: { current: () => dns.index.revision, waitFor: (n, ms) => dns.index.waitForRevision(n, ms), waiting: () => dns.index.waiting },
+    served: { current: () => dns.served(), waitFor: (n, ms) => dns.waitForServed(n, ms), waiting: () => dns.waiting(), visible: (n) => dns.visible(n) },
     metrics, openMetrics: config.admin.openMetrics,
   });
   try {

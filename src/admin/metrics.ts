@@ -5,13 +5,20 @@
 import client from 'prom-client';
 import type { ForwarderStats } from '../dns/forward.js';
 import type { QueryStats } from '../dns/stats.js';
+
+/** The read side of QueryStats, summed over the DNS worker processes when there are several. */
+export type QueryStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
 import type { Registry } from '../registry/store.js';
 import type { RegistryChange } from '../registry/types.js';
 
 export interface MetricsSources {
   registry: Registry;
-  dns?: QueryStats;
+  dns?: QueryStatsView;
   forwarder?: { stats(): ForwarderStats };
+  /** Run before each scrape: brings `dns` and `forwarder` up to date (asks the DNS workers). */
+  refresh?: () => Promise<void>;
+  /** DNS worker processes (dns.workers > 1). */
+  workers?: { replies(): { worker: number; replies: number }[]; restarts(): number };
 }
 
 type Labels = Record<string, string | number>;
@@ -46,8 +53,10 @@ function histogramSamples(name: string, buckets: number[], cumulative: number[],
 export class Metrics {
   readonly register = new client.Registry();
   private readonly stopListening: () => void;
+  private readonly refresh: (() => Promise<void>) | undefined;
 
   constructor(src: MetricsSources) {
+    this.refresh = src.refresh;
     const reg = this.register;
     client.collectDefaultMetrics({ register: reg, prefix: 'privdns_' });
 
@@ -109,6 +118,16 @@ export class Metrics {
       );
     }
 
+    const workers = src.workers;
+    if (workers) {
+      reg.registerMetric(
+        pulled('privdns_dns_worker_replies_total', 'DNS replies sent by each worker process (by position; a replaced process adds to its position).', 'counter', () =>
+          workers.replies().map(({ worker, replies }) => ({ labels: { worker }, value: replies })),
+        ),
+      );
+      reg.registerMetric(pulled('privdns_dns_worker_restarts_total', 'DNS worker processes that exited and were started again.', 'counter', () => [{ value: workers.restarts() }]));
+    }
+
     const fwd = src.forwarder;
     if (fwd) {
       const f = (name: string, help: string, pick: (s: ForwarderStats) => number): void =>
@@ -143,7 +162,8 @@ export class Metrics {
     }
   }
 
-  text(): Promise<string> {
+  async text(): Promise<string> {
+    await this.refresh?.();
     return this.register.metrics();
   }
 

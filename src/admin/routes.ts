@@ -15,6 +15,11 @@ export interface ServedRevision {
   waitFor(revision: number, timeoutMs: number): Promise<boolean>;
   /** Waits in progress, for the bound below. */
   waiting(): number;
+  /**
+   * Resolves once every DNS process answers from `revision`: awaited by each write before it
+   * is acknowledged (DNS workers apply changes over IPC; in one process it is at once).
+   */
+  visible?(revision: number): Promise<void>;
 }
 
 export const REVISION_HEADER = 'privdns-revision';
@@ -27,6 +32,10 @@ const MAX_REVISION_WAITERS = 10_000;
 export function registerRoutes(app: FastifyInstance, registry: Registry, resolve?: ResolveFn, served?: ServedRevision): void {
   const noContent = (reply: FastifyReply, revision: number): FastifyReply =>
     reply.status(204).header(REVISION_HEADER, String(revision)).send();
+  // A write is acknowledged only once DNS answers from it, in every DNS process.
+  const visible = async (revision: number): Promise<void> => {
+    if (served?.visible) await served.visible(revision);
+  };
   // Closing the server ends every long poll at once (as a timeout would), so SIGTERM does not
   // wait out a 30 s wait.
   const closing = new AbortController();
@@ -37,6 +46,7 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
 
   app.post<{ Body: S.CreateAccountBody }>('/v1/accounts', { schema: { body: S.createAccountBody } }, async (req, reply) => {
     const { account, revision } = registry.createAccount(req.body.name, req.body.subnets);
+    await visible(revision);
     return reply.status(201).header(REVISION_HEADER, String(revision)).send({ ...account, revision });
   });
 
@@ -51,19 +61,23 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     { schema: { params: S.accountParams, body: S.patchAccountBody } },
     async (req, reply) => {
       const { account, revision } = registry.updateAccountSubnets(req.params.account, req.body.subnets);
+      await visible(revision);
       return reply.header(REVISION_HEADER, String(revision)).send({ ...account, revision });
     },
   );
 
-  app.delete<{ Params: S.AccountParams }>('/v1/accounts/:account', { schema: { params: S.accountParams } }, async (req, reply) =>
-    noContent(reply, registry.deleteAccount(req.params.account).revision),
-  );
+  app.delete<{ Params: S.AccountParams }>('/v1/accounts/:account', { schema: { params: S.accountParams } }, async (req, reply) => {
+    const { revision } = registry.deleteAccount(req.params.account);
+    await visible(revision);
+    return noContent(reply, revision);
+  });
 
   app.post<{ Params: S.AccountParams; Body: S.CreateServiceBody }>(
     '/v1/accounts/:account/services',
     { schema: { params: S.accountParams, body: S.createServiceBody } },
     async (req, reply) => {
       const { service, revision } = registry.createService(req.params.account, req.body);
+      await visible(revision);
       return reply.status(201).header(REVISION_HEADER, String(revision)).send({ ...service, revision });
     },
   );
@@ -80,7 +94,11 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
   app.delete<{ Params: S.ServiceParams }>(
     '/v1/accounts/:account/services/:service',
     { schema: { params: S.serviceParams } },
-    async (req, reply) => noContent(reply, registry.deleteService(req.params.account, req.params.service).revision),
+    async (req, reply) => {
+      const { revision } = registry.deleteService(req.params.account, req.params.service);
+      await visible(revision);
+      return noContent(reply, revision);
+    },
   );
 
   app.post<{ Params: S.ServiceParams; Body: S.CreateInstanceBody }>(
@@ -88,6 +106,7 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     { schema: { params: S.serviceParams, body: S.createInstanceBody } },
     async (req, reply) => {
       const { instance, revision } = await registry.registerInstance(req.params.account, req.params.service, req.body);
+      await visible(revision);
       return reply.status(202).header(REVISION_HEADER, String(revision)).send({ ...instance, revision });
     },
   );
@@ -109,6 +128,7 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     { schema: { params: S.instanceParams } },
     async (req, reply) => {
       const { revision, drainedAt } = registry.deleteInstance(req.params.account, req.params.service, req.params.id);
+      await visible(revision);
       return noContent(reply.header(DRAINED_AT_HEADER, drainedAt), revision);
     },
   );

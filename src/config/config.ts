@@ -3,6 +3,7 @@
 // ConfigError naming the key, which `privdns serve` prints as one line before exiting 2.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../registry/subnets.js';
@@ -17,6 +18,12 @@ export interface HostPort {
 export interface Config {
   dns: {
     listen: HostPort[];
+    /**
+     * Processes answering DNS (src/dns/workers.ts): 1 answers in the daemon's own process;
+     * more forks that many workers sharing the listeners. `auto` in the file or the
+     * environment is resolved here to the cores available.
+     */
+    workers: number;
     ttl: number;
     negativeTtl: number;
     pendingNegativeTtl: number;
@@ -138,12 +145,18 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     }
   });
 
+  const workersEnv = fromEnv('PRIVDNS_DNS_WORKERS');
+  const workers = workersEnv !== undefined
+    ? parseWorkers('PRIVDNS_DNS_WORKERS', workersEnv)
+    : file.workers('dns.workers');
+
   const retryInitialMs = file.int('checker.retryInitialMs', 250, 10, 60_000);
   const forwardTimeoutMs = file.int('forward.timeoutMs', 500, 10, 60_000);
   const ttlFloor = file.int('forward.ttlFloor', 0, 0, 86_400);
   const config: Config = {
     dns: {
       listen: dnsListen,
+      workers,
       ttl: file.int('dns.ttl', 5, 0, 86_400),
       negativeTtl: file.int('dns.negativeTtl', 30, 0, 86_400),
       pendingNegativeTtl: file.int('dns.pendingNegativeTtl', 2, 0, 86_400),
@@ -192,7 +205,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     },
     log: { level },
   };
-  file.known('dns.listen', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');
+  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');
   const unknown = file.firstUnknownKey();
   if (unknown !== undefined) throw new ConfigError(unknown, 'unknown key (see config/default.yaml for the keys)');
   return config;
@@ -247,6 +260,15 @@ class Reader {
     return v;
   }
 
+  /** `dns.workers`: an integer, or `auto` for the cores available; absent means `auto`. */
+  workers(key: string): number {
+    const v = this.get(key);
+    if (v === undefined || v === null) return parseWorkers(key, DEFAULT_DNS_WORKERS);
+    if (typeof v === 'number') return parseWorkers(key, String(v));
+    if (typeof v === 'string') return parseWorkers(key, v);
+    throw new ConfigError(key, `must be an integer from 1 to ${MAX_DNS_WORKERS} or "auto", got ${JSON.stringify(v)}`);
+  }
+
   bool(key: string, fallback: boolean): boolean {
     const v = this.get(key);
     if (v === undefined || v === null) return fallback;
@@ -270,6 +292,19 @@ function isObject(v: unknown): v is Record<string, unknown> {
 
 function splitList(s: string): string[] {
   return s.split(',').map((x) => x.trim()).filter((x) => x !== '');
+}
+
+/** See README "Performance": one DNS process per core. */
+const DEFAULT_DNS_WORKERS = 'auto';
+/** More DNS processes than this only adds memory and contention on the shared sockets. */
+const MAX_DNS_WORKERS = 64;
+
+function parseWorkers(key: string, s: string): number {
+  if (s === 'auto') return Math.min(MAX_DNS_WORKERS, Math.max(1, availableParallelism()));
+  if (!/^\d+$/.test(s) || Number(s) < 1 || Number(s) > MAX_DNS_WORKERS) {
+    throw new ConfigError(key, `must be an integer from 1 to ${MAX_DNS_WORKERS} or "auto", got ${JSON.stringify(s)}`);
+  }
+  return Number(s);
 }
 
 function parseIntIn(key: string, s: string, min: number, max: number): number {

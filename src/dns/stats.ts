@@ -27,6 +27,17 @@ const QTYPE_COUNT = OTHER_QTYPE + 1;
 export const MAX_ACCOUNT_LABELS = 1000;
 export const OTHER_ACCOUNTS = '_other';
 
+/** QueryStats as plain data: what a DNS worker process sends the daemon when /metrics is scraped. */
+export interface QueryStatsData {
+  replies: number[];
+  truncated: number[];
+  dropped: number[];
+  latency: number[];
+  latencySum: number;
+  limited: number;
+  accounts: [string, number][];
+}
+
 export class QueryStats {
   /** [transport][rcode 0..15][qtype slot] */
   private readonly replies = new Float64Array(2 * 16 * QTYPE_COUNT);
@@ -71,6 +82,43 @@ export class QueryStats {
   }
 
   // ---- read side, for the metrics endpoint ----
+
+  data(): QueryStatsData {
+    return {
+      replies: [...this.replies],
+      truncated: [...this.truncated],
+      dropped: [...this.dropped],
+      latency: [...this.latency],
+      latencySum: this.latencySum,
+      limited: this.limited,
+      accounts: [...this.accounts],
+    };
+  }
+
+  /** Adds another process's counts to these (DNS workers, summed for /metrics). */
+  add(d: QueryStatsData): void {
+    const sum = (into: Float64Array, from: number[]): void => {
+      for (let i = 0; i < into.length && i < from.length; i++) into[i]! += from[i] ?? 0;
+    };
+    sum(this.replies, d.replies);
+    sum(this.truncated, d.truncated);
+    sum(this.dropped, d.dropped);
+    sum(this.latency, d.latency);
+    this.latencySum += d.latencySum;
+    this.limited += d.limited;
+    for (const [account, n] of d.accounts) {
+      const have = this.accounts.get(account);
+      if (have !== undefined || this.accounts.size < MAX_ACCOUNT_LABELS) this.accounts.set(account, (have ?? 0) + n);
+      else this.accounts.set(OTHER_ACCOUNTS, (this.accounts.get(OTHER_ACCOUNTS) ?? 0) + n);
+    }
+  }
+
+  /** Replies sent, all kinds together. */
+  total(): number {
+    let n = 0;
+    for (const v of this.replies) n += v;
+    return n;
+  }
 
   replyCounts(): { transport: string; rcode: string; qtype: string; value: number }[] {
     const out = [];
