@@ -11,7 +11,7 @@
 //
 // The index also tracks the registry revision it serves (the last change applied), which
 // GET /v1/revision?wait=N waits on.
-import type { Registry } from '../registry/store.js';
+import type { IndexedInstance, Registry } from '../registry/store.js';
 import { parseAddress, parseSubnet, type Subnet } from '../registry/subnets.js';
 import type { Account, Instance, InstanceState, RegistryChange, Service, ServiceType } from '../registry/types.js';
 import { SubnetTable } from './accounts.js';
@@ -78,8 +78,8 @@ export class AccountIndex {
   /** Builds the index from the registry and follows its changes until close(). */
   static follow(registry: Registry): AccountIndex {
     const index = new AccountIndex();
-    // snapshot() and on() run in the same tick; no commit can fall between them.
-    const snap = registry.snapshot();
+    // indexSnapshot() and on() run in the same tick; no commit can fall between them.
+    const snap = registry.indexSnapshot();
     index.load(snap.accounts, snap.services, snap.instances, snap.revision);
     registry.on('change', index.onChange);
     index.registry = registry;
@@ -95,7 +95,7 @@ export class AccountIndex {
     }
   }
 
-  load(accounts: Account[], services: Service[], instances: Instance[], revision = 0): void {
+  load(accounts: readonly Account[], services: readonly Service[], instances: readonly IndexedInstance[], revision = 0): void {
     for (const a of accounts) this.putAccount(a);
     for (const s of services) this.putService(s);
     for (const i of instances) this.putInstance(i);
@@ -225,7 +225,7 @@ export class AccountIndex {
     view.services.delete(name);
   }
 
-  private putInstance(i: Instance): void {
+  private putInstance(i: IndexedInstance): void {
     if (i.state !== 'live') {
       this.removeInstance(i);
       this.accounts.get(i.account)?.services.get(i.service)?.notLive.set(i.id, { state: i.state, reason: i.reason });
@@ -235,11 +235,9 @@ export class AccountIndex {
     const svc = view?.services.get(i.service);
     if (!view || !svc) return;
     svc.notLive.delete(i.id);
-    const addr = parseAddress(i.address);
-    const rdata = Buffer.alloc(addr.family === 4 ? 4 : 16);
-    if (addr.family === 4) rdata.writeUInt32BE(Number(addr.value));
-    else for (let k = 0; k < 16; k++) rdata[k] = Number((addr.value >> BigInt(8 * (15 - k))) & 0xffn);
-    const live: LiveInstance = { id: i.id, service: i.service, address: addr.text, family: addr.family, rdata };
+    // The service's own name string, not the instance's copy: one string per service, not
+    // per instance, at 100,000 instances. The registry's address text is canonical already.
+    const live: LiveInstance = addressRdata(i.address, i.id, svc.name);
     const old = svc.live.get(i.id);
     if (old) view.byReverseName.delete(reverseName(old));
     svc.live.set(i.id, live);
@@ -247,7 +245,7 @@ export class AccountIndex {
     view.byReverseName.set(reverseName(live), live);
   }
 
-  private removeInstance(i: Instance): void {
+  private removeInstance(i: Pick<Instance, 'id' | 'account' | 'service'>): void {
     const view = this.accounts.get(i.account);
     const svc = view?.services.get(i.service);
     svc?.notLive.delete(i.id);
@@ -257,6 +255,32 @@ export class AccountIndex {
     svc.v4 = svc.v6 = null;
     view.byReverseName.delete(reverseName(old));
   }
+}
+
+/**
+ * A live instance with its address as A/AAAA rdata. Set-up code, but run for every instance
+ * at start (100,000 of them): dotted quads (the registry's canonical IPv4 form) are read
+ * here rather than by the general parser, and the rdata comes from Node's shared buffer pool
+ * (allocUnsafe, every byte written) rather than a backing store of its own per instance.
+ */
+function addressRdata(address: string, id: string, service: string): LiveInstance {
+  const parts = address.split('.');
+  if (parts.length === 4) {
+    const rdata = Buffer.allocUnsafe(4);
+    let ok = true;
+    for (let k = 0; k < 4; k++) {
+      const p = parts[k]!;
+      const n = Number(p);
+      if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || n > 255) ok = false;
+      rdata[k] = n;
+    }
+    if (ok) return { id, service, address, family: 4, rdata };
+  }
+  const addr = parseAddress(address);
+  const rdata = Buffer.allocUnsafe(addr.family === 4 ? 4 : 16);
+  if (addr.family === 4) rdata.writeUInt32BE(Number(addr.value));
+  else for (let k = 0; k < 16; k++) rdata[k] = Number((addr.value >> BigInt(8 * (15 - k))) & 0xffn);
+  return { id, service, address: addr.text, family: addr.family, rdata };
 }
 
 /** The live instances of a service of one family, memoised until the next change. */

@@ -25,11 +25,24 @@ export class AddressSyntaxError extends Error {
   override name = 'AddressSyntaxError';
 }
 
+const DOTTED_QUAD = /^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$/;
+
 export function parseAddress(input: string): IpAddress {
   if (typeof input !== 'string' || input.length > 64 || input.includes('/')) {
     throw new AddressSyntaxError(`"${String(input).slice(0, 64)}" is not an IP address`);
   }
-  if (Address4.isValid(input)) {
+  // Canonical dotted quads (every stored IPv4 address, most of what clients send) without the
+  // general parser, whose validity check throws and catches: building the DNS index at start
+  // reads 100,000 addresses and subnets.
+  const quad = DOTTED_QUAD.exec(input);
+  if (quad) {
+    const a = Number(quad[1]), b = Number(quad[2]), c = Number(quad[3]), d = Number(quad[4]);
+    if (a <= 255 && b <= 255 && c <= 255 && d <= 255) {
+      return { family: 4, value: BigInt(((a << 24) >>> 0) + (b << 16) + (c << 8) + d), text: input };
+    }
+  }
+  // No IPv4 spelling has a colon; skipping the check spares IPv6 input a thrown error.
+  if (!input.includes(':') && Address4.isValid(input)) {
     const value = new Address4(input).bigInt();
     return { family: 4, value, text: Address4.fromBigInt(value).correctForm() };
   }
