@@ -96,6 +96,23 @@ log: { level: warn }
   });
 });
 
+describe('dns.workers: an integer or auto, PRIVDNS_DNS_WORKERS beats the file', () => {
+  it('auto (the default) is the cores available; an integer is taken as it is', async () => {
+    const { availableParallelism } = await import('node:os');
+    assert.equal(loadConfig(DEFAULT_CONFIG_PATH, {}).dns.workers, availableParallelism());
+    assert.equal(loadConfig(yamlFile('{}'), {}).dns.workers, availableParallelism());
+    assert.equal(loadConfig(yamlFile('dns:\n  workers: 3\n'), {}).dns.workers, 3);
+    assert.equal(loadConfig(yamlFile('dns:\n  workers: 3\n'), { PRIVDNS_DNS_WORKERS: '1' }).dns.workers, 1);
+    assert.equal(loadConfig(yamlFile('dns:\n  workers: 1\n'), { PRIVDNS_DNS_WORKERS: 'auto' }).dns.workers, availableParallelism());
+  });
+
+  it('anything else names the key', () => {
+    assert.equal(configError(() => loadConfig(yamlFile('dns:\n  workers: 0\n'), {})).key, 'dns.workers');
+    assert.equal(configError(() => loadConfig(yamlFile('dns:\n  workers: many\n'), {})).key, 'dns.workers');
+    assert.equal(configError(() => loadConfig(yamlFile('{}'), { PRIVDNS_DNS_WORKERS: '2.5' })).key, 'PRIVDNS_DNS_WORKERS');
+  });
+});
+
 describe('an invalid value is a ConfigError naming the key', () => {
   const cases: [string, string, Record<string, string>][] = [
     ['dns.ttl', 'dns: { ttl: -1 }', {}],

@@ -237,3 +237,30 @@ describe('worker processes are supervised', () => {
     }
   });
 });
+
+describe('dns.workers: 1 answers in the daemon\'s own process', () => {
+  let one: TestDaemon;
+  let onePort: number;
+  before(async () => {
+    onePort = await freePort();
+    one = await TestDaemon.start({ dnsPort: onePort, env: { PRIVDNS_DNS_WORKERS: '1' } });
+  });
+  after(async () => {
+    await one?.dispose();
+  });
+
+  it('no worker processes; writes are in its answers at once; no per-worker metrics', async () => {
+    // ps exits 1 when it lists nothing.
+    assert.throws(() => execFileSync('ps', ['-o', 'pid=', '--ppid', String(one.proc.pid)], { encoding: 'utf8' }));
+    for (let i = 0; i < 5; i++) {
+      const created = await one.api('POST', '/v1/accounts', { name: `solo${i}`, subnets: [`127.80.${i}.0/24`] });
+      assert.equal(created.status, 201);
+      const r = decodeReply((await udpExchange(onePort, buildQuery('nothing-here', A), `127.80.${i}.5`, 2000))!);
+      assert.equal(r?.rcode, 'NXDOMAIN');
+    }
+    const metrics = String((await one.api('GET', '/metrics')).body);
+    assert.match(metrics, /^privdns_dns_queries_total\{transport="udp",rcode="NXDOMAIN",qtype="A"\} 5$/m);
+    assert.doesNotMatch(metrics, /privdns_dns_worker_replies_total/);
+    assert.equal(await one.stop('SIGTERM'), 0);
+  });
+});
