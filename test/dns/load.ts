@@ -5,32 +5,10 @@ import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
-/**
- * Resident set size of a process and its child processes (the daemon's DNS workers when
- * dns.workers > 1), in MB (Linux /proc).
- */
+/** Resident set size of a process, in MB (Linux /proc). */
 export function rssMb(pid: number): number {
-  let total = ownRssMb(pid);
-  let children: string[] = [];
-  try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-  } catch {
-    // no children file (kernel without CONFIG_PROC_CHILDREN): the process alone
-  }
-  for (const c of children) {
-    const rss = ownRssMb(Number(c));
-    if (!Number.isNaN(rss)) total += rss;
-  }
-  return total;
-}
-
-function ownRssMb(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN; // a child that has just exited
-  }
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
 }
 
 export interface RateResult {
