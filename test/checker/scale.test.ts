@@ -45,7 +45,7 @@ describe('thousands of pending checks run under the concurrency bound', () => {
       const ids: string[] = [];
       r.db.transaction(() => {
         for (let i = 0; i < LIVE + UNBOUND; i++) {
-          ids.push(r.createInstance('acme', 'redis', { address: addressOf(i), bindTimeoutSeconds: 5 }).instance.id);
+          ids.push(r.createInstance('acme', 'redis', { address: addressOf(i), bindTimeoutSeconds: 8 }).instance.id);
         }
       })();
       let maxGap = 0;
@@ -63,7 +63,7 @@ describe('thousands of pending checks run under the concurrency bound', () => {
       bench.start();
       assert.equal(bench.checker.stats().watched, LIVE + UNBOUND);
 
-      while (settled < LIVE + UNBOUND && Date.now() - started < 15_000) await sleep(50);
+      while (settled < LIVE + UNBOUND && Date.now() - started < 25_000) await sleep(50);
       clearInterval(ticker);
       assert.equal(bench.checker.stats().watched, LIVE, 'the live ones stay watched for liveness');
 

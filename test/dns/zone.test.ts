@@ -308,6 +308,8 @@ describe('malformed input', () => {
       t.diagnostic(`${name}: verdict ${readQuery(buf).kind}`);
     }
     t.diagnostic(`worst time for one malformed 64 KiB packet: ${worst.toFixed(3)} ms`);
-    assert.ok(worst < 10, `${worst} ms`);
+    // A guard against a reader that walks a packet quadratically or loops (seconds), not a
+    // speed target: those live in bench/, and a loaded machine must not fail this.
+    assert.ok(worst < 1000, `${worst} ms`);
   });
 });
