@@ -356,8 +356,8 @@ describe('a failing upstream is skipped for the next one', () => {
     assert.equal(silent.queries.length, 2);
     // Marked down after two failures: the next queries go straight to the good upstream.
     const fast = await ask(fwd, 'a3.test');
-    assert.ok(fast.ms < 140, `took ${fast.ms} ms`);
-    assert.equal(silent.queries.length, 2);
+    assert.deepEqual(fast.packet.answers.map((r) => r.address), ['192.0.2.10']);
+    assert.equal(silent.queries.length, 2, 'the silent upstream was not asked again');
     const st = fwd.stats().upstreams;
     assert.equal(st[0]?.healthy, false);
     assert.equal(st[0]?.timeouts, 2);
@@ -470,7 +470,8 @@ describe('upstream work is bounded', () => {
     const fwd = forwarder([s.address], { maxInflight: 2 });
     const results = await Promise.all(['f1.test', 'f2.test', 'f3.test', 'f1.test'].map((n) => ask(fwd, n)));
     assert.deepEqual(results.map((r) => r.packet.header.rcode), [0, 0, 2, 0]);
-    assert.ok(results[2]!.ms < 50);
+    // Answered without waiting for the upstream, which takes 100 ms for the others.
+    assert.ok(results[2]!.ms < results[0]!.ms, `${results[2]!.ms} ms vs ${results[0]!.ms} ms`);
     assert.equal(fwd.stats().overloaded, 1);
     assert.equal(s.queries.length, 2);
   });
