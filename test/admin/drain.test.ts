@@ -7,10 +7,11 @@ import net from 'node:net';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { dig, digStatus } from '../dns/client.js';
+import { ServiceListeners } from '../helpers/listeners.js';
 
 let d: TestDaemon;
 let svcPort: number;
-const listeners: net.Server[] = [];
+const listeners = new ServiceListeners();
 
 async function api(method: string, path: string, body?: unknown, status?: number): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await d.api(method, path, body);
@@ -19,12 +20,7 @@ async function api(method: string, path: string, body?: unknown, status?: number
 }
 
 async function liveInstance(service: string, address: string): Promise<string> {
-  await new Promise<void>((resolve, reject) => {
-    const s = net.createServer((c) => c.destroy());
-    s.once('error', reject);
-    s.listen(svcPort, address, () => resolve());
-    listeners.push(s);
-  });
+  await listeners.listen(address, svcPort);
   const id = (await api('POST', `/v1/accounts/acme/services/${service}/instances`, { address }, 202)).id as string;
   for (let i = 0; i < 600; i++) {
     if ((await api('GET', `/v1/accounts/acme/services/${service}/instances/${id}`)).state === 'live') return id;
@@ -45,7 +41,7 @@ before(async () => {
 
 after(async () => {
   await d?.dispose();
-  for (const s of listeners) s.close();
+  listeners.closeAll();
 });
 
 describe('drain-aware removal', () => {

@@ -8,21 +8,15 @@ import net from 'node:net';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { buildQuery, decodeReply, dig, digStatus, TcpClient, udpExchange } from './client.js';
+import { ServiceListeners } from '../helpers/listeners.js';
 
 let d: TestDaemon;
 let port: number;
 let svcPort: number;
-const listeners: net.Server[] = [];
+const listeners = new ServiceListeners();
 const ids: Record<string, string> = {};
 
-function listen(host: string, p: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer((c) => c.destroy());
-    s.once('error', reject);
-    s.listen(p, host, () => resolve());
-    listeners.push(s);
-  });
-}
+const listen = (host: string, p: number): Promise<net.Server> => listeners.listen(host, p);
 
 async function register(account: string, service: string, address: string): Promise<string> {
   const r = await d.api('POST', `/v1/accounts/${account}/services/${service}/instances`, { address });
@@ -65,7 +59,7 @@ before(async () => {
 
 after(async () => {
   await d?.dispose();
-  for (const s of listeners) s.close();
+  listeners.closeAll();
 });
 
 describe('each account gets its own names (dig, kdig, Node\'s resolver)', () => {

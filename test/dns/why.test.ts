@@ -11,22 +11,16 @@ import { readEde } from '../../src/dns/explain.js';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { buildQuery, decodeReply, dig, digStatus, udpExchange } from './client.js';
+import { ServiceListeners } from '../helpers/listeners.js';
 
 let d: TestDaemon;
 let port: number;
 let svcPort: number;
 let deadPort: number;
-const listeners: net.Server[] = [];
+const listeners = new ServiceListeners();
 const ids: Record<string, string> = {};
 
-function listen(host: string, p: number): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer((c) => c.destroy());
-    s.once('error', reject);
-    s.listen(p, host, () => resolve(s));
-    listeners.push(s);
-  });
-}
+const listen = (host: string, p: number): Promise<net.Server> => listeners.listen(host, p);
 
 async function api(method: string, path: string, body?: unknown, status?: number): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await d.api(method, path, body);
@@ -106,7 +100,7 @@ before(async () => {
 
 after(async () => {
   await d?.dispose();
-  for (const s of listeners) s.close();
+  listeners.closeAll();
 });
 
 describe('registry revision: read-your-writes', () => {

@@ -10,23 +10,17 @@ import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { buildQuery, decodeReply, TcpClient, udpExchange } from './client.js';
 import { UdpFlood } from './load.js';
+import { ServiceListeners } from '../helpers/listeners.js';
 
 let d: TestDaemon;
 let port: number;
 let svcPort: number;
-const listeners: net.Server[] = [];
+const listeners = new ServiceListeners();
 
 const A = 1;
 type Reply = NonNullable<ReturnType<typeof decodeReply>>;
 
-function listen(host: string, p: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer((c) => c.destroy());
-    s.once('error', reject);
-    s.listen(p, host, () => resolve());
-    listeners.push(s);
-  });
-}
+const listen = (host: string, p: number): Promise<net.Server> => listeners.listen(host, p);
 
 async function waitLive(path: string): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -86,7 +80,7 @@ before(async () => {
 
 after(async () => {
   await d?.dispose();
-  for (const s of listeners) s.close();
+  listeners.closeAll();
 });
 
 describe('dns.workers: 2 runs DNS in two processes sharing the listeners', () => {
