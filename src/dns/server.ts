@@ -65,6 +65,8 @@ export interface Explanation {
 }
 
 const TCP_MAX = 65_535;
+/** Bound on remembered out-of-zone question keys; past it the set starts over. */
+const MAX_OUTSIDE_KEYS = 100_000;
 
 export class QueryHandler {
   private readonly index: AccountIndex;
@@ -83,6 +85,12 @@ export class QueryHandler {
   /** Set by a fast-path miss: the general path stores its answer for this account and form. */
   private fillView: AccountView | null = null;
   private fillForm = 0;
+  /**
+   * Keys of fast-readable questions the zone places outside itself (not reverse names, whose
+   * place depends on the asker): their repeats go straight to the forwarder's cache. Whether
+   * a name is in the zone depends on the name alone, so one set serves every account.
+   */
+  private readonly outside = new Set<string>();
   /** Queries answered from pre-encoded replies (tests and metrics read it). */
   fastHits = 0;
 
@@ -148,13 +156,22 @@ export class QueryHandler {
     if (this.operators !== null && this.operators.lookup(addr) === true) return null;
     const view = this.index.bySource.lookup(addr);
     if (view === undefined) return null;
-    const form = formOf(this.maxSizeOf(transport, q.ednsSize), q.ednsSize > 0);
+    const maxSize = this.maxSizeOf(transport, q.ednsSize);
+    const form = formOf(maxSize, q.ednsSize > 0);
     const cached = this.answers!.lookup(view, q.key, form);
     // The general path would rotate by the next counter value; use the same, or leave the
     // counter alone and let the general path take (and cache) this rotation.
     const next = (this.rotation + 1) & 0x3fff_ffff;
     const variant = cached === undefined ? undefined : cached.variants[next % cached.rotations];
     if (variant === undefined) {
+      if (this.outside.has(q.key) && this.forwarder?.cached !== undefined) {
+        // What the general path would return for a forwarded name found in the cache.
+        const hit = this.forwarder.cached(raw);
+        if (hit !== null && hit.length <= maxSize) {
+          this.stats?.account(view.name);
+          return hit;
+        }
+      }
       this.fillView = view;
       this.fillForm = form;
       return null;
@@ -196,6 +213,10 @@ export class QueryHandler {
     if (explain) {
       explain.forwarded = true;
       explain.reason = `forwarded: ${res.reason}`;
+    }
+    if (this.fillView !== null && !query.name.endsWith('.arpa')) {
+      if (this.outside.size >= MAX_OUTSIDE_KEYS) this.outside.clear();
+      this.outside.add(this.fastQuestion.key);
     }
     // A cache hit is answered in this same turn: no promise, no closure, as for private names.
     const hit = this.forwarder.cached?.(raw) ?? null;

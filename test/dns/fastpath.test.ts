@@ -29,13 +29,24 @@ function prng(seed: number): () => number {
   };
 }
 
-/** Stands in for the forwarder: a deterministic answer derived from the query. */
+/** A deterministic upstream answer derived from the query. */
+function upstreamAnswer(query: Buffer): Buffer {
+  const out = Buffer.from(query);
+  out[2] = 0x81;
+  out[3] = 0x80;
+  return out;
+}
+
+/**
+ * Stands in for the forwarder: forward() always answers; cached() hits for names whose first
+ * letter has an even code and misses for the rest, so both branches of the query path run.
+ */
 const forwarder = {
   async forward(query: Buffer): Promise<Buffer> {
-    const out = Buffer.from(query);
-    out[2] = 0x81;
-    out[3] = 0x80;
-    return out;
+    return upstreamAnswer(query);
+  },
+  cached(query: Buffer): Buffer | null {
+    return (query[13] ?? 1) % 2 === 0 ? upstreamAnswer(query) : null;
   },
 };
 
@@ -348,5 +359,47 @@ describe('a registry change is visible in the very next query', () => {
     assert.equal(p.fast.fastHits, before + 1);
     assert.equal(hex(fast), hex(general));
     assert.equal(fast!.subarray(12, 28).toString('latin1'), '\x05ReDiS\x08InTeRnAl\x00');
+  });
+});
+
+describe('repeat questions for names outside the zone go straight to the forwarder cache', () => {
+  let dir: string;
+  let reg: Registry;
+  let index: AccountIndex;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'privdns-fastpath-fwd-'));
+    reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
+    reg.createAccount('acme', ['127.1.0.0/16']);
+    index = AccountIndex.follow(reg);
+  });
+  after(() => {
+    index.close();
+    reg.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the zone is asked once per question, then cache hits skip it, with the same bytes as the general path', async () => {
+    const zone = new Zone(ZONE);
+    let zoneCalls = 0;
+    const answer = zone.answer.bind(zone);
+    zone.answer = (...args: Parameters<Zone['answer']>) => {
+      zoneCalls++;
+      return answer(...args);
+    };
+    const base = { index, operatorSubnets: OPERATORS, maxUdpPayload: 1232, forwarder };
+    const fast = new QueryHandler({ ...base, zone });
+    const general = new QueryHandler({ ...base, zone: new Zone(ZONE), fastPath: false });
+    for (let i = 0; i < 5; i++) {
+      // 'h' (0x68) is a cache hit of the stand-in forwarder.
+      const q = buildQuery('host1.example.test', TYPE.A, { id: 100 + i });
+      assert.equal(hex(await fast.handle(Buffer.from(q), '127.1.0.5', 'udp')), hex(await general.handle(Buffer.from(q), '127.1.0.5', 'udp')));
+    }
+    assert.equal(zoneCalls, 1);
+    // An outsider is still REFUSED, and a reverse name is still the zone's to judge.
+    const refused = decodeReply((await fast.handle(buildQuery('host1.example.test', TYPE.A), '127.3.0.5', 'udp'))!);
+    assert.equal(refused?.rcode, 'REFUSED');
+    for (let i = 0; i < 3; i++) await fast.handle(buildQuery('9.0.1.127.in-addr.arpa', TYPE.PTR), '127.1.0.5', 'udp');
+    assert.equal(zoneCalls, 1 + 1 + 3);
   });
 });
