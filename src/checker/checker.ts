@@ -7,13 +7,19 @@
 // event before anything else sees it; each is logged once. Between transitions the latest
 // per-port results live here in memory (a retry of a pending port is not worth an fsync) and
 // the registry shows them to the API through its port-results overlay.
+//
+// Two kinds of watch. A pending instance has a BindWatch and a timer of its own (its retries
+// back off on their own schedule, and there are few of them at once). A live or unhealthy
+// instance, of which there may be 100,000, has a compact LiveWatch (no timer, no closure, no
+// copied port results until a check has run) and waits for its next check in one TimerWheel.
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { Registry } from '../registry/store.js';
+import type { LivenessTarget, Registry } from '../registry/store.js';
 import type { Instance, InstanceState, PortResult, RegistryChange } from '../registry/types.js';
-import { checkPort, type PortProbe } from './portcheck.js';
+import { checkPort, type PortCheck, type PortProbe } from './portcheck.js';
 import { ConnectSlots } from './slots.js';
+import { TimerWheel } from './wheel.js';
 
 export type CheckerSettings = Config['checker'];
 
@@ -27,8 +33,8 @@ export interface PortCheckerOptions {
   now?: () => number;
 }
 
-/** What the checker knows about one instance it is watching. */
-interface Watch {
+/** A pending instance, until every port has accepted once or its deadline passes. */
+interface BindWatch {
   readonly id: string;
   readonly account: string;
   readonly service: string;
@@ -36,18 +42,43 @@ interface Watch {
   readonly createdAt: number;
   readonly deadlineAt: number;
   readonly bindTimeoutSeconds: number;
-  /** `bind` while pending; `liveness` once live (and while unhealthy). */
-  phase: 'bind' | 'liveness';
   state: InstanceState;
   /** Latest result per declared port, in the service's port order. */
   ports: PortResult[];
-  /** Bind phase: which ports have accepted once; those are not probed again. */
+  /** Which ports have accepted once; those are not probed again. */
   bound: boolean[];
   attempt: number;
-  failures: number;
   timer: NodeJS.Timeout | null;
   gone: boolean;
 }
+
+/**
+ * A live or unhealthy instance. Kept small on purpose: one of these per live instance is
+ * most of what the checker holds at scale. Names and port lists are shared strings and arrays.
+ */
+class LiveWatch {
+  failures = 0;
+  /** When the latest liveness check ended (registry clock); 0 until one has run, and then
+   * SQLite's port results are the latest. */
+  checkedAt = 0;
+  /** The latest check's outcome per port when one failed; null when all accepted. */
+  outcomes: readonly PortCheck[] | null = null;
+  gone = false;
+
+  constructor(
+    readonly id: string,
+    readonly account: string,
+    readonly service: string,
+    readonly address: string,
+    readonly ports: readonly number[],
+    public state: InstanceState,
+  ) {}
+}
+
+type Watch = BindWatch | LiveWatch;
+
+/** Liveness checks are batched into sweeps this far apart: a check runs at most this late. */
+const LIVENESS_TICK_MS = 50;
 
 export class PortChecker {
   private readonly registry: Registry;
@@ -57,6 +88,13 @@ export class PortChecker {
   private readonly now: () => number;
   private readonly slots: ConnectSlots;
   private readonly watches = new Map<string, Watch>();
+  /** Live watches waiting for their next liveness check. */
+  private readonly due: TimerWheel<LiveWatch>;
+  /** Liveness checks started and not yet finished; at most `concurrency`, so that a sweep of
+   * 100,000 due instances does not queue 100,000 connects (and their promises) at once. */
+  private livenessChecks = 0;
+  /** One shared array per distinct list of ports. */
+  private readonly portLists = new Map<string, readonly number[]>();
   private readonly running = new Set<Promise<void>>();
   private readonly abort = new AbortController();
   private started = false;
@@ -70,6 +108,7 @@ export class PortChecker {
     this.probe = opts.probe ?? checkPort;
     this.now = opts.now ?? Date.now;
     this.slots = new ConnectSlots(opts.settings.concurrency);
+    this.due = new TimerWheel<LiveWatch>(LIVENESS_TICK_MS, () => this.runDueLivenessChecks());
     // Every connect in flight listens on this one signal, up to `concurrency` at once.
     setMaxListeners(0, this.abort.signal);
   }
@@ -82,15 +121,14 @@ export class PortChecker {
     this.registry.on('change', this.onChange);
     this.registry.setPortResultsOverlay((id) => this.latestPortResults(id));
     let pending = 0;
-    let watched = 0;
-    for (const state of ['pending', 'live', 'unhealthy'] as const) {
-      for (const instance of this.registry.instancesInState(state)) {
-        this.watch(instance);
-        watched++;
-        if (state === 'pending') pending++;
-      }
+    for (const instance of this.registry.instancesInState('pending')) {
+      this.watchPending(instance);
+      pending++;
     }
-    this.log.info({ pending, watched, concurrency: this.slots.size }, 'port checker started');
+    // The narrow read: with 100,000 live instances, full Instance rows (dates formatted, port
+    // results parsed) would cost more than the watches themselves.
+    for (const target of this.registry.livenessTargets()) this.watchLive(target);
+    this.log.info({ pending, watched: this.watches.size, concurrency: this.slots.size }, 'port checker started');
   }
 
   /** Stops every timer and aborts connects in flight; writes nothing afterwards. */
@@ -100,6 +138,7 @@ export class PortChecker {
     this.registry.off('change', this.onChange);
     this.registry.setPortResultsOverlay(null);
     for (const w of this.watches.values()) this.unwatch(w);
+    this.due.close();
     this.slots.close();
     this.abort.abort();
     await Promise.all([...this.running]);
@@ -111,7 +150,20 @@ export class PortChecker {
   }
 
   private latestPortResults(id: string): PortResult[] | undefined {
-    return this.watches.get(id)?.ports.map((p) => ({ ...p }));
+    const w = this.watches.get(id);
+    if (!w) return undefined;
+    if (w instanceof LiveWatch) return this.livePortResults(w);
+    return w.ports.map((p) => ({ ...p }));
+  }
+
+  /** A live watch's latest results as the API shows them; undefined while SQLite's are. */
+  private livePortResults(w: LiveWatch): PortResult[] | undefined {
+    if (w.checkedAt === 0) return undefined;
+    const checkedAt = new Date(w.checkedAt).toISOString();
+    return w.ports.map((port, i) => {
+      const o = w.outcomes?.[i];
+      return o ? { port, ok: o.ok, error: o.error, checkedAt } : { port, ok: true, error: null, checkedAt };
+    });
   }
 
   private applyChange(change: RegistryChange): void {
@@ -122,7 +174,9 @@ export class PortChecker {
         if (known) this.unwatch(known);
       } else if (!known && isChecked(change.instance.state)) {
         // Our own transitions arrive here too, for instances already watched.
-        this.watch(change.instance);
+        const i = change.instance;
+        if (i.state === 'pending') this.watchPending(i);
+        else this.watchLive({ id: i.id, account: i.account, service: i.service, address: i.address, state: i.state, ports: i.ports.map((p) => p.port) });
       }
       return;
     }
@@ -135,9 +189,8 @@ export class PortChecker {
     }
   }
 
-  private watch(instance: Instance): void {
-    const live = instance.state !== 'pending';
-    const w: Watch = {
+  private watchPending(instance: Instance): void {
+    const w: BindWatch = {
       id: instance.id,
       account: instance.account,
       service: instance.service,
@@ -145,115 +198,180 @@ export class PortChecker {
       createdAt: Date.parse(instance.createdAt),
       deadlineAt: instance.deadlineAt === null ? Number.POSITIVE_INFINITY : Date.parse(instance.deadlineAt),
       bindTimeoutSeconds: instance.bindTimeoutSeconds,
-      phase: live ? 'liveness' : 'bind',
       state: instance.state,
       ports: instance.ports.map((p) => ({ ...p })),
       bound: instance.ports.map(() => false),
       attempt: 0,
-      failures: 0,
       timer: null,
       gone: false,
     };
     this.watches.set(w.id, w);
-    // A pending instance is tried at once (also one whose deadline passed while we were down:
-    // it gets that one last attempt); a live one waits out a liveness interval.
-    this.schedule(w, live ? this.settings.livenessIntervalSeconds * 1000 : 0);
+    // Tried at once (also one whose deadline passed while we were down: it gets that one last
+    // attempt).
+    this.scheduleBindCheck(w, 0);
+  }
+
+  /** A live or unhealthy instance waits out a liveness interval before its first check. */
+  private watchLive(target: LivenessTarget): void {
+    const w = new LiveWatch(target.id, target.account, target.service, target.address, this.sharedPorts(target.ports), target.state);
+    this.watches.set(w.id, w);
+    this.due.add(w, this.settings.livenessIntervalSeconds * 1000);
+  }
+
+  private sharedPorts(ports: readonly number[]): readonly number[] {
+    const key = ports.join(',');
+    let shared = this.portLists.get(key);
+    if (!shared) {
+      shared = ports.slice();
+      this.portLists.set(key, shared);
+    }
+    return shared;
   }
 
   private unwatch(w: Watch): void {
     w.gone = true;
-    if (w.timer) clearTimeout(w.timer);
-    w.timer = null;
-    this.watches.delete(w.id);
-  }
-
-  private schedule(w: Watch, delayMs: number): void {
-    if (w.gone || this.stopped) return;
-    w.timer = setTimeout(() => {
+    if (!(w instanceof LiveWatch)) {
+      if (w.timer) clearTimeout(w.timer);
       w.timer = null;
-      const run = this.runCheck(w).catch((err: unknown) => {
-        this.log.error({ err, instance: w.id }, 'port check failed unexpectedly');
-      });
-      this.running.add(run);
-      void run.finally(() => this.running.delete(run));
-    }, Math.max(0, delayMs));
+    }
+    // A live watch may still sit in the wheel; it is skipped when taken.
+    if (this.watches.get(w.id) === w) this.watches.delete(w.id);
   }
 
-  private async runCheck(w: Watch): Promise<void> {
-    const indexes = w.ports.map((_, i) => i).filter((i) => w.phase === 'liveness' || !w.bound[i]);
-    const outcomes = await Promise.all(indexes.map((i) => this.probePort(w, i)));
-    if (w.gone || this.stopped || outcomes.includes(null)) return;
-    if (w.phase === 'bind') this.afterBindCheck(w);
-    else this.afterLivenessCheck(w, outcomes.every((ok) => ok === true));
+  /** Tracks a check so that stop() can wait for it; logs what it should never throw. */
+  private track(check: Promise<void>, instance: string): Promise<void> {
+    const run = check.catch((err: unknown) => {
+      this.log.error({ err, instance }, 'port check failed unexpectedly');
+    });
+    this.running.add(run);
+    void run.finally(() => this.running.delete(run));
+    return run;
   }
 
   /** One connect under the global bound; null when the checker stopped or the watch ended. */
-  private async probePort(w: Watch, index: number): Promise<boolean | null> {
-    const entry = w.ports[index];
-    if (!entry || !(await this.slots.acquire())) return null;
-    let ok: boolean;
-    let error: string | null;
+  private async connect(w: Watch, port: number): Promise<PortCheck | null> {
+    if (!(await this.slots.acquire())) return null;
     try {
       if (w.gone || this.stopped) return null;
-      ({ ok, error } = await this.probe(w.address, entry.port, this.settings.connectTimeoutMs, this.abort.signal));
+      return await this.probe(w.address, port, this.settings.connectTimeoutMs, this.abort.signal);
     } finally {
       this.slots.release();
     }
-    if (w.gone || this.stopped) return null;
-    w.ports[index] = { port: entry.port, ok, error, checkedAt: new Date(this.now()).toISOString() };
-    if (ok && w.phase === 'bind') w.bound[index] = true;
-    return ok;
   }
 
-  private afterBindCheck(w: Watch): void {
+  // ---- bind phase: pending → live | failed ----
+
+  private scheduleBindCheck(w: BindWatch, delayMs: number): void {
+    if (w.gone || this.stopped) return;
+    w.timer = setTimeout(() => {
+      w.timer = null;
+      void this.track(this.runBindCheck(w), w.id);
+    }, Math.max(0, delayMs));
+  }
+
+  private async runBindCheck(w: BindWatch): Promise<void> {
+    const indexes = w.ports.map((_, i) => i).filter((i) => !w.bound[i]);
+    const outcomes = await Promise.all(indexes.map((i) => this.probeBindPort(w, i)));
+    if (w.gone || this.stopped || outcomes.includes(null)) return;
+    this.afterBindCheck(w);
+  }
+
+  private async probeBindPort(w: BindWatch, index: number): Promise<boolean | null> {
+    const entry = w.ports[index];
+    if (!entry) return null;
+    const r = await this.connect(w, entry.port);
+    if (r === null || w.gone || this.stopped) return null;
+    w.ports[index] = { port: entry.port, ok: r.ok, error: r.error, checkedAt: new Date(this.now()).toISOString() };
+    if (r.ok) w.bound[index] = true;
+    return r.ok;
+  }
+
+  private afterBindCheck(w: BindWatch): void {
     const t = this.now();
     if (w.bound.every(Boolean)) {
-      if (!this.transition(w, 'live', null, { liveAt: t, bindMs: t - w.createdAt })) return this.retryLater(w);
-      w.phase = 'liveness';
-      w.failures = 0;
-      this.schedule(w, this.settings.livenessIntervalSeconds * 1000);
+      if (!this.transition(w, 'live', null, w.ports, { liveAt: t, bindMs: t - w.createdAt })) return this.retryBindLater(w);
+      // From now on a liveness watch; the results just written are SQLite's.
+      w.gone = true;
+      this.watchLive({ id: w.id, account: w.account, service: w.service, address: w.address, state: 'live', ports: w.ports.map((p) => p.port) });
       return;
     }
     if (t >= w.deadlineAt) {
       const missing = w.ports.filter((_, i) => !w.bound[i]).map((p) => p.port);
       const reason = `${missing.length === 1 ? 'port' : 'ports'} ${missing.join(', ')} not bound within ${w.bindTimeoutSeconds}s`;
-      if (this.transition(w, 'failed', reason, {})) this.unwatch(w);
-      else this.retryLater(w);
+      if (this.transition(w, 'failed', reason, w.ports, {})) this.unwatch(w);
+      else this.retryBindLater(w);
       return;
     }
     const { retryInitialMs, retryMaxMs } = this.settings;
     const backoff = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(w.attempt, 30));
     w.attempt++;
     // Never sleep past the deadline: the last attempt happens at it, not up to retryMaxMs late.
-    this.schedule(w, Math.min(backoff, w.deadlineAt - t));
-  }
-
-  private afterLivenessCheck(w: Watch, allOk: boolean): void {
-    if (allOk) {
-      w.failures = 0;
-      if (w.state === 'unhealthy' && !this.transition(w, 'live', null, {})) return this.retryLater(w);
-    } else {
-      w.failures++;
-      if (w.state === 'live' && w.failures >= this.settings.livenessFailureThreshold) {
-        const failing = w.ports.filter((p) => p.ok === false).map((p) => `port ${p.port}: ${p.error ?? 'failed'}`);
-        const reason = `${failing.join('; ')} (${w.failures} consecutive failed checks)`;
-        if (!this.transition(w, 'unhealthy', reason, {})) return this.retryLater(w);
-      }
-    }
-    this.schedule(w, this.settings.livenessIntervalSeconds * 1000);
+    this.scheduleBindCheck(w, Math.min(backoff, w.deadlineAt - t));
   }
 
   /** After a write that did not happen: check again later (a no-op once the watch is gone). */
-  private retryLater(w: Watch): void {
-    this.schedule(w, this.settings.retryMaxMs);
+  private retryBindLater(w: BindWatch): void {
+    this.scheduleBindCheck(w, this.settings.retryMaxMs);
+  }
+
+  // ---- liveness: live ⇄ unhealthy ----
+
+  /** The wheel's callback, and again whenever a liveness check ends: starts due checks while
+   * fewer than `concurrency` are running. Their connects share the slots with bind probes. */
+  private runDueLivenessChecks(): void {
+    while (!this.stopped && this.livenessChecks < this.slots.size) {
+      const w = this.due.take();
+      if (w === undefined) return;
+      if (w.gone) continue;
+      this.livenessChecks++;
+      void this.track(this.runLivenessCheck(w), w.id).finally(() => {
+        this.livenessChecks--;
+        this.runDueLivenessChecks();
+      });
+    }
+  }
+
+  private async runLivenessCheck(w: LiveWatch): Promise<void> {
+    const outcomes = await Promise.all(w.ports.map((port) => this.connect(w, port)));
+    if (w.gone || this.stopped) return;
+    const checks: PortCheck[] = [];
+    for (const o of outcomes) {
+      if (o === null) return;
+      checks.push(o);
+    }
+    const allOk = checks.every((c) => c.ok);
+    w.checkedAt = this.now();
+    w.outcomes = allOk ? null : checks;
+    this.afterLivenessCheck(w, allOk);
+  }
+
+  private afterLivenessCheck(w: LiveWatch, allOk: boolean): void {
+    const ports = this.livePortResults(w) ?? [];
+    if (allOk) {
+      w.failures = 0;
+      if (w.state === 'unhealthy' && !this.transition(w, 'live', null, ports, {})) return this.retryLivenessLater(w);
+    } else {
+      w.failures++;
+      if (w.state === 'live' && w.failures >= this.settings.livenessFailureThreshold) {
+        const failing = ports.filter((p) => p.ok === false).map((p) => `port ${p.port}: ${p.error ?? 'failed'}`);
+        const reason = `${failing.join('; ')} (${w.failures} consecutive failed checks)`;
+        if (!this.transition(w, 'unhealthy', reason, ports, {})) return this.retryLivenessLater(w);
+      }
+    }
+    if (!w.gone) this.due.add(w, this.settings.livenessIntervalSeconds * 1000);
+  }
+
+  /** After a write that did not happen: check again later (a no-op once the watch is gone). */
+  private retryLivenessLater(w: LiveWatch): void {
+    if (!w.gone) this.due.add(w, this.settings.retryMaxMs);
   }
 
   /** Writes a state change through the registry and logs it; false if the instance is gone. */
-  private transition(w: Watch, to: InstanceState, reason: string | null, extra: { liveAt?: number; bindMs?: number }): boolean {
+  private transition(w: Watch, to: InstanceState, reason: string | null, ports: PortResult[], extra: { liveAt?: number; bindMs?: number }): boolean {
     const from = w.state;
     let written: Instance | null;
     try {
-      written = this.registry.updateInstanceCheck(w.id, { state: to, reason, ports: w.ports.map((p) => ({ ...p })), ...extra });
+      written = this.registry.updateInstanceCheck(w.id, { state: to, reason, ports: ports.map((p) => ({ ...p })), ...extra });
     } catch (err) {
       // The database refused the write (e.g. closing): keep the old state and try again on the
       // next check rather than believe a transition that is not in SQLite.

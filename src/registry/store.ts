@@ -40,6 +40,9 @@ export interface NewService {
 /** An instance as the DNS index needs it (Registry.indexSnapshot). */
 export type IndexedInstance = Pick<Instance, 'id' | 'account' | 'service' | 'address' | 'state' | 'reason'>;
 
+/** A live or unhealthy instance as the checker's liveness checks need it (Registry.livenessTargets). */
+export type LivenessTarget = Pick<Instance, 'id' | 'account' | 'service' | 'address' | 'state'> & { ports: readonly number[] };
+
 export interface NewInstance {
   address: string;
   bindTimeoutSeconds?: number;
@@ -162,6 +165,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       allInstances: db.prepare<[], InstanceRow>(`${INSTANCE_SELECT}`),
       serviceOwners: db.prepare<[], { id: number; name: string; account: string }>(
         'SELECT s.id, s.name, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id'),
+      servicePorts: db.prepare<[], { id: number; name: string; ports: string; account: string }>(
+        'SELECT s.id, s.name, s.ports, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id'),
+      livenessInstances: db.prepare<[], { id: string; service_id: number; address: string; state: InstanceState }>(
+        "SELECT id, service_id, address, state FROM instances WHERE state IN ('live', 'unhealthy')"),
       indexInstances: db.prepare<[], { id: string; service_id: number; address: string; state: InstanceState; reason: string | null }>(
         'SELECT id, service_id, address, state, reason FROM instances'),
       countAccounts: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM accounts'),
@@ -581,6 +588,27 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         services: this.stmt.allServices.all().map(toService),
         instances,
       };
+    })();
+  }
+
+  /**
+   * The live and unhealthy instances, for the port checker's start: what a liveness check
+   * needs and nothing else (see indexSnapshot for why). Account and service names and each
+   * service's port list are shared between its instances; an instance's ports are its
+   * service's, in the same order, since a service's ports never change.
+   */
+  livenessTargets(): LivenessTarget[] {
+    return this.db.transaction(() => {
+      const owner = new Map<number, { account: string; service: string; ports: readonly number[] }>();
+      for (const r of this.stmt.servicePorts.iterate()) {
+        owner.set(r.id, { account: r.account, service: r.name, ports: JSON.parse(r.ports) as number[] });
+      }
+      const targets: LivenessTarget[] = [];
+      for (const r of this.stmt.livenessInstances.iterate()) {
+        const o = owner.get(r.service_id);
+        if (o) targets.push({ id: r.id, account: o.account, service: o.service, address: r.address, state: r.state, ports: o.ports });
+      }
+      return targets;
     })();
   }
 

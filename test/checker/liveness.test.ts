@@ -147,3 +147,51 @@ describe('after a restart, checks resume from SQLite', { concurrency: true }, ()
     }
   });
 });
+
+describe('liveness checks of many live instances share one schedule', () => {
+  it('2,000 live instances restored from SQLite: each checked once per interval, never early, under the bound', async () => {
+    const COUNT = 2000;
+    const CONCURRENCY = 32;
+    const checks = new Map<string, number[]>();
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const probe: PortProbe = async (host) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      const seen = checks.get(host) ?? [];
+      seen.push(performance.now());
+      checks.set(host, seen);
+      await sleep(1);
+      inFlight--;
+      return { ok: true, error: null, ms: 1 };
+    };
+    const settings = { ...FAST_SETTINGS, concurrency: CONCURRENCY };
+    const bench = new CheckerBench(settings, probe);
+    try {
+      const r = bench.registry;
+      r.createAccount('acme', ['127.11.0.0/16']);
+      r.createService('acme', { name: 'redis', type: 'private_service', ports: [6379] });
+      r.db.transaction(() => {
+        for (let i = 0; i < COUNT; i++) {
+          const { instance } = r.createInstance('acme', 'redis', { address: `127.11.${(i + 1) >> 8}.${(i + 1) & 255}` });
+          r.updateInstanceCheck(instance.id, { state: 'live', liveAt: Date.now(), bindMs: 0 });
+        }
+      })();
+      const started = performance.now();
+      bench.start();
+      assert.equal(bench.checker.stats().watched, COUNT);
+      await sleep(settings.livenessIntervalSeconds * 1000 * 2 + 600);
+      const firsts = [...checks.values()].map((times) => times[0] ?? 0);
+      assert.equal(checks.size, COUNT, 'every instance was checked');
+      assert.ok(Math.min(...firsts) - started >= settings.livenessIntervalSeconds * 1000 - 1, 'no check before one interval');
+      for (const times of checks.values()) {
+        assert.ok(times.length >= 2 && times.length <= 3, `${times.length} checks in about 2.6 intervals`);
+        for (let i = 1; i < times.length; i++) assert.ok((times[i] ?? 0) - (times[i - 1] ?? 0) >= settings.livenessIntervalSeconds * 1000 - 1);
+      }
+      assert.ok(maxInFlight <= CONCURRENCY, `max in flight ${maxInFlight}`);
+      assert.equal(bench.transitions(r.snapshot().instances[0]?.id ?? '').length, 0, 'no transition while every check passes');
+    } finally {
+      await bench.dispose();
+    }
+  });
+});
