@@ -66,6 +66,7 @@ async function main(): Promise<number> {
     out: (s) => process.stdout.write(s),
     err: (s) => process.stderr.write(s),
     env: process.env,
+    tty: process.stderr.isTTY === true,
   });
 }
 

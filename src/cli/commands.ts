@@ -8,6 +8,8 @@ export interface Io {
   out: (s: string) => void;
   err: (s: string) => void;
   env: Record<string, string | undefined>;
+  /** stderr is a terminal: progress lines are redrawn in place. */
+  tty?: boolean;
 }
 
 const GLOBAL_OPTIONS = {
@@ -137,11 +139,20 @@ const COMMANDS: Record<string, Command> = {
       if (!values.wait) return print(io, values, inst, () => `instance ${inst.id} (${inst.address}) registered: ${inst.state}`);
       const limitMs = (values.timeout !== undefined ? intArg('--timeout', values.timeout as string) : inst.bindTimeoutSeconds + 5) * 1000;
       const started = Date.now();
+      // On a terminal the progress line is redrawn in place; in a log it is one line a second.
+      let lastSecond = -1;
       while (inst.state === 'pending' && Date.now() - started < limitMs) {
-        if (!values.json) io.err(`waiting for ${inst.id} (${inst.address}) to bind port(s) ${inst.ports.map((p) => p.port).join(',')}: ${((Date.now() - started) / 1000).toFixed(0)}s\n`);
-        await new Promise((r) => setTimeout(r, 500));
+        const second = Math.floor((Date.now() - started) / 1000);
+        if (!values.json && (io.tty === true || second !== lastSecond)) {
+          const pending = inst.ports.filter((p) => p.ok !== true).map((p) => p.port).join(',');
+          const line = `waiting for ${inst.id} (${inst.address}) to bind port(s) ${pending}: ${second}s`;
+          io.err(io.tty === true ? `\r\x1b[K${line}` : `${line}\n`);
+          lastSecond = second;
+        }
+        await new Promise((r) => setTimeout(r, 250));
         inst = await client.request<Instance>('GET', `${base}/${enc(inst.id)}`);
       }
+      if (!values.json && io.tty === true && lastSecond >= 0) io.err('\r\x1b[K');
       print(io, values, inst, () => `instance ${inst.id} (${inst.address}): ${inst.state}${inst.reason ? ` (${inst.reason})` : ''}`);
       return inst.state === 'live' || inst.state === 'running' ? EXIT.ok : EXIT.failed;
     },

@@ -79,6 +79,9 @@ describe('privdns CLI', () => {
     const add = await cli(d, ['instances', 'add', 'acme', 'web', '127.1.0.8', '--wait', '--bind-timeout', '1']);
     assert.equal(add.code, 4, add.stdout + add.stderr);
     assert.match(add.stdout, /failed \(port \d+ not bound within 1s\)/);
+    // Not a terminal: one progress line a second, naming the ports still unbound.
+    assert.match(add.stderr, /^waiting for [a-z2-7]{10} \(127\.1\.0\.8\) to bind port\(s\) \d+: 0s$/m);
+    assert.ok(!add.stderr.includes('\r'), 'no terminal redraws in a log');
   });
 
   it('rejects bad usage with exit status 2 and a usage line', async () => {
