@@ -73,11 +73,6 @@ export class Zone {
     this.hostmaster = `hostmaster.${settings.zone}`;
   }
 
-  /** Is this lower-case name the zone, inside it, or a bare single label? */
-  contains(name: string): boolean {
-    return name === this.name || name.endsWith(this.suffix) || isBare(name);
-  }
-
   /**
    * The answer to one question. `name` is lower case without the trailing dot. Runs once per
    * query on the hot path: it does map lookups on the asker's view and builds only the
@@ -109,34 +104,34 @@ export class Zone {
   private answerInZone(asker: Asker, name: string, labels: string[], qtype: number): Resolution {
     const view = asker.view;
     const first = labels[0];
-    if (labels.length === 0) return this.apex(view, name, qtype);
+    if (labels.length === 0) return this.apex(view, qtype);
 
     if (labels.length === 1 && first !== undefined) {
       const svc = view?.services.get(first);
       if (svc) return this.serviceAnswer(view!, svc, name, qtype, 'service');
       if (view !== null && first === '_services') return this.servicesTxt(view, name, qtype);
-      if (view !== null && view.workers.has(first)) return this.workerAnswer(view, name, first);
+      if (view !== null && view.workers.has(first)) return this.workerAnswer(view, first);
       if (view !== null && first.endsWith(DISCOVERY_SUFFIX)) {
         // <svc>-discovery: every live instance, as Render's discovery host name. A service
         // actually named so was matched above and wins.
         const base = first.slice(0, first.length - DISCOVERY_SUFFIX.length);
         const target = view.services.get(base);
         if (target) return this.serviceAnswer(view, target, name, qtype, 'service');
-        if (view.workers.has(base)) return this.workerAnswer(view, name, base);
+        if (view.workers.has(base)) return this.workerAnswer(view, base);
       }
       if (first === 'whoami') {
         if (qtype === TYPE.TXT || qtype === TYPE.ANY) return this.whoami(asker, name);
-        return this.nodata(view, name, 'whoami has only a TXT record');
+        return this.nodata(view, 'whoami has only a TXT record');
       }
       if (first === 'ns') {
         const nsAddrs = this.nsAddressRrs(name, qtype);
         if (nsAddrs.length > 0) return reply(RCODE.NOERROR, nsAddrs, [], [], 'the name server of the zone');
-        return this.nodata(view, name, 'ns has only the server\'s listen addresses');
+        return this.nodata(view, 'ns has only the server\'s listen addresses');
       }
       if (first === '_tcp' && view !== null && hasLiveService(view)) {
-        return this.nodata(view, name, '_tcp holds the SRV names of the account\'s services');
+        return this.nodata(view, '_tcp holds the SRV names of the account\'s services');
       }
-      return this.nxdomain(view, name, view ? `account "${view.name}" has no service "${first}"` : 'operator sources see only <service>.<account> names');
+      return this.nxdomain(view, view ? `account "${view.name}" has no service "${first}"` : 'operator sources see only <service>.<account> names');
     }
 
     if (labels.length === 2) {
@@ -156,13 +151,13 @@ export class Zone {
         // will not come back.
         const soon = notLive.state === 'pending' || notLive.state === 'unhealthy';
         const why = `instance ${a} of service "${b}" of account "${view.name}" is ${notLive.state}${notLive.reason ? `: ${notLive.reason}` : ''}`;
-        return this.nxdomain(view, name, why, soon ? this.settings.pendingNegativeTtl : this.settings.negativeTtl);
+        return this.nxdomain(view, why, soon ? this.settings.pendingNegativeTtl : this.settings.negativeTtl);
       }
       // <svc>.<account>, for operators only.
       const other = asker.operator?.get(b);
       const otherSvc = other?.services.get(a);
       if (other && otherSvc) return this.serviceAnswer(other, otherSvc, name, qtype, 'operator');
-      return this.nxdomain(view, name, svc ? `service "${b}" has no live instance "${a}"` : `no service "${b}"${view ? ` in account "${view.name}"` : ''}`);
+      return this.nxdomain(view, svc ? `service "${b}" has no live instance "${a}"` : `no service "${b}"${view ? ` in account "${view.name}"` : ''}`);
     }
 
     if (labels.length === 3 && asker.operator) {
@@ -173,10 +168,10 @@ export class Zone {
       const inst = svc?.live.get(a);
       if (other && svc && inst) return this.instanceAnswer(other, svc, inst, name, qtype);
     }
-    return this.nxdomain(view, name, 'no such name in the zone');
+    return this.nxdomain(view, 'no such name in the zone');
   }
 
-  private apex(view: AccountView | null, name: string, qtype: number): Resolution {
+  private apex(view: AccountView | null, qtype: number): Resolution {
     const answer: Rr[] = [];
     const additional: Rr[] = [];
     if (qtype === TYPE.SOA || qtype === TYPE.ANY) answer.push(this.soa(view, this.settings.ttl));
@@ -184,7 +179,7 @@ export class Zone {
       answer.push({ name: this.name, type: TYPE.NS, ttl: this.settings.ttl, data: { kind: 'name', target: this.nsName } });
       additional.push(...this.nsAddressRrs(this.nsName, TYPE.ANY));
     }
-    if (answer.length === 0) return this.nodata(view, name, 'the zone apex has only SOA and NS');
+    if (answer.length === 0) return this.nodata(view, 'the zone apex has only SOA and NS');
     return reply(RCODE.NOERROR, answer, [], additional, 'the zone apex');
   }
 
@@ -193,7 +188,7 @@ export class Zone {
     if (svc.live.size === 0) {
       // Registered, not live yet (or no longer): a short negative TTL, so the first
       // instance to go live is reached soon.
-      return this.nxdomain(view, name, `${where} has no live instance (${notLiveCounts(svc)})`, this.settings.pendingNegativeTtl);
+      return this.nxdomain(view, `${where} has no live instance (${notLiveCounts(svc)})`, this.settings.pendingNegativeTtl);
     }
     const ttl = this.ttlOf(svc);
     const answer: Rr[] = [];
@@ -211,7 +206,7 @@ export class Zone {
       }
     }
     if (answer.length === 0) {
-      return this.nodata(view, name, `${where} has live instances but no ${typeName(qtype)} record`, this.settings.pendingNegativeTtl);
+      return this.nodata(view, `${where} has live instances but no ${typeName(qtype)} record`, this.settings.pendingNegativeTtl);
     }
     return reply(RCODE.NOERROR, answer, [], additional, `${svc.live.size} live instance(s) of ${where}`);
   }
@@ -219,24 +214,24 @@ export class Zone {
   private instanceAnswer(view: AccountView, svc: ServiceView, inst: LiveInstance, name: string, qtype: number): Resolution {
     const type = inst.family === 4 ? TYPE.A : TYPE.AAAA;
     if (qtype !== type && qtype !== TYPE.ANY) {
-      return this.nodata(view, name, `instance ${inst.id} has only an ${typeName(type)} record`, this.settings.pendingNegativeTtl);
+      return this.nodata(view, `instance ${inst.id} has only an ${typeName(type)} record`, this.settings.pendingNegativeTtl);
     }
     return reply(RCODE.NOERROR, [{ name, type, ttl: this.ttlOf(svc), data: { kind: 'bytes', bytes: inst.rdata } }], [], [],
       `live instance ${inst.id} of service "${svc.name}" of account "${view.name}"`);
   }
 
   /** A background worker's name: registered, but it listens on no port, so never in DNS. */
-  private workerAnswer(view: AccountView, name: string, worker: string): Resolution {
-    return this.nxdomain(view, name, `"${worker}" of account "${view.name}" is a background_worker: it listens on no port and is never resolvable`);
+  private workerAnswer(view: AccountView, worker: string): Resolution {
+    return this.nxdomain(view, `"${worker}" of account "${view.name}" is a background_worker: it listens on no port and is never resolvable`);
   }
 
   /** `_services` TXT: one string per service of the account, `<name> type=<type> ports=<p,…>`. */
   private servicesTxt(view: AccountView, name: string, qtype: number): Resolution {
     const strings = (view.servicesTxt ??= serviceStrings(view));
     if (strings.length === 0) {
-      return this.nodata(view, name, `account "${view.name}" has no services yet`, this.settings.pendingNegativeTtl);
+      return this.nodata(view, `account "${view.name}" has no services yet`, this.settings.pendingNegativeTtl);
     }
-    if (qtype !== TYPE.TXT && qtype !== TYPE.ANY) return this.nodata(view, name, '_services has only a TXT record');
+    if (qtype !== TYPE.TXT && qtype !== TYPE.ANY) return this.nodata(view, '_services has only a TXT record');
     return reply(RCODE.NOERROR, [{ name, type: TYPE.TXT, ttl: this.settings.ttl, data: { kind: 'bytes', bytes: txtRdata(strings) } }], [], [],
       `the ${strings.length} service(s) of account "${view.name}"`);
   }
@@ -261,11 +256,11 @@ export class Zone {
   // Negative answers: the SOA's TTL and minimum are both the negative TTL of this case, so a
   // resolver caches the negative for exactly that long (RFC 2308 §5: the lesser of the two);
   // the reason goes to the client as an Extended DNS Error and to /v1/resolve as `reason`.
-  private nxdomain(view: AccountView | null, name: string, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
+  private nxdomain(view: AccountView | null, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
     return reply(RCODE.NXDOMAIN, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NXDOMAIN: ${why}`, why);
   }
 
-  private nodata(view: AccountView | null, name: string, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
+  private nodata(view: AccountView | null, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
     return reply(RCODE.NOERROR, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NODATA: ${why}`, why);
   }
 

@@ -3,7 +3,6 @@
 // removal time + the longest TTL DNS served it with; then it disappears.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { dig, digStatus } from '../dns/client.js';
