@@ -260,7 +260,8 @@ export interface DnsServerOptions {
   listen: HostPort[];
   handler: QueryHandler;
   /** readTimeoutMs: longest a started frame may take to arrive in full (default 2000). */
-  tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number };
+  /** maxConnectionsPerSource: one address may hold at most this many (default: no limit). */
+  tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number; maxConnectionsPerSource?: number };
   /** Response rate limiting of UDP answers (ratelimit.ts); absent: off. */
   rateLimit?: ResponseRateLimiter | null;
   /** Counts every reply sent, whichever path made it (metrics). */
@@ -293,6 +294,8 @@ export class DnsServer {
   private readonly udp: dgram.Socket[] = [];
   private readonly tcp: net.Server[] = [];
   private readonly connections = new Set<net.Socket>();
+  /** Open TCP connections per remote address. */
+  private readonly perSource = new Map<string, number>();
   private readonly handler: QueryHandler;
   private readonly logger: Logger | undefined;
   private readonly stats: QueryStats | null;
@@ -410,16 +413,20 @@ export class DnsServer {
   }
 
   private onConnection(sock: net.Socket): void {
-    if (this.connections.size >= this.opts.tcp.maxConnections) {
+    const source = sock.remoteAddress ?? '';
+    // One address filling every slot with idle connections would keep every other client's
+    // TCP (the fallback for truncated answers) out: each address gets a share only.
+    const held = this.perSource.get(source) ?? 0;
+    if (this.connections.size >= this.opts.tcp.maxConnections || held >= (this.opts.tcp.maxConnectionsPerSource ?? Infinity)) {
       sock.destroy();
       return;
     }
+    this.perSource.set(source, held + 1);
     this.connections.add(sock);
     sock.setNoDelay(true);
     // Counts inactivity in both directions: a client that sends half a frame and stops is
     // closed here, as is one that keeps the connection open doing nothing.
     sock.setTimeout(this.opts.tcp.idleTimeoutMs, () => sock.destroy());
-    const source = sock.remoteAddress ?? '';
     const stats = this.stats;
     let pending: Buffer | null = null;
     let inFlight = 0;
@@ -498,6 +505,9 @@ export class DnsServer {
     sock.on('close', () => {
       if (readTimer !== null) clearTimeout(readTimer);
       this.connections.delete(sock);
+      const n = (this.perSource.get(source) ?? 1) - 1;
+      if (n > 0) this.perSource.set(source, n);
+      else this.perSource.delete(source);
     });
   }
 }

@@ -27,7 +27,8 @@ before(async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'privdns-overload-'));
   // Short timeouts so the test sees them fire; the cap as in config/default.yaml.
   const config = join(dataDir, 'overload.yaml');
-  writeFileSync(config, 'dns:\n  tcp:\n    maxConnections: 1000\n    idleTimeoutMs: 1500\n    readTimeoutMs: 1000\n');
+  // One source opens all the connections here, so the per-source share is lifted to the cap.
+  writeFileSync(config, 'dns:\n  tcp:\n    maxConnections: 1000\n    maxConnectionsPerSource: 1000\n    idleTimeoutMs: 1500\n    readTimeoutMs: 1000\n');
   d = await TestDaemon.start({ dataDir, configFile: config, env: { PRIVDNS_LOG_LEVEL: 'warn' } });
   const svcPort = await freePort();
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] })).status, 201);

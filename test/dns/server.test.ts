@@ -85,6 +85,35 @@ describe('TCP connections', () => {
   });
 });
 
+describe('one client address gets a share of the TCP connections, not all of them', () => {
+  it('connections from one address over its share are closed at once; another address still gets in', async () => {
+    const handler = new QueryHandler({ index, zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }), maxUdpPayload: 1232 });
+    const sharePort = await freePort();
+    const shared = new DnsServer({ listen: [{ host: '127.0.0.1', port: sharePort }], handler, tcp: { maxConnections: 10, idleTimeoutMs: 5000, maxConnectionsPerSource: 2 } });
+    await shared.start();
+    try {
+      const mine = await Promise.all([1, 2].map(() => TcpClient.connect(sharePort, '127.1.0.40')));
+      await new Promise((r) => setTimeout(r, 30));
+      const third = await TcpClient.connect(sharePort, '127.1.0.40');
+      const other = await TcpClient.connect(sharePort, '127.1.0.41');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.ok(third.closed, 'the third connection from one address is closed');
+      assert.ok(!other.closed, 'another address is let in');
+      other.send(buildQuery('whoami', 16, { id: 9 }));
+      assert.equal((await other.next()).readUInt16BE(0), 9);
+      // A slot freed by its own address can be taken again.
+      mine[0]!.close();
+      await new Promise((r) => setTimeout(r, 50));
+      const again = await TcpClient.connect(sharePort, '127.1.0.40');
+      again.send(buildQuery('whoami', 16, { id: 10 }));
+      assert.equal((await again.next()).readUInt16BE(0), 10);
+      for (const c of [...mine, other, again]) c.close();
+    } finally {
+      await shared.stop();
+    }
+  });
+});
+
 describe('names outside the zone', () => {
   it('are forwarded for account sources, with the client\'s transport', async () => {
     const tcp = await TcpClient.connect(port);
