@@ -99,23 +99,14 @@ export class Upstream {
     this.counters.queries++;
     const id = query.readUInt16BE(0);
     return new Promise<Exchange>((resolve) => {
-      let sock: UdpSocket | null = createSocket(isIPv6(this.target.host) ? 'udp6' : 'udp4');
-      const finish = (result: Exchange): void => {
-        if (sock === null) return;
-        const s = sock;
-        sock = null;
-        clearTimeout(timer);
-        cancels.delete(cancel);
+      const sock: UdpSocket = createSocket(isIPv6(this.target.host) ? 'udp6' : 'udp4');
+      const { finish, settled } = settleOnce(resolve, timeoutMs, cancels, () => {
         try {
-          s.close();
+          sock.close();
         } catch {
           // already closed
         }
-        resolve(result);
-      };
-      const cancel = (): void => finish({ kind: 'error', message: 'forwarder closed' });
-      const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
-      cancels.add(cancel);
+      });
       sock.on('error', (err) => finish({ kind: 'error', message: (err as NodeJS.ErrnoException).code ?? err.message }));
       sock.on('message', (msg: Buffer) => {
         const answer = readAnswer(msg, id, expected.lowerName, expected.qtype, expected.qclass);
@@ -127,7 +118,8 @@ export class Upstream {
         finish({ kind: 'answer', wire: msg, answer });
       });
       sock.connect(this.target.port, this.target.host, () => {
-        sock?.send(query, (err) => {
+        if (settled()) return;
+        sock.send(query, (err) => {
           if (err) finish({ kind: 'error', message: (err as NodeJS.ErrnoException).code ?? err.message });
         });
       });
@@ -139,24 +131,15 @@ export class Upstream {
     this.counters.queries++;
     const id = query.readUInt16BE(0);
     return new Promise<Exchange>((resolve) => {
-      let sock: TcpSocket | null = connect({ host: this.target.host, port: this.target.port });
-      const finish = (result: Exchange): void => {
-        if (sock === null) return;
-        const s = sock;
-        sock = null;
-        clearTimeout(timer);
-        cancels.delete(cancel);
-        s.destroy();
-        resolve(result);
-      };
-      const cancel = (): void => finish({ kind: 'error', message: 'forwarder closed' });
-      const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
-      cancels.add(cancel);
+      const sock: TcpSocket = connect({ host: this.target.host, port: this.target.port });
+      const { finish, settled } = settleOnce(resolve, timeoutMs, cancels, () => sock.destroy());
       const framed = Buffer.allocUnsafe(2 + query.length);
       framed.writeUInt16BE(query.length, 0);
       query.copy(framed, 2);
       sock.setNoDelay(true);
-      sock.on('connect', () => sock?.write(framed));
+      sock.on('connect', () => {
+        if (!settled()) sock.write(framed);
+      });
       sock.on('error', (err) => finish({ kind: 'error', message: (err as NodeJS.ErrnoException).code ?? err.message }));
       sock.on('close', () => finish({ kind: 'error', message: 'connection closed before an answer' }));
       // Answers are length-prefixed (RFC 1035 §4.2.2); collect until one whole message is in.
@@ -179,4 +162,29 @@ export class Upstream {
       });
     });
   }
+}
+
+/**
+ * The bookkeeping every exchange shares: it settles once, on an answer, an error, its timeout
+ * or the forwarder closing (`cancels`), and then clears its timer and releases its socket.
+ */
+function settleOnce(
+  resolve: (result: Exchange) => void,
+  timeoutMs: number,
+  cancels: Cancels,
+  release: () => void,
+): { finish: (result: Exchange) => void; settled: () => boolean } {
+  let done = false;
+  const finish = (result: Exchange): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    cancels.delete(cancel);
+    release();
+    resolve(result);
+  };
+  const cancel = (): void => finish({ kind: 'error', message: 'forwarder closed' });
+  const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
+  cancels.add(cancel);
+  return { finish, settled: () => done };
 }
