@@ -5,13 +5,16 @@
 // sides are untrusted network input. It works on the bytes and allocates only the small
 // result objects: it runs once per forwarded query and once per upstream answer.
 
-export const HEADER_LEN = 12;
-export const TYPE_SOA = 6;
-export const TYPE_OPT = 41;
-export const RCODE_NOERROR = 0;
-export const RCODE_FORMERR = 1;
-export const RCODE_SERVFAIL = 2;
-export const RCODE_NXDOMAIN = 3;
+import { HEADER_LEN, RCODE, TYPE } from './wire.js';
+
+// The wire constants are wire.ts's; these names are what the forwarder's modules read.
+export { HEADER_LEN };
+export const TYPE_SOA = TYPE.SOA;
+export const TYPE_OPT = TYPE.OPT;
+export const RCODE_NOERROR = RCODE.NOERROR;
+export const RCODE_FORMERR = RCODE.FORMERR;
+export const RCODE_SERVFAIL = RCODE.SERVFAIL;
+export const RCODE_NXDOMAIN = RCODE.NXDOMAIN;
 
 /** EDNS flag bit DO (RFC 3225), in the low 16 bits of the OPT record's TTL field. */
 const EDNS_DO = 0x8000;
