@@ -1,5 +1,5 @@
 // The admin HTTP API (Fastify): auth, body parsing limits, error mapping and the routes of
-// DESIGN.md's "Admin API". Built here, listened on by the daemon.
+// docs/design.md's "Admin API". Built here, listened on by the daemon.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';

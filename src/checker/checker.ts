@@ -1,4 +1,4 @@
-// The PortChecker drives instances through their states (DESIGN.md, "Admin API"):
+// The PortChecker drives instances through their states (docs/design.md, "Admin API"):
 //   pending → live     once every declared port has accepted a TCP connection, or
 //   pending → failed   when the deadline passes first (terminal);
 //   live → unhealthy   after `livenessFailureThreshold` consecutive failed liveness checks,

@@ -1,4 +1,4 @@
-// The private zone: (who asks, lower-cased name, qtype) → answer, per DESIGN.md's DNS contract.
+// The private zone: (who asks, lower-cased name, qtype) → answer, per docs/design.md's DNS contract.
 //
 //   <svc> | <svc>.<zone>                  A/AAAA of the account's live instances; SRV of them
 //   <svc>-discovery[.<zone>]              the same: every live instance (Render's discovery name)

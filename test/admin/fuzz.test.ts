@@ -121,7 +121,7 @@ describe('admin API under hostile input (in-process, real registry)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('lists the routes of DESIGN.md from the server itself', () => {
+  it('lists the routes of docs/design.md from the server itself', () => {
     const keys = routes.map((r) => `${r.method} ${r.url}`);
     for (const k of [
       'POST /v1/accounts', 'GET /v1/accounts', 'GET /v1/accounts/:account', 'PATCH /v1/accounts/:account', 'DELETE /v1/accounts/:account',

@@ -1,5 +1,5 @@
 // The admin API's route matrix through Fastify inject, on a real registry in a temp directory:
-// every route of DESIGN.md, auth on every /v1 route, and every error code of the contract in
+// every route of docs/design.md, auth on every /v1 route, and every error code of the contract in
 // its JSON shape. test/admin/http.test.ts covers the same server over a real socket.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -63,7 +63,7 @@ const A = '/v1/accounts';
 const SVC = `${A}/acme/services`;
 const INST = `${SVC}/redis/instances`;
 
-describe('every admin route of DESIGN.md answers as the contract says', () => {
+describe('every admin route of docs/design.md answers as the contract says', () => {
   let s: Server;
   before(async () => (s = await server()));
   after(() => dispose(s));

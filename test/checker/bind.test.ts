@@ -1,4 +1,4 @@
-// The port-binding check of DESIGN.md: pending → live once every declared port accepted a TCP
+// The port-binding check of docs/design.md: pending → live once every declared port accepted a TCP
 // connection before the deadline, → failed with a reason otherwise; workers are never checked.
 import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';

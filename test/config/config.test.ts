@@ -30,7 +30,7 @@ function configError(fn: () => unknown): ConfigError {
   assert.fail('expected a ConfigError');
 }
 
-describe('defaults come from config/default.yaml and DESIGN.md', () => {
+describe('defaults come from config/default.yaml and docs/design.md', () => {
   it('the shipped default file gives the documented defaults', () => {
     const c = loadConfig(DEFAULT_CONFIG_PATH, {});
     assert.deepEqual(c.dns.listen, [{ host: '127.0.0.1', port: 5300 }]);

@@ -1,6 +1,6 @@
 // The upstream forwarder against real upstream DNS servers on loopback: a scripted stub
 // (delays, black holes, truncation, spoofed IDs, query counts) and a real dnsmasq. Each
-// describe is one rule of the forwarding contract (DESIGN.md "a name outside the zone",
+// describe is one rule of the forwarding contract (docs/design.md "a name outside the zone",
 // issue 5).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';

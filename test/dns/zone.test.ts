@@ -1,4 +1,4 @@
-// zone.ts + wire.ts through the QueryHandler, without sockets: DESIGN.md's DNS contract row
+// zone.ts + wire.ts through the QueryHandler, without sockets: docs/design.md's DNS contract row
 // by row, on a real Registry (SQLite in a temp dir) whose change events feed the index.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// The registry on a real SQLite file: every domain rule of DESIGN.md's Admin API, the revision,
+// The registry on a real SQLite file: every domain rule of docs/design.md's Admin API, the revision,
 // change events after commit, and persistence across close and reopen.
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
