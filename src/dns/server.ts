@@ -290,6 +290,23 @@ const TCP_MAX_IN_FLIGHT = 128;
  */
 const UDP_MAX_SEND_QUEUE = 1024;
 
+/** A UDP send's outcome: an error here is one lost reply, which the client retries. */
+function sendDone(): void {}
+
+/**
+ * Sends one UDP reply, or drops it: past the send queue bound, or when send() refuses it (a
+ * port no reply can reach, a socket closed while a forwarded answer was on its way). Never
+ * throws: a throw would leave the socket's message handler, or a forwarded reply's
+ * continuation as an unhandled rejection, and end the process.
+ */
+function sendUdp(sock: dgram.Socket, reply: Buffer, to: dgram.RemoteInfo, logger: Logger | undefined): void {
+  try {
+    if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(reply, to.port, to.address, sendDone);
+  } catch (err) {
+    logger?.debug({ err, port: to.port }, 'DNS UDP reply not sent');
+  }
+}
+
 export class DnsServer {
   private readonly udp: dgram.Socket[] = [];
   private readonly tcp: net.Server[] = [];
@@ -371,13 +388,19 @@ export class DnsServer {
   }
 
   private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    // Source port 0 is no port a reply can reach (dgram.send refuses it with a throw): such a
+    // datagram is forged or broken. Dropped before any work, forwarding included.
+    if (rinfo.port === 0) {
+      this.stats?.drop(0);
+      return;
+    }
     // A source prefix over its rate gets nothing, or now and then an empty TC reply: checked
     // before any work, so an over-limit flood costs one map probe per packet.
     const limit = this.opts.rateLimit?.check(rinfo.address) ?? RATE_SEND;
     if (limit !== RATE_SEND) {
       this.stats?.limit();
       const tc = limit === RATE_SLIP ? slipReply(msg) : null;
-      if (tc !== null && sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(tc, rinfo.port, rinfo.address, () => {});
+      if (tc !== null) sendUdp(sock, tc, rinfo, this.logger);
       return;
     }
     const stats = this.stats;
@@ -388,13 +411,13 @@ export class DnsServer {
       return;
     }
     if (!(out instanceof Promise)) {
-      if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(out, rinfo.port, rinfo.address);
+      sendUdp(sock, out, rinfo, this.logger);
       stats?.reply(0, out, started);
       return;
     }
     void out.then((reply) => {
       if (reply === null) return;
-      if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(reply, rinfo.port, rinfo.address, () => {});
+      sendUdp(sock, reply, rinfo, this.logger);
       stats?.reply(0, reply, started);
     });
   }
@@ -441,7 +464,15 @@ export class DnsServer {
       const frame = Buffer.allocUnsafe(2 + reply.length);
       frame.writeUInt16BE(reply.length, 0);
       reply.copy(frame, 2);
-      if (!sock.write(frame) && !paused) {
+      let flushed: boolean;
+      try {
+        flushed = sock.write(frame);
+      } catch {
+        // Whatever refuses the write, the connection cannot carry replies any more.
+        sock.destroy();
+        return;
+      }
+      if (!flushed && !paused) {
         paused = true;
         sock.pause();
         sock.once('drain', resume);
