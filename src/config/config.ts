@@ -29,7 +29,7 @@ export interface Config {
     pendingNegativeTtl: number;
     maxUdpPayload: number;
     operatorSubnets: Subnet[];
-    tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number; maxConnectionsPerSource: number };
+    tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number; maxConnectionsPerSource: number; maxOutsiderConnections: number };
     /** Response rate limiting of UDP answers per source prefix (src/dns/ratelimit.ts). */
     rateLimit: RateLimitSettings;
   };
@@ -167,6 +167,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
         idleTimeoutMs: file.int('dns.tcp.idleTimeoutMs', 10_000, 100, 3_600_000),
         readTimeoutMs: file.int('dns.tcp.readTimeoutMs', 2000, 100, 3_600_000),
         maxConnectionsPerSource: file.int('dns.tcp.maxConnectionsPerSource', 64, 1, 1_000_000),
+        maxOutsiderConnections: file.int('dns.tcp.maxOutsiderConnections', 16, 1, 1_000_000),
       },
       rateLimit: {
         responsesPerSecond: file.int('dns.rateLimit.responsesPerSecond', 0, 0, 10_000_000),

@@ -18,7 +18,7 @@ import type { HostPort } from '../config/config.js';
 import type { Subnet } from '../registry/subnets.js';
 import { formatSourceAddress, parseSourceAddress, SubnetTable } from './accounts.js';
 import { AnswerCache, formOf, patchReply, readFastQuestion, type FastQuestion } from './fastpath.js';
-import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './ratelimit.js';
+import { prefixKey, RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter, type SourcePrefix } from './ratelimit.js';
 import type { QueryStats } from './stats.js';
 import type { AccountIndex, AccountView } from './index.js';
 import type { Asker, Zone } from './zone.js';
@@ -109,6 +109,13 @@ export class QueryHandler {
     } else {
       this.operators = null;
     }
+  }
+
+  /** True for a source in an account or an operator subnet; every other source is REFUSED. */
+  serves(source: string): boolean {
+    const addr = parseSourceAddress(source);
+    if (addr === null) return false;
+    return this.index.bySource.lookup(addr) !== undefined || (this.operators !== null && this.operators.lookup(addr) === true);
   }
 
   /**
@@ -260,8 +267,11 @@ export interface DnsServerOptions {
   listen: HostPort[];
   handler: QueryHandler;
   /** readTimeoutMs: longest a started frame may take to arrive in full (default 2000). */
-  /** maxConnectionsPerSource: one address may hold at most this many (default: no limit). */
-  tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number; maxConnectionsPerSource?: number };
+  /** maxConnectionsPerSource: one client (prefix, see clientPrefix) may hold at most this many (default: no limit). */
+  /** maxOutsiderConnections: the pool of sources in no account, apart from maxConnections (default 16). */
+  tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number; maxConnectionsPerSource?: number; maxOutsiderConnections?: number };
+  /** What one client is for maxConnectionsPerSource: the rate limiter's prefixes (default /24, /56). */
+  clientPrefix?: SourcePrefix;
   /** Response rate limiting of UDP answers (ratelimit.ts); absent: off. */
   rateLimit?: ResponseRateLimiter | null;
   /** Counts every reply sent, whichever path made it (metrics). */
@@ -311,8 +321,11 @@ export class DnsServer {
   private readonly udp: dgram.Socket[] = [];
   private readonly tcp: net.Server[] = [];
   private readonly connections = new Set<net.Socket>();
-  /** Open TCP connections per remote address. */
-  private readonly perSource = new Map<string, number>();
+  /** Open TCP connections per client prefix (prefixKey; the address text if it does not parse). */
+  private readonly perClient = new Map<string | number | bigint, number>();
+  /** Open TCP connections from sources in no account, in `connections` too. */
+  private outsiders = 0;
+  private readonly clientPrefix: SourcePrefix;
   private readonly handler: QueryHandler;
   private readonly logger: Logger | undefined;
   private readonly stats: QueryStats | null;
@@ -321,6 +334,7 @@ export class DnsServer {
     this.handler = opts.handler;
     this.logger = opts.logger;
     this.stats = opts.stats ?? null;
+    this.clientPrefix = opts.clientPrefix ?? { ipv4PrefixLength: 24, ipv6PrefixLength: 56 };
   }
 
   /** Binds UDP and TCP on every listen address; rejects (after closing what it bound) if one fails. */
@@ -347,6 +361,8 @@ export class DnsServer {
   async stop(): Promise<void> {
     for (const c of this.connections) c.destroy();
     this.connections.clear();
+    this.outsiders = 0;
+    this.perClient.clear();
     await Promise.all([
       ...this.udp.map((s) => new Promise<void>((resolve) => {
         try {
@@ -437,35 +453,52 @@ export class DnsServer {
 
   private onConnection(sock: net.Socket): void {
     const source = sock.remoteAddress ?? '';
-    // One address filling every slot with idle connections would keep every other client's
-    // TCP (the fallback for truncated answers) out: each address gets a share only.
-    const held = this.perSource.get(source) ?? 0;
-    if (this.connections.size >= this.opts.tcp.maxConnections || held >= (this.opts.tcp.maxConnectionsPerSource ?? Infinity)) {
+    const addr = parseSourceAddress(source);
+    // A source in no account gets REFUSED for every question, so it has nothing to keep a
+    // connection for: such sources share a small pool of their own, apart from the accounts'
+    // slots, and each is closed after its first reply (or readTimeoutMs of silence). However
+    // many of them connect, no account's client loses its TCP (the fallback for truncation).
+    const outsider = !this.handler.serves(source);
+    // One client filling every slot with idle connections would keep every other client out:
+    // each gets a share only. A client is a prefix (/24, /56, as the rate limiter counts),
+    // since one host holds many addresses of its prefix.
+    const client = addr === null ? source : prefixKey(addr, this.clientPrefix);
+    const held = this.perClient.get(client) ?? 0;
+    const full = outsider
+      ? this.outsiders >= (this.opts.tcp.maxOutsiderConnections ?? 16)
+      : this.connections.size - this.outsiders >= this.opts.tcp.maxConnections;
+    if (full || held >= (this.opts.tcp.maxConnectionsPerSource ?? Infinity)) {
       sock.destroy();
       return;
     }
-    this.perSource.set(source, held + 1);
+    this.perClient.set(client, held + 1);
     this.connections.add(sock);
+    if (outsider) this.outsiders++;
     sock.setNoDelay(true);
+    // Slow-loris guard: the idle timeout restarts on every byte, so a client dribbling one
+    // byte at a time would hold its slot forever; a started frame must complete in time.
+    const readTimeoutMs = this.opts.tcp.readTimeoutMs ?? 2000;
     // Counts inactivity in both directions: a client that sends half a frame and stops is
     // closed here, as is one that keeps the connection open doing nothing.
-    sock.setTimeout(this.opts.tcp.idleTimeoutMs, () => sock.destroy());
+    sock.setTimeout(outsider ? readTimeoutMs : this.opts.tcp.idleTimeoutMs, () => sock.destroy());
     const stats = this.stats;
     let pending: Buffer | null = null;
     let inFlight = 0;
     let paused = false;
-    // Slow-loris guard: the idle timeout restarts on every byte, so a client dribbling one
-    // byte at a time would hold its slot forever; a started frame must complete in time.
-    const readTimeoutMs = this.opts.tcp.readTimeoutMs ?? 2000;
     let readTimer: NodeJS.Timeout | null = null;
 
     const send = (reply: Buffer): void => {
-      if (sock.destroyed) return;
+      if (sock.destroyed || sock.writableEnded) return;
       const frame = Buffer.allocUnsafe(2 + reply.length);
       frame.writeUInt16BE(reply.length, 0);
       reply.copy(frame, 2);
       let flushed: boolean;
       try {
+        if (outsider) {
+          // Its REFUSED, then the end of the connection: the slot is free again at once.
+          sock.end(frame);
+          return;
+        }
         flushed = sock.write(frame);
       } catch {
         // Whatever refuses the write, the connection cannot carry replies any more.
@@ -488,7 +521,8 @@ export class DnsServer {
     sock.on('data', (chunk: Buffer) => {
       const buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
       let off = 0;
-      while (buf.length - off >= 2) {
+      // An outsider's connection ends with its first reply: later frames are not read.
+      while (buf.length - off >= 2 && !sock.writableEnded) {
         const len = buf.readUInt16BE(off);
         if (buf.length - off - 2 < len) break;
         const msg = buf.subarray(off + 2, off + 2 + len);
@@ -535,10 +569,10 @@ export class DnsServer {
     sock.on('error', () => sock.destroy());
     sock.on('close', () => {
       if (readTimer !== null) clearTimeout(readTimer);
-      this.connections.delete(sock);
-      const n = (this.perSource.get(source) ?? 1) - 1;
-      if (n > 0) this.perSource.set(source, n);
-      else this.perSource.delete(source);
+      if (this.connections.delete(sock) && outsider) this.outsiders--;
+      const n = (this.perClient.get(client) ?? 1) - 1;
+      if (n > 0) this.perClient.set(client, n);
+      else this.perClient.delete(client);
     });
   }
 }
