@@ -24,6 +24,8 @@ export interface Config {
      * environment is resolved here to the cores available.
      */
     workers: number;
+    /** How often a wildcard dns.listen address looks for local addresses to bind or close (ms); 0: never. */
+    interfacePollMs: number;
     ttl: number;
     negativeTtl: number;
     pendingNegativeTtl: number;
@@ -157,6 +159,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     dns: {
       listen: dnsListen,
       workers,
+      interfacePollMs: file.int('dns.interfacePollMs', 5000, 0, 3_600_000),
       ttl: file.int('dns.ttl', 5, 0, 86_400),
       negativeTtl: file.int('dns.negativeTtl', 30, 0, 86_400),
       pendingNegativeTtl: file.int('dns.pendingNegativeTtl', 2, 0, 86_400),

@@ -13,6 +13,7 @@
 // connections, and reading paused while a slow reader's replies pile up.
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import type { HostPort } from '../config/config.js';
 import type { Subnet } from '../registry/subnets.js';
@@ -277,6 +278,11 @@ export interface DnsServerOptions {
   /** Counts every reply sent, whichever path made it (metrics). */
   stats?: QueryStats;
   logger?: Logger;
+  /**
+   * How often a wildcard listen address (0.0.0.0, ::) looks for local addresses that came or
+   * went, and binds or closes their UDP sockets; 0 never looks again after start (default 5000).
+   */
+  interfacePollMs?: number;
 }
 
 // Every reply goes to an address a socket reported (rinfo.address), never a host name, yet
@@ -300,6 +306,15 @@ const TCP_MAX_IN_FLIGHT = 128;
  */
 const UDP_MAX_SEND_QUEUE = 1024;
 
+/** Closes a UDP socket, bound or not; `done` runs once it is closed. */
+function closeUdp(sock: dgram.Socket, done: () => void = () => {}): void {
+  try {
+    sock.close(done);
+  } catch {
+    done(); // already closed
+  }
+}
+
 /** A UDP send's outcome: an error here is one lost reply, which the client retries. */
 function sendDone(): void {}
 
@@ -317,9 +332,42 @@ function sendUdp(sock: dgram.Socket, reply: Buffer, to: dgram.RemoteInfo, logger
   }
 }
 
+const isWildcard = (hp: HostPort): boolean => (hp.host === '0.0.0.0' || hp.host === '::') && hp.port !== 0;
+
+/**
+ * The UDP addresses to bind for the listen addresses: each as it is, except that a wildcard
+ * stands for every address of the host's interfaces (an IPv4 one for IPv4 only, `::`, which
+ * is dual-stack, for both families). A socket bound to the wildcard answers from whichever
+ * address the route back to the client prefers, not the one the client asked, and the client
+ * drops that reply (a query to 127.0.0.2 answered from 127.0.0.1): BIND binds each address too.
+ * Link-local IPv6 addresses carry their interface (`fe80::1%eth0`): they exist once per link.
+ */
+function udpAddresses(listen: HostPort[]): Map<string, HostPort> {
+  const out = new Map<string, HostPort>();
+  const add = (host: string, port: number): void => void out.set(`${host}|${port}`, { host, port });
+  const wildcards = listen.filter(isWildcard);
+  const local = wildcards.length === 0 ? [] : Object.entries(networkInterfaces()).flatMap(([name, addrs]) => (addrs ?? []).map((a) => ({ name, ...a })));
+  for (const hp of listen) {
+    if (!isWildcard(hp)) {
+      add(hp.host, hp.port);
+      continue;
+    }
+    for (const a of local) {
+      if (a.family === 'IPv4') add(a.address, hp.port);
+      else if (hp.host === '::') add(a.scopeid ? `${a.address}%${a.name}` : a.address, hp.port);
+    }
+  }
+  return out;
+}
+
 export class DnsServer {
-  private readonly udp: dgram.Socket[] = [];
+  /** Bound UDP sockets by `host|port` (udpAddresses). */
+  private readonly udp = new Map<string, dgram.Socket>();
   private readonly tcp: net.Server[] = [];
+  private poll: NodeJS.Timeout | null = null;
+  private polling = false;
+  /** Addresses whose bind failed at the last poll: logged once, retried at every poll. */
+  private readonly unbound = new Set<string>();
   private readonly connections = new Set<net.Socket>();
   /** Open TCP connections per client prefix (prefixKey; the address text if it does not parse). */
   private readonly perClient = new Map<string | number | bigint, number>();
@@ -337,57 +385,104 @@ export class DnsServer {
     this.clientPrefix = opts.clientPrefix ?? { ipv4PrefixLength: 24, ipv6PrefixLength: 56 };
   }
 
-  /** Binds UDP and TCP on every listen address; rejects (after closing what it bound) if one fails. */
+  /**
+   * Binds UDP and TCP on every listen address, UDP on each local address for a wildcard;
+   * rejects (after closing what it bound) if one fails. TCP keeps the wildcard: a connection's
+   * replies always leave from the address it was made to, and new addresses are served at once.
+   */
   async start(): Promise<void> {
     try {
-      for (const hp of this.opts.listen) {
-        await this.listenUdp(hp);
-        await this.listenTcp(hp);
-      }
+      for (const [key, hp] of udpAddresses(this.opts.listen)) await this.listenUdp(key, hp);
+      for (const hp of this.opts.listen) await this.listenTcp(hp);
     } catch (err) {
       await this.stop();
       throw err;
+    }
+    const pollMs = this.opts.interfacePollMs ?? 5000;
+    if (pollMs > 0 && this.opts.listen.some(isWildcard)) {
+      this.poll = setInterval(() => void this.followInterfaces(), pollMs);
+      this.poll.unref();
+    }
+  }
+
+  /** One poll: UDP sockets for the local addresses that appeared, closed for those gone. */
+  private async followInterfaces(): Promise<void> {
+    // A bind (through the cluster primary, in a worker) may outlast the interval.
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      await this.rebind();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private async rebind(): Promise<void> {
+    const wanted = udpAddresses(this.opts.listen);
+    for (const [key, sock] of this.udp) {
+      if (wanted.has(key)) continue;
+      this.udp.delete(key);
+      this.logger?.info({ address: key.replace('|', ' port ') }, 'DNS address gone; its UDP socket closed');
+      closeUdp(sock);
+    }
+    for (const [key, hp] of wanted) {
+      if (this.udp.has(key) || this.poll === null) continue;
+      try {
+        await this.listenUdp(key, hp);
+        if (this.poll === null) {
+          // stop() ran while this bind was on its way.
+          closeUdp(this.udp.get(key)!);
+          this.udp.delete(key);
+          return;
+        }
+        this.unbound.delete(key);
+        this.logger?.info({ address: hp.host, port: hp.port }, 'DNS listening on a new address (UDP)');
+      } catch (err) {
+        // A new IPv6 address is unusable until duplicate address detection ends: next poll.
+        if (!this.unbound.has(key)) this.logger?.warn({ err, address: hp.host, port: hp.port }, 'DNS cannot bind a new address yet (UDP); retrying at the next poll');
+        this.unbound.add(key);
+      }
     }
   }
 
   /** The addresses actually bound (useful with port 0). */
   addresses(): { udp: net.AddressInfo[]; tcp: net.AddressInfo[] } {
     return {
-      udp: this.udp.map((s) => s.address()),
+      udp: [...this.udp.values()].map((s) => s.address()),
       tcp: this.tcp.map((s) => s.address() as net.AddressInfo),
     };
   }
 
   async stop(): Promise<void> {
+    if (this.poll !== null) clearInterval(this.poll);
+    this.poll = null;
     for (const c of this.connections) c.destroy();
     this.connections.clear();
     this.outsiders = 0;
     this.perClient.clear();
     await Promise.all([
-      ...this.udp.map((s) => new Promise<void>((resolve) => {
-        try {
-          s.close(() => resolve());
-        } catch {
-          resolve(); // never bound
-        }
-      })),
+      ...[...this.udp.values()].map((s) => new Promise<void>((resolve) => closeUdp(s, resolve))),
       ...this.tcp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
     ]);
-    this.udp.length = 0;
+    this.udp.clear();
     this.tcp.length = 0;
   }
 
-  private listenUdp(hp: HostPort): Promise<void> {
-    const v6 = net.isIPv6(hp.host);
+  private listenUdp(key: string, hp: HostPort): Promise<void> {
+    const host = hp.host.replace(/%.*$/, '');
+    const v6 = net.isIPv6(host);
     // A listen host given as a name is resolved (once, at bind) by the default lookup.
-    const literal = net.isIP(hp.host) !== 0;
+    const literal = net.isIP(host) !== 0;
     const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ...(literal ? { lookup: v6 ? literalLookup6 : literalLookup4 } : {}) });
-    this.udp.push(sock);
     sock.on('message', (msg, rinfo) => this.onDatagram(sock, msg, rinfo));
     return new Promise((resolve, reject) => {
-      sock.once('error', reject);
+      sock.once('error', (err) => {
+        closeUdp(sock);
+        reject(err);
+      });
       sock.bind(hp.port, hp.host, () => {
-        sock.off('error', reject);
+        sock.removeAllListeners('error');
+        this.udp.set(key, sock);
         sock.on('error', (err) => this.logger?.warn({ err }, 'DNS UDP socket error'));
         // The default receive buffer (rmem_default, ~208 KiB) holds only ~100 queries as
         // the kernel counts them: a burst that arrives during one GC pause or a slow turn of
