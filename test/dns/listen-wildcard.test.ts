@@ -5,7 +5,8 @@
 // it (ip netns exec) with dns.listen 0.0.0.0:53, and asks with dig inside it, always from a
 // source other than the address asked; then adds 10.77.N.2 and checks it is served once the
 // daemon's interface poll has seen it. With dns.workers 1 and 2 (workers bind through the
-// cluster primary). A veth pair carries only the admin API to the test (10.78.N.0/30).
+// cluster primary), and once with dns.listen [::]:53, which also serves the namespace's IPv6
+// addresses (::1, fd77:N::1). A veth pair carries only the admin API to the test (10.78.N.0/30).
 // Skips, saying why, when not root or when the kernel does not allow network namespaces.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,6 +28,7 @@ const LINK = `pdl${TAG}`;
 const FIRST = `10.77.${N}.1`;
 const LATER = `10.77.${N}.2`;
 const ADMIN = `10.78.${N}.2`;
+const FIRST6 = `fd77:${N.toString(16)}::1`;
 const POLL_MS = 300;
 
 function skipReason(): string | null {
@@ -62,7 +64,7 @@ async function assertAnswered(source: string, server: string, extra: string[] = 
 
 const reason = skipReason();
 
-describe('dns.listen 0.0.0.0:53 in a namespace with several addresses', { skip: reason ?? false }, () => {
+describe('dns.listen on a wildcard in a namespace with several addresses', { skip: reason ?? false }, () => {
   let dir: string;
 
   before(() => {
@@ -74,6 +76,7 @@ describe('dns.listen 0.0.0.0:53 in a namespace with several addresses', { skip: 
     // A veth pair with both ends in the namespace: an interface of its own, where `dummy` is not built into every kernel.
     ip('-n', NS, 'link', 'add', LINK, 'type', 'veth', 'peer', 'name', `${LINK}p`);
     ip('-n', NS, 'addr', 'add', `${FIRST}/24`, 'dev', LINK);
+    ip('-n', NS, 'addr', 'add', `${FIRST6}/64`, 'dev', LINK, 'nodad');
     ip('-n', NS, 'link', 'set', LINK, 'up');
     ip('-n', NS, 'link', 'set', `${LINK}p`, 'up');
     ip('link', 'add', HOST_END, 'type', 'veth', 'peer', 'name', NS_END);
@@ -91,8 +94,8 @@ describe('dns.listen 0.0.0.0:53 in a namespace with several addresses', { skip: 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  for (const workers of [1, 2]) {
-    it(`dns.workers ${workers}: each address answers from itself, and an address added later is served after the poll`, async () => {
+  for (const [workers, listen] of [[1, '0.0.0.0:53'], [2, '0.0.0.0:53'], [1, '[::]:53']] as const) {
+    it(`dns.listen ${listen}, dns.workers ${workers}: each address answers from itself, and an address added later is served after the poll`, async () => {
       const d = await TestDaemon.start({
         dataDir: join(dir, `data-${workers}`),
         configFile: join(dir, 'config.yaml'),
@@ -100,15 +103,20 @@ describe('dns.listen 0.0.0.0:53 in a namespace with several addresses', { skip: 
         adminHost: ADMIN,
         adminPort: await freePort(),
         dnsPort: 53,
-        env: { PRIVDNS_DNS_LISTEN: '0.0.0.0:53', PRIVDNS_DNS_WORKERS: String(workers), PRIVDNS_LOG_LEVEL: 'warn' },
+        env: { PRIVDNS_DNS_LISTEN: listen, PRIVDNS_DNS_WORKERS: String(workers), PRIVDNS_LOG_LEVEL: 'warn' },
       });
       try {
-        assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: [`10.77.${N}.0/24`, '127.0.0.0/8'] })).status, 201);
+        assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: [`10.77.${N}.0/24`, '127.0.0.0/8', `${FIRST6}/128`, '::1/128'] })).status, 201);
         // Asked at one address, from another: a reply from the wrong address is dropped by dig.
         await assertAnswered('127.0.0.1', '127.0.0.2');
         await assertAnswered('127.0.0.1', FIRST);
         await assertAnswered(FIRST, '127.0.0.1');
         await assertAnswered('127.0.0.2', FIRST, ['+tcp']);
+        // :: is dual-stack: IPv6 addresses too, each answering from itself.
+        if (listen.startsWith('[::]')) {
+          await assertAnswered('::1', FIRST6);
+          await assertAnswered(FIRST6, '::1');
+        }
 
         ip('-n', NS, 'addr', 'add', `${LATER}/24`, 'dev', LINK);
         let out = '';
