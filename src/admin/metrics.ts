@@ -91,7 +91,7 @@ export class Metrics {
         ),
       );
       reg.registerMetric(
-        pulled('privdns_dns_dropped_total', 'DNS packets dropped unanswered (unreadable).', 'counter', () =>
+        pulled('privdns_dns_dropped_total', 'DNS packets dropped unanswered (unreadable, or from UDP source port 0, which no reply can reach).', 'counter', () =>
           dns.droppedCounts().map(({ value, transport }) => ({ labels: { transport }, value })),
         ),
       );

@@ -24,12 +24,14 @@ export interface Config {
      * environment is resolved here to the cores available.
      */
     workers: number;
+    /** How often a wildcard dns.listen address looks for local addresses to bind or close (ms); 0: never. */
+    interfacePollMs: number;
     ttl: number;
     negativeTtl: number;
     pendingNegativeTtl: number;
     maxUdpPayload: number;
     operatorSubnets: Subnet[];
-    tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number; maxConnectionsPerSource: number };
+    tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number; maxConnectionsPerSource: number; maxOutsiderConnections: number };
     /** Response rate limiting of UDP answers per source prefix (src/dns/ratelimit.ts). */
     rateLimit: RateLimitSettings;
   };
@@ -157,6 +159,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     dns: {
       listen: dnsListen,
       workers,
+      interfacePollMs: file.int('dns.interfacePollMs', 5000, 0, 3_600_000),
       ttl: file.int('dns.ttl', 5, 0, 86_400),
       negativeTtl: file.int('dns.negativeTtl', 30, 0, 86_400),
       pendingNegativeTtl: file.int('dns.pendingNegativeTtl', 2, 0, 86_400),
@@ -167,6 +170,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
         idleTimeoutMs: file.int('dns.tcp.idleTimeoutMs', 10_000, 100, 3_600_000),
         readTimeoutMs: file.int('dns.tcp.readTimeoutMs', 2000, 100, 3_600_000),
         maxConnectionsPerSource: file.int('dns.tcp.maxConnectionsPerSource', 64, 1, 1_000_000),
+        maxOutsiderConnections: file.int('dns.tcp.maxOutsiderConnections', 16, 1, 1_000_000),
       },
       rateLimit: {
         responsesPerSecond: file.int('dns.rateLimit.responsesPerSecond', 0, 0, 10_000_000),

@@ -13,19 +13,17 @@
 // bounded: accounts live in two generations of at most `maxSources` entries each; the older
 // generation is dropped every `window + 1` seconds (by then an untouched account has earned
 // back all its credit, so forgetting it changes nothing) or as soon as the newer one is full.
-import { parseSourceAddress } from './accounts.js';
+import { parseSourceAddress, type SourceAddress } from './accounts.js';
 import { readQuery, truncatedReply } from './wire.js';
 
-export interface RateLimitSettings {
+export interface RateLimitSettings extends SourcePrefix {
   /** Answers per second per source prefix; 0 turns rate limiting off. */
   responsesPerSecond: number;
   /** Seconds of debt an over-limit prefix can run up, i.e. how long limiting outlasts a flood. */
   window: number;
   /** Every slip-th dropped answer is sent as an empty TC reply instead; 0 never, 1 always. */
   slip: number;
-  /** Sources are grouped by these prefix lengths (BIND's defaults: /24 and /56). */
-  ipv4PrefixLength: number;
-  ipv6PrefixLength: number;
+  /** Sources are grouped by the prefix lengths of SourcePrefix (BIND's defaults: /24 and /56). */
   /** Bound on the prefixes tracked at once (per generation). */
   maxSources: number;
 }
@@ -55,12 +53,28 @@ interface Account {
 
 const V6_MASK = (1n << 128n) - 1n;
 
+/** How sources are grouped into clients: the prefix lengths kept of IPv4 and IPv6 addresses. */
+export interface SourcePrefix {
+  ipv4PrefixLength: number;
+  ipv6PrefixLength: number;
+}
+
+/**
+ * The key of the prefix `addr` belongs to (its first ipv4PrefixLength or ipv6PrefixLength
+ * bits), equal for every address of one prefix; IPv4 keys are numbers, IPv6 keys bigints,
+ * so the two never collide in one Map. Used wherever a client is one prefix, not one address:
+ * rate limiting here, TCP connection caps in server.ts.
+ */
+export function prefixKey(addr: SourceAddress, prefix: SourcePrefix): number | bigint {
+  if (addr.family === 4) return prefix.ipv4PrefixLength <= 0 ? 0 : addr.v4 >>> (32 - prefix.ipv4PrefixLength);
+  return (addr.v6 & V6_MASK) >> BigInt(128 - prefix.ipv6PrefixLength);
+}
+
 export class ResponseRateLimiter {
   private readonly rate: number;
   private readonly floor: number;
   private readonly slip: number;
-  private readonly v4Shift: number;
-  private readonly v6Shift: bigint;
+  private readonly prefix: SourcePrefix;
   private readonly maxSources: number;
   private readonly generationMs: number;
   private current = new Map<number | bigint, Account>();
@@ -72,8 +86,7 @@ export class ResponseRateLimiter {
     this.rate = settings.responsesPerSecond;
     this.floor = -settings.window * settings.responsesPerSecond;
     this.slip = settings.slip;
-    this.v4Shift = 32 - settings.ipv4PrefixLength;
-    this.v6Shift = BigInt(128 - settings.ipv6PrefixLength);
+    this.prefix = { ipv4PrefixLength: settings.ipv4PrefixLength, ipv6PrefixLength: settings.ipv6PrefixLength };
     this.maxSources = Math.max(1, settings.maxSources);
     this.generationMs = (settings.window + 1) * 1000;
     this.rotatedAt = clock();
@@ -89,9 +102,7 @@ export class ResponseRateLimiter {
     const addr = parseSourceAddress(source);
     // Not an address a socket reports: nothing to key on, and nothing to amplify towards.
     if (addr === null) return this.verdict(RATE_SEND);
-    const key = addr.family === 4
-      ? (this.v4Shift >= 32 ? 0 : addr.v4 >>> this.v4Shift)
-      : (addr.v6 & V6_MASK) >> this.v6Shift;
+    const key = prefixKey(addr, this.prefix);
     const now = this.clock();
     if (now - this.rotatedAt >= this.generationMs) this.rotate(now);
 

@@ -13,12 +13,13 @@
 // connections, and reading paused while a slow reader's replies pile up.
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import type { HostPort } from '../config/config.js';
 import type { Subnet } from '../registry/subnets.js';
 import { formatSourceAddress, parseSourceAddress, SubnetTable } from './accounts.js';
 import { AnswerCache, formOf, patchReply, readFastQuestion, type FastQuestion } from './fastpath.js';
-import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './ratelimit.js';
+import { prefixKey, RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter, type SourcePrefix } from './ratelimit.js';
 import type { QueryStats } from './stats.js';
 import type { AccountIndex, AccountView } from './index.js';
 import type { Asker, Zone } from './zone.js';
@@ -109,6 +110,13 @@ export class QueryHandler {
     } else {
       this.operators = null;
     }
+  }
+
+  /** True for a source in an account or an operator subnet; every other source is REFUSED. */
+  serves(source: string): boolean {
+    const addr = parseSourceAddress(source);
+    if (addr === null) return false;
+    return this.index.bySource.lookup(addr) !== undefined || (this.operators !== null && this.operators.lookup(addr) === true);
   }
 
   /**
@@ -260,13 +268,21 @@ export interface DnsServerOptions {
   listen: HostPort[];
   handler: QueryHandler;
   /** readTimeoutMs: longest a started frame may take to arrive in full (default 2000). */
-  /** maxConnectionsPerSource: one address may hold at most this many (default: no limit). */
-  tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number; maxConnectionsPerSource?: number };
+  /** maxConnectionsPerSource: one client (prefix, see clientPrefix) may hold at most this many (default: no limit). */
+  /** maxOutsiderConnections: the pool of sources in no account, apart from maxConnections (default 16). */
+  tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs?: number; maxConnectionsPerSource?: number; maxOutsiderConnections?: number };
+  /** What one client is for maxConnectionsPerSource: the rate limiter's prefixes (default /24, /56). */
+  clientPrefix?: SourcePrefix;
   /** Response rate limiting of UDP answers (ratelimit.ts); absent: off. */
   rateLimit?: ResponseRateLimiter | null;
   /** Counts every reply sent, whichever path made it (metrics). */
   stats?: QueryStats;
   logger?: Logger;
+  /**
+   * How often a wildcard listen address (0.0.0.0, ::) looks for local addresses that came or
+   * went, and binds or closes their UDP sockets; 0 never looks again after start (default 5000).
+   */
+  interfacePollMs?: number;
 }
 
 // Every reply goes to an address a socket reported (rinfo.address), never a host name, yet
@@ -290,12 +306,74 @@ const TCP_MAX_IN_FLIGHT = 128;
  */
 const UDP_MAX_SEND_QUEUE = 1024;
 
+/** Closes a UDP socket, bound or not; `done` runs once it is closed. */
+function closeUdp(sock: dgram.Socket, done: () => void = () => {}): void {
+  try {
+    sock.close(done);
+  } catch {
+    done(); // already closed
+  }
+}
+
+/** A UDP send's outcome: an error here is one lost reply, which the client retries. */
+function sendDone(): void {}
+
+/**
+ * Sends one UDP reply, or drops it: past the send queue bound, or when send() refuses it (a
+ * port no reply can reach, a socket closed while a forwarded answer was on its way). Never
+ * throws: a throw would leave the socket's message handler, or a forwarded reply's
+ * continuation as an unhandled rejection, and end the process.
+ */
+function sendUdp(sock: dgram.Socket, reply: Buffer, to: dgram.RemoteInfo, logger: Logger | undefined): void {
+  try {
+    if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(reply, to.port, to.address, sendDone);
+  } catch (err) {
+    logger?.debug({ err, port: to.port }, 'DNS UDP reply not sent');
+  }
+}
+
+const isWildcard = (hp: HostPort): boolean => (hp.host === '0.0.0.0' || hp.host === '::') && hp.port !== 0;
+
+/**
+ * The UDP addresses to bind for the listen addresses: each as it is, except that a wildcard
+ * stands for every address of the host's interfaces (an IPv4 one for IPv4 only, `::`, which
+ * is dual-stack, for both families). A socket bound to the wildcard answers from whichever
+ * address the route back to the client prefers, not the one the client asked, and the client
+ * drops that reply (a query to 127.0.0.2 answered from 127.0.0.1): BIND binds each address too.
+ * Link-local IPv6 addresses carry their interface (`fe80::1%eth0`): they exist once per link.
+ */
+function udpAddresses(listen: HostPort[]): Map<string, HostPort> {
+  const out = new Map<string, HostPort>();
+  const add = (host: string, port: number): void => void out.set(`${host}|${port}`, { host, port });
+  const wildcards = listen.filter(isWildcard);
+  const local = wildcards.length === 0 ? [] : Object.entries(networkInterfaces()).flatMap(([name, addrs]) => (addrs ?? []).map((a) => ({ name, ...a })));
+  for (const hp of listen) {
+    if (!isWildcard(hp)) {
+      add(hp.host, hp.port);
+      continue;
+    }
+    for (const a of local) {
+      if (a.family === 'IPv4') add(a.address, hp.port);
+      else if (hp.host === '::') add(a.scopeid ? `${a.address}%${a.name}` : a.address, hp.port);
+    }
+  }
+  return out;
+}
+
 export class DnsServer {
-  private readonly udp: dgram.Socket[] = [];
+  /** Bound UDP sockets by `host|port` (udpAddresses). */
+  private readonly udp = new Map<string, dgram.Socket>();
   private readonly tcp: net.Server[] = [];
+  private poll: NodeJS.Timeout | null = null;
+  private polling = false;
+  /** Addresses whose bind failed at the last poll: logged once, retried at every poll. */
+  private readonly unbound = new Set<string>();
   private readonly connections = new Set<net.Socket>();
-  /** Open TCP connections per remote address. */
-  private readonly perSource = new Map<string, number>();
+  /** Open TCP connections per client prefix (prefixKey; the address text if it does not parse). */
+  private readonly perClient = new Map<string | number | bigint, number>();
+  /** Open TCP connections from sources in no account, in `connections` too. */
+  private outsiders = 0;
+  private readonly clientPrefix: SourcePrefix;
   private readonly handler: QueryHandler;
   private readonly logger: Logger | undefined;
   private readonly stats: QueryStats | null;
@@ -304,57 +382,107 @@ export class DnsServer {
     this.handler = opts.handler;
     this.logger = opts.logger;
     this.stats = opts.stats ?? null;
+    this.clientPrefix = opts.clientPrefix ?? { ipv4PrefixLength: 24, ipv6PrefixLength: 56 };
   }
 
-  /** Binds UDP and TCP on every listen address; rejects (after closing what it bound) if one fails. */
+  /**
+   * Binds UDP and TCP on every listen address, UDP on each local address for a wildcard;
+   * rejects (after closing what it bound) if one fails. TCP keeps the wildcard: a connection's
+   * replies always leave from the address it was made to, and new addresses are served at once.
+   */
   async start(): Promise<void> {
     try {
-      for (const hp of this.opts.listen) {
-        await this.listenUdp(hp);
-        await this.listenTcp(hp);
-      }
+      for (const [key, hp] of udpAddresses(this.opts.listen)) await this.listenUdp(key, hp);
+      for (const hp of this.opts.listen) await this.listenTcp(hp);
     } catch (err) {
       await this.stop();
       throw err;
+    }
+    const pollMs = this.opts.interfacePollMs ?? 5000;
+    if (pollMs > 0 && this.opts.listen.some(isWildcard)) {
+      this.poll = setInterval(() => void this.followInterfaces(), pollMs);
+      this.poll.unref();
+    }
+  }
+
+  /** One poll: UDP sockets for the local addresses that appeared, closed for those gone. */
+  private async followInterfaces(): Promise<void> {
+    // A bind (through the cluster primary, in a worker) may outlast the interval.
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      await this.rebind();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private async rebind(): Promise<void> {
+    const wanted = udpAddresses(this.opts.listen);
+    for (const [key, sock] of this.udp) {
+      if (wanted.has(key)) continue;
+      this.udp.delete(key);
+      this.logger?.info({ address: key.replace('|', ' port ') }, 'DNS address gone; its UDP socket closed');
+      closeUdp(sock);
+    }
+    for (const [key, hp] of wanted) {
+      if (this.udp.has(key) || this.poll === null) continue;
+      try {
+        await this.listenUdp(key, hp);
+        if (this.poll === null) {
+          // stop() ran while this bind was on its way.
+          closeUdp(this.udp.get(key)!);
+          this.udp.delete(key);
+          return;
+        }
+        this.unbound.delete(key);
+        this.logger?.info({ address: hp.host, port: hp.port }, 'DNS listening on a new address (UDP)');
+      } catch (err) {
+        // A new IPv6 address is unusable until duplicate address detection ends: next poll.
+        if (!this.unbound.has(key)) this.logger?.warn({ err, address: hp.host, port: hp.port }, 'DNS cannot bind a new address yet (UDP); retrying at the next poll');
+        this.unbound.add(key);
+      }
     }
   }
 
   /** The addresses actually bound (useful with port 0). */
   addresses(): { udp: net.AddressInfo[]; tcp: net.AddressInfo[] } {
     return {
-      udp: this.udp.map((s) => s.address()),
+      udp: [...this.udp.values()].map((s) => s.address()),
       tcp: this.tcp.map((s) => s.address() as net.AddressInfo),
     };
   }
 
   async stop(): Promise<void> {
+    if (this.poll !== null) clearInterval(this.poll);
+    this.poll = null;
     for (const c of this.connections) c.destroy();
     this.connections.clear();
+    this.outsiders = 0;
+    this.perClient.clear();
     await Promise.all([
-      ...this.udp.map((s) => new Promise<void>((resolve) => {
-        try {
-          s.close(() => resolve());
-        } catch {
-          resolve(); // never bound
-        }
-      })),
+      ...[...this.udp.values()].map((s) => new Promise<void>((resolve) => closeUdp(s, resolve))),
       ...this.tcp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
     ]);
-    this.udp.length = 0;
+    this.udp.clear();
     this.tcp.length = 0;
   }
 
-  private listenUdp(hp: HostPort): Promise<void> {
-    const v6 = net.isIPv6(hp.host);
+  private listenUdp(key: string, hp: HostPort): Promise<void> {
+    const host = hp.host.replace(/%.*$/, '');
+    const v6 = net.isIPv6(host);
     // A listen host given as a name is resolved (once, at bind) by the default lookup.
-    const literal = net.isIP(hp.host) !== 0;
+    const literal = net.isIP(host) !== 0;
     const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ...(literal ? { lookup: v6 ? literalLookup6 : literalLookup4 } : {}) });
-    this.udp.push(sock);
     sock.on('message', (msg, rinfo) => this.onDatagram(sock, msg, rinfo));
     return new Promise((resolve, reject) => {
-      sock.once('error', reject);
+      sock.once('error', (err) => {
+        closeUdp(sock);
+        reject(err);
+      });
       sock.bind(hp.port, hp.host, () => {
-        sock.off('error', reject);
+        sock.removeAllListeners('error');
+        this.udp.set(key, sock);
         sock.on('error', (err) => this.logger?.warn({ err }, 'DNS UDP socket error'));
         // The default receive buffer (rmem_default, ~208 KiB) holds only ~100 queries as
         // the kernel counts them: a burst that arrives during one GC pause or a slow turn of
@@ -371,13 +499,19 @@ export class DnsServer {
   }
 
   private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    // Source port 0 is no port a reply can reach (dgram.send refuses it with a throw): such a
+    // datagram is forged or broken. Dropped before any work, forwarding included.
+    if (rinfo.port === 0) {
+      this.stats?.drop(0);
+      return;
+    }
     // A source prefix over its rate gets nothing, or now and then an empty TC reply: checked
     // before any work, so an over-limit flood costs one map probe per packet.
     const limit = this.opts.rateLimit?.check(rinfo.address) ?? RATE_SEND;
     if (limit !== RATE_SEND) {
       this.stats?.limit();
       const tc = limit === RATE_SLIP ? slipReply(msg) : null;
-      if (tc !== null && sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(tc, rinfo.port, rinfo.address, () => {});
+      if (tc !== null) sendUdp(sock, tc, rinfo, this.logger);
       return;
     }
     const stats = this.stats;
@@ -388,13 +522,13 @@ export class DnsServer {
       return;
     }
     if (!(out instanceof Promise)) {
-      if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(out, rinfo.port, rinfo.address);
+      sendUdp(sock, out, rinfo, this.logger);
       stats?.reply(0, out, started);
       return;
     }
     void out.then((reply) => {
       if (reply === null) return;
-      if (sock.getSendQueueCount() < UDP_MAX_SEND_QUEUE) sock.send(reply, rinfo.port, rinfo.address, () => {});
+      sendUdp(sock, reply, rinfo, this.logger);
       stats?.reply(0, reply, started);
     });
   }
@@ -414,34 +548,59 @@ export class DnsServer {
 
   private onConnection(sock: net.Socket): void {
     const source = sock.remoteAddress ?? '';
-    // One address filling every slot with idle connections would keep every other client's
-    // TCP (the fallback for truncated answers) out: each address gets a share only.
-    const held = this.perSource.get(source) ?? 0;
-    if (this.connections.size >= this.opts.tcp.maxConnections || held >= (this.opts.tcp.maxConnectionsPerSource ?? Infinity)) {
+    const addr = parseSourceAddress(source);
+    // A source in no account gets REFUSED for every question, so it has nothing to keep a
+    // connection for: such sources share a small pool of their own, apart from the accounts'
+    // slots, and each is closed after its first reply (or readTimeoutMs of silence). However
+    // many of them connect, no account's client loses its TCP (the fallback for truncation).
+    const outsider = !this.handler.serves(source);
+    // One client filling every slot with idle connections would keep every other client out:
+    // each gets a share only. A client is a prefix (/24, /56, as the rate limiter counts),
+    // since one host holds many addresses of its prefix.
+    const client = addr === null ? source : prefixKey(addr, this.clientPrefix);
+    const held = this.perClient.get(client) ?? 0;
+    const full = outsider
+      ? this.outsiders >= (this.opts.tcp.maxOutsiderConnections ?? 16)
+      : this.connections.size - this.outsiders >= this.opts.tcp.maxConnections;
+    if (full || held >= (this.opts.tcp.maxConnectionsPerSource ?? Infinity)) {
       sock.destroy();
       return;
     }
-    this.perSource.set(source, held + 1);
+    this.perClient.set(client, held + 1);
     this.connections.add(sock);
+    if (outsider) this.outsiders++;
     sock.setNoDelay(true);
+    // Slow-loris guard: the idle timeout restarts on every byte, so a client dribbling one
+    // byte at a time would hold its slot forever; a started frame must complete in time.
+    const readTimeoutMs = this.opts.tcp.readTimeoutMs ?? 2000;
     // Counts inactivity in both directions: a client that sends half a frame and stops is
     // closed here, as is one that keeps the connection open doing nothing.
-    sock.setTimeout(this.opts.tcp.idleTimeoutMs, () => sock.destroy());
+    sock.setTimeout(outsider ? readTimeoutMs : this.opts.tcp.idleTimeoutMs, () => sock.destroy());
     const stats = this.stats;
     let pending: Buffer | null = null;
     let inFlight = 0;
     let paused = false;
-    // Slow-loris guard: the idle timeout restarts on every byte, so a client dribbling one
-    // byte at a time would hold its slot forever; a started frame must complete in time.
-    const readTimeoutMs = this.opts.tcp.readTimeoutMs ?? 2000;
     let readTimer: NodeJS.Timeout | null = null;
 
     const send = (reply: Buffer): void => {
-      if (sock.destroyed) return;
+      if (sock.destroyed || sock.writableEnded) return;
       const frame = Buffer.allocUnsafe(2 + reply.length);
       frame.writeUInt16BE(reply.length, 0);
       reply.copy(frame, 2);
-      if (!sock.write(frame) && !paused) {
+      let flushed: boolean;
+      try {
+        if (outsider) {
+          // Its REFUSED, then the end of the connection: the slot is free again at once.
+          sock.end(frame);
+          return;
+        }
+        flushed = sock.write(frame);
+      } catch {
+        // Whatever refuses the write, the connection cannot carry replies any more.
+        sock.destroy();
+        return;
+      }
+      if (!flushed && !paused) {
         paused = true;
         sock.pause();
         sock.once('drain', resume);
@@ -457,7 +616,8 @@ export class DnsServer {
     sock.on('data', (chunk: Buffer) => {
       const buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
       let off = 0;
-      while (buf.length - off >= 2) {
+      // An outsider's connection ends with its first reply: later frames are not read.
+      while (buf.length - off >= 2 && !sock.writableEnded) {
         const len = buf.readUInt16BE(off);
         if (buf.length - off - 2 < len) break;
         const msg = buf.subarray(off + 2, off + 2 + len);
@@ -504,10 +664,10 @@ export class DnsServer {
     sock.on('error', () => sock.destroy());
     sock.on('close', () => {
       if (readTimer !== null) clearTimeout(readTimer);
-      this.connections.delete(sock);
-      const n = (this.perSource.get(source) ?? 1) - 1;
-      if (n > 0) this.perSource.set(source, n);
-      else this.perSource.delete(source);
+      if (this.connections.delete(sock) && outsider) this.outsiders--;
+      const n = (this.perClient.get(client) ?? 1) - 1;
+      if (n > 0) this.perClient.set(client, n);
+      else this.perClient.delete(client);
     });
   }
 }

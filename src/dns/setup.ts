@@ -90,7 +90,8 @@ export function createAnswering(config: Config, index: AccountIndex, log: Logger
 /** The listeners of one DNS process over its handler. */
 export function createServer(config: Config, answering: Answering, log: Logger): DnsServer {
   const rateLimit = ResponseRateLimiter.from(config.dns.rateLimit);
-  return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, rateLimit, stats: answering.stats, logger: log });
+  const { ipv4PrefixLength, ipv6PrefixLength } = config.dns.rateLimit;
+  return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, rateLimit, stats: answering.stats, logger: log });
 }
 
 export async function startDns(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {

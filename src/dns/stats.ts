@@ -42,7 +42,7 @@ export class QueryStats {
   /** [transport][rcode 0..15][qtype slot] */
   private readonly replies = new Float64Array(2 * 16 * QTYPE_COUNT);
   private readonly truncated = new Float64Array(2);
-  /** Queries that got no reply at all (unreadable packets). */
+  /** Queries that got no reply at all (unreadable packets, UDP source port 0). */
   private readonly dropped = new Float64Array(2);
   private readonly latency = new Float64Array(LATENCY_BUCKETS.length + 1);
   private latencySum = 0;

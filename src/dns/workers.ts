@@ -298,7 +298,11 @@ export class DnsWorkers {
     slot.acked = 0;
     slot.last = null;
     slot.startedAt = Date.now();
-    slot.worker = cluster.fork();
+    const worker = cluster.fork();
+    slot.worker = worker;
+    // A message posted to a worker that has just died fails with EPIPE, emitted here: without a
+    // listener it would end this process, admin API and all. The exit handler replaces it.
+    worker.on('error', (err) => this.log.warn({ err, worker: slot.index, pid: worker.process.pid }, 'DNS worker channel failed'));
   }
 
   private slotOf(worker: Worker): Slot | undefined {

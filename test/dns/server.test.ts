@@ -85,8 +85,8 @@ describe('TCP connections', () => {
   });
 });
 
-describe('one client address gets a share of the TCP connections, not all of them', () => {
-  it('connections from one address over its share are closed at once; another address still gets in', async () => {
+describe('one client (a /24 or /56 prefix) gets a share of the TCP connections, not all of them', () => {
+  it('connections from one address over its share are closed at once; another prefix still gets in', async () => {
     const handler = new QueryHandler({ index, zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }), maxUdpPayload: 1232 });
     const sharePort = await freePort();
     const shared = new DnsServer({ listen: [{ host: '127.0.0.1', port: sharePort }], handler, tcp: { maxConnections: 10, idleTimeoutMs: 5000, maxConnectionsPerSource: 2 } });
@@ -95,10 +95,10 @@ describe('one client address gets a share of the TCP connections, not all of the
       const mine = await Promise.all([1, 2].map(() => TcpClient.connect(sharePort, '127.1.0.40')));
       await new Promise((r) => setTimeout(r, 30));
       const third = await TcpClient.connect(sharePort, '127.1.0.40');
-      const other = await TcpClient.connect(sharePort, '127.1.0.41');
+      const other = await TcpClient.connect(sharePort, '127.1.1.41');
       await new Promise((r) => setTimeout(r, 50));
       assert.ok(third.closed, 'the third connection from one address is closed');
-      assert.ok(!other.closed, 'another address is let in');
+      assert.ok(!other.closed, 'an address of another /24 is let in');
       other.send(buildQuery('whoami', 16, { id: 9 }));
       assert.equal((await other.next()).readUInt16BE(0), 9);
       // A slot freed by its own address can be taken again.

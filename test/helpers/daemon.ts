@@ -16,6 +16,10 @@ export interface DaemonOptions {
   adminPort?: number;
   /** A config file for `serve --config`; the PRIVDNS_* variables set here still override it. */
   configFile?: string;
+  /** A command the daemon runs under, which execs it (`ip netns exec <ns>`): its PID stays the daemon's. */
+  wrap?: string[];
+  /** The admin API's address (default 127.0.0.1), for a daemon in a network namespace. */
+  adminHost?: string;
 }
 
 export interface ApiResponse<T = any> { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -36,26 +40,29 @@ export class TestDaemon {
     readonly adminPort: number,
     private readonly env: Record<string, string>,
     private readonly configFile?: string,
+    private readonly wrap: string[] = [],
+    readonly adminHost = '127.0.0.1',
   ) {}
 
   get adminUrl(): string {
-    return `http://127.0.0.1:${this.adminPort}`;
+    return `http://${this.adminHost}:${this.adminPort}`;
   }
 
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'privdns-test-'));
-    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile);
+    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile, opts.wrap, opts.adminHost);
     await d.launch();
     return d;
   }
 
   /** Starts (again) on the same ports and data directory. */
   async launch(): Promise<void> {
-    this.proc = spawn(process.execPath, [MAIN, 'serve', ...(this.configFile ? ['--config', this.configFile] : [])], {
+    const argv = [process.execPath, MAIN, 'serve', ...(this.configFile ? ['--config', this.configFile] : [])];
+    this.proc = spawn([...this.wrap, ...argv][0]!, [...this.wrap, ...argv].slice(1), {
       env: {
         PATH: process.env.PATH ?? '',
         PRIVDNS_DNS_LISTEN: `127.0.0.1:${this.dnsPort}`,
-        PRIVDNS_ADMIN_LISTEN: `127.0.0.1:${this.adminPort}`,
+        PRIVDNS_ADMIN_LISTEN: `${this.adminHost}:${this.adminPort}`,
         PRIVDNS_DATA_DIR: this.dataDir,
         PRIVDNS_ADMIN_TOKEN: this.token,
         PRIVDNS_UPSTREAMS: '',
