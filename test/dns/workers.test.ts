@@ -4,7 +4,6 @@
 // lot. Which worker answered is read from /metrics (privdns_dns_worker_replies_total).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
@@ -40,8 +39,7 @@ async function perWorker(): Promise<number[]> {
 }
 
 async function workerPids(): Promise<number[]> {
-  const text = execFileSync('ps', ['-o', 'pid=', '--ppid', String(d.proc.pid)], { encoding: 'utf8' });
-  return text.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+  return d.workerPids();
 }
 
 /** One query, each from a fresh socket (so a fresh source port). */
@@ -182,7 +180,7 @@ describe('worker processes are supervised', () => {
     const pids = await workerPids();
     const victim = pids[0]!;
     const before = await perWorker();
-    process.kill(victim, 'SIGKILL');
+    d.killWorker(victim);
     let slot = -1;
     for (let i = 0; i < 100 && slot < 0; i++) {
       const m = new RegExp(`"worker":(\\d+),"pid":${victim},[^\\n]*DNS worker exited`).exec(d.output);
@@ -244,8 +242,7 @@ describe('dns.workers: 1 answers in the daemon\'s own process', () => {
   });
 
   it('no worker processes; writes are in its answers at once; no per-worker metrics', async () => {
-    // ps exits 1 when it lists nothing.
-    assert.throws(() => execFileSync('ps', ['-o', 'pid=', '--ppid', String(one.proc.pid)], { encoding: 'utf8' }));
+    assert.deepEqual(one.workerPids(), []);
     for (let i = 0; i < 5; i++) {
       const created = await one.api('POST', '/v1/accounts', { name: `solo${i}`, subnets: [`127.80.${i}.0/24`] });
       assert.equal(created.status, 201);
