@@ -45,7 +45,8 @@ let silent: StubUpstream;
 before(async () => {
   dnsmasqPort = await freePort();
   dnsmasq = spawn('/usr/sbin/dnsmasq', [
-    '--no-daemon', '--no-resolv', '--no-hosts', '--pid-file=', `--port=${dnsmasqPort}`,
+    // --conf-file=/dev/null: the host's /etc/dnsmasq.conf (and its conf-dir) must not change results.
+    '--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--pid-file=', `--port=${dnsmasqPort}`,
     '--listen-address=127.0.0.1', '--bind-interfaces', '--local-ttl=300',
     '--address=/example.test/192.0.2.1', '--host-record=host.example.test,192.0.2.7',
   ], { stdio: 'ignore' });

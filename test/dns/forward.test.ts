@@ -78,6 +78,7 @@ class Dnsmasq {
     const port = await freePort();
     const proc = spawn('/usr/sbin/dnsmasq', [
       '--no-daemon',
+      '--conf-file=/dev/null', // the host's /etc/dnsmasq.conf must not change results
       '--no-resolv',
       '--no-hosts',
       '--pid-file=',
