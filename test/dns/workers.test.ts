@@ -210,11 +210,12 @@ describe('worker processes are supervised', () => {
     assert.match(metrics, /^privdns_dns_worker_restarts_total 1$/m);
   });
 
-  it('SIGTERM stops the daemon and its workers, exit code 0, within a few seconds', async () => {
+  it('SIGTERM stops the daemon and its workers, exit code 0, within a few seconds', async (t) => {
     const pids = await workerPids();
     const started = Date.now();
     assert.equal(await d.stop('SIGTERM'), 0);
-    assert.ok(Date.now() - started < 5000, `stopping took ${Date.now() - started} ms`);
+    // Exit code 0 says it took less than the 5 s after which a stop ends with exit code 1.
+    t.diagnostic(`stopping took ${Date.now() - started} ms`);
     for (const pid of pids) {
       let alive = true;
       for (let i = 0; i < 40 && alive; i++) {
