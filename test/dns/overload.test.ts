@@ -136,7 +136,7 @@ async function openMany(n: number, source: string, batch = 500): Promise<net.Soc
  * checked, none lost (a quiet network). Counted by events, not a stretch of wall-clock time,
  * which on a loaded machine fits fewer probes; bounded by `limitMs`.
  */
-async function udpWhile(attacking: () => boolean, min = 3, limitMs = 15_000): Promise<{ ok: number; worstMs: number }> {
+async function udpWhile(attacking: () => boolean, min = 3, limitMs = 60_000): Promise<{ ok: number; worstMs: number }> {
   let ok = 0;
   let worstMs = 0;
   const end = Date.now() + limitMs;
