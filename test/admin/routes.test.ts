@@ -11,6 +11,7 @@ import pino from 'pino';
 import { buildAdminServer } from '../../src/admin/server.js';
 import { Registry } from '../../src/registry/store.js';
 import type { RegistryChange } from '../../src/registry/types.js';
+import { ERROR_STATUS, type ErrorCode } from '../../src/errors.js';
 
 const TOKEN = 'route-test-token';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -408,7 +409,12 @@ describe('every error of the contract has its status, code and JSON shape', () =
       // /v1/resolve may answer 501 until the DNS server runs in the process.
       const ok = res.statusCode < 500 || (url.startsWith('/v1/resolve') && res.statusCode === 501);
       assert.ok(ok, `${method} ${url} ${payload?.slice(0, 40)} → ${res.statusCode} ${res.body}`);
-      if (res.statusCode >= 400) assertError(res, res.statusCode, res.json().error.code);
+      if (res.statusCode >= 400) {
+        // The code is a declared one, and the status is the one declared for it.
+        const code = String(res.json().error?.code);
+        assert.ok(Object.hasOwn(ERROR_STATUS, code), `${method} ${url}: undeclared error code ${code}`);
+        assertError(res, ERROR_STATUS[code as ErrorCode], code);
+      }
     }
   });
 });

@@ -98,12 +98,20 @@ log: { level: warn }
 
 describe('dns.workers: an integer or auto, PRIVDNS_DNS_WORKERS beats the file', () => {
   it('auto (the default) is the cores available; an integer is taken as it is', async () => {
-    const { availableParallelism } = await import('node:os');
-    assert.equal(loadConfig(DEFAULT_CONFIG_PATH, {}).dns.workers, availableParallelism());
-    assert.equal(loadConfig(yamlFile('{}'), {}).dns.workers, availableParallelism());
+    // The cores as the OS counts them for this process (nproc follows the CPU affinity too),
+    // and under taskset pinning it to one core: not the code's own call.
+    const { execFileSync } = await import('node:child_process');
+    const cores = Math.min(64, Number(execFileSync('nproc', { encoding: 'utf8' }).trim()));
+    assert.ok(cores >= 1);
+    assert.equal(loadConfig(DEFAULT_CONFIG_PATH, {}).dns.workers, cores);
+    assert.equal(loadConfig(yamlFile('{}'), {}).dns.workers, cores);
     assert.equal(loadConfig(yamlFile('dns:\n  workers: 3\n'), {}).dns.workers, 3);
     assert.equal(loadConfig(yamlFile('dns:\n  workers: 3\n'), { PRIVDNS_DNS_WORKERS: '1' }).dns.workers, 1);
-    assert.equal(loadConfig(yamlFile('dns:\n  workers: 1\n'), { PRIVDNS_DNS_WORKERS: 'auto' }).dns.workers, availableParallelism());
+    assert.equal(loadConfig(yamlFile('dns:\n  workers: 1\n'), { PRIVDNS_DNS_WORKERS: 'auto' }).dns.workers, cores);
+    const configModule = new URL('../../src/config/config.js', import.meta.url).href;
+    const pinned = execFileSync('taskset', ['-c', '0', process.execPath, '--input-type=module', '-e',
+      `const { loadConfig } = await import(${JSON.stringify(configModule)}); console.log(loadConfig(${JSON.stringify(yamlFile('{}'))}, {}).dns.workers);`], { encoding: 'utf8' });
+    assert.equal(pinned.trim(), '1', 'auto on a process pinned to one core');
   });
 
   it('anything else names the key', () => {

@@ -33,7 +33,7 @@ async function portIsFree(port: number): Promise<boolean> {
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   describe(`${signal} stops the daemon cleanly`, () => {
-    it('exits 0 within a few seconds, with an idle keep-alive client connected, and frees the port and database', async () => {
+    it('exits 0 within a few seconds, with an idle keep-alive client connected, and frees the port and database', async (t) => {
       const d = await start();
       // fetch keeps the connection open afterwards: the stop must not wait for it.
       assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['10.1.0.0/16'] })).status, 201);
@@ -42,7 +42,9 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       const ms = Date.now() - t0;
       assert.equal(code, 0, d.output.slice(-2000));
       assert.equal(d.proc.signalCode, null);
-      assert.ok(ms < 4000, `stopped in ${ms} ms`);
+      // Exit code 0 is the time claim: a stop still going after 5 s ends with exit code 1
+      // (src/main.ts), so no wall-clock window is asserted here.
+      t.diagnostic(`stopped in ${ms} ms`);
       assert.match(d.output, /"msg":"privdns stopped"/);
       assert.ok(await portIsFree(d.adminPort), 'the admin port is released');
       // A clean close checkpoints the WAL into the database file and removes it.
@@ -66,13 +68,16 @@ describe('SIGTERM under load stops cleanly and keeps every acknowledged write', 
           const res = await d.api('POST', '/v1/accounts/acme/services/jobs/instances', { address: `127.8.${n >> 8}.${n & 255}` });
           if (res.status === 202) acked.add(res.body.id as string);
           else assert.equal(res.status, 503, JSON.stringify(res.body)); // refused while closing
-        } catch {
-          // connection closed by the stopping daemon: not acknowledged
+        } catch (err) {
+          // A wrong answer fails the test; only a connection the stopping daemon closed (fetch's
+          // TypeError) is a request that was not acknowledged.
+          if (!(err instanceof TypeError)) throw err;
         }
       }
     };
     const writers = Array.from({ length: 8 }, writer);
-    while (acked.size < 40) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 2000 && acked.size < 40; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(acked.size >= 40, `only ${acked.size} registrations acknowledged within 10 s`);
     const code = await d.stop('SIGTERM');
     stopping = true;
     await Promise.all(writers);

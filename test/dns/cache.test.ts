@@ -131,12 +131,24 @@ describe('only an answer to our question is accepted', () => {
       return seed % n;
     };
     const { wire, q: client } = q('www.example.test', { edns: true });
+    let served = 0;
+    let rejected = 0;
     for (let i = 0; i < 5000; i++) {
       const m = Buffer.from(msg.subarray(0, 12 + rand(msg.length)));
       for (let k = rand(4); k >= 0; k--) if (m.length > 12) m[12 + rand(m.length - 12)] = rand(256);
       const ans = readAnswer(m, 7, parsed.lowerName, parsed.qtype, parsed.qclass);
-      if (ans !== null && !ans.truncated) serveAnswer(storeAnswer(m, ans, policy, 0), wire, client, 1000);
+      if (ans === null || ans.truncated) {
+        rejected++;
+        continue;
+      }
+      const out = serveAnswer(storeAnswer(m, ans, policy, 0), wire, client, 1000);
+      // What was accepted is served as a reply to this client's query: its ID, QR set.
+      assert.equal(out.readUInt16BE(0), wire.readUInt16BE(0), `mangled answer ${i}: the client's ID`);
+      assert.equal(out[2]! & 0x80, 0x80, `mangled answer ${i}: QR`);
+      served++;
     }
+    // Both ways were taken: some mangled answers pass the reader's checks, most do not.
+    assert.ok(served > 50 && rejected > 50, `${served} served, ${rejected} rejected`);
   });
 });
 

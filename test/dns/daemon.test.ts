@@ -254,6 +254,8 @@ describe('malformed input never crashes the server', () => {
     const ok = await udpExchange(port, buildQuery('redis.internal', 1));
     assert.deepEqual(decodeReply(ok!)!.answer.map((a) => a.data).sort(), ['127.1.0.10', '127.1.0.11']);
     assert.deepEqual(await short('127.2.0.5', '+tcp', 'redis', 'A'), ['127.2.0.10']);
+    // Neither the daemon nor a DNS worker (which the daemon would fork again unseen) died.
     assert.equal(d.proc.exitCode, null);
+    await d.assertNoDeaths();
   });
 });

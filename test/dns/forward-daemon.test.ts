@@ -45,7 +45,8 @@ let silent: StubUpstream;
 before(async () => {
   dnsmasqPort = await freePort();
   dnsmasq = spawn('/usr/sbin/dnsmasq', [
-    '--no-daemon', '--no-resolv', '--no-hosts', '--pid-file=', `--port=${dnsmasqPort}`,
+    // --conf-file=/dev/null: the host's /etc/dnsmasq.conf (and its conf-dir) must not change results.
+    '--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--pid-file=', `--port=${dnsmasqPort}`,
     '--listen-address=127.0.0.1', '--bind-interfaces', '--local-ttl=300',
     '--address=/example.test/192.0.2.1', '--host-record=host.example.test,192.0.2.7',
   ], { stdio: 'ignore' });
@@ -96,15 +97,16 @@ describe('names outside the zone are forwarded for account sources only', () => 
     // Every upstream silent: the forwarded name waits for SERVFAIL, while a private name asked
     // at the same time is answered at once.
     const down = await daemonWithAccount(`127.0.0.1:${silent.address.port}`);
-    const forwarded = dig(down.dnsPort, '127.1.0.5', 'slow.example.test');
+    let forwardedDone = false;
+    const forwarded = dig(down.dnsPort, '127.1.0.5', 'slow.example.test').finally(() => (forwardedDone = true));
     await sleep(100);
     const priv = await dig(down.dnsPort, '127.1.0.5', 'redis.internal');
     assert.equal(priv.status, 'NOERROR');
     assert.deepEqual(priv.answers, ['127.1.0.9']);
-    assert.ok(priv.ms < 500, `private answer took ${priv.ms} ms`);
+    // Order, not a stopwatch: the private answer is in while the forwarded query still waits.
+    assert.equal(forwardedDone, false, `the private answer (${priv.ms} ms) came only after the forwarded query ended`);
     const failed = await forwarded;
     assert.equal(failed.status, 'SERVFAIL');
-    assert.ok(failed.ms < 3500, `SERVFAIL after ${failed.ms} ms`);
     assert.ok(silent.queries.length >= 1);
   });
 });

@@ -122,13 +122,16 @@ const canonical = (a: string): string => (a.includes(':') ? parseSubnet(`${a}/12
 
 describe('isolation property over random registries (in-process)', () => {
   const SEEDS = 12;
-  let queries = 0;
-  let refused = 0;
-  let ownAnswers = 0;
 
   for (let seed = 1; seed <= SEEDS; seed++) {
-    it(`seed ${seed}: no source of one account sees another's addresses or names; outsiders are REFUSED`, () => {
+    it(`seed ${seed}: no source of one account sees another's addresses or names; outsiders are REFUSED`, (t) => {
       const rng = new Rng(seed * 7919);
+      // Each seed shows on its own that it exercised the property (not summed over earlier
+      // tests). Own answers are only counted: a seed may draw no live instance (seed 7 does);
+      // the daemon test below checks that each account gets its own.
+      let queries = 0;
+      let refused = 0;
+      let ownAnswers = 0;
       const dir = mkdtempSync(join(tmpdir(), 'privdns-iso-'));
       const reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
       // Half the seeds build the index first and apply every write as a change event.
@@ -180,6 +183,9 @@ describe('isolation property over random registries (in-process)', () => {
           }
         }
         index.close();
+        t.diagnostic(`${queries} queries, ${ownAnswers} own addresses answered, ${refused} REFUSED to outsiders`);
+        assert.ok(queries > 300, `${queries} queries`);
+        assert.ok(refused > 40, `${refused} REFUSED`);
       } finally {
         early?.close();
         reg.close();
@@ -187,13 +193,6 @@ describe('isolation property over random registries (in-process)', () => {
       }
     });
   }
-
-  it('the property was exercised: many queries, own answers seen, outsiders refused', (t) => {
-    t.diagnostic(`${queries} queries, ${ownAnswers} own addresses answered, ${refused} REFUSED to outsiders`);
-    assert.ok(queries > 5000, `${queries}`);
-    assert.ok(ownAnswers > 100, `${ownAnswers}`);
-    assert.ok(refused > 500, `${refused}`);
-  });
 });
 
 describe('isolation through the real daemon (Node\'s resolver from each account\'s loopback subnet)', () => {
@@ -263,7 +262,9 @@ describe('isolation through the real daemon (Node\'s resolver from each account\
         for (const inst of theirs) {
           const svc = inst === theirs[2] ? 'web' : 'redis';
           assert.equal(await none(r.resolve4(`${inst.id}.${svc}.internal`)), 'ENOTFOUND');
-          assert.notEqual(await none(r.reverse(inst.address)).then((x) => x.includes('.internal')), true);
+          // Another account's address has no name for this source: NXDOMAIN, not a timeout or a
+          // dead daemon (which c-ares reports as other codes).
+          assert.equal(await none(r.reverse(inst.address)), 'ENOTFOUND');
           checks += 2;
         }
         assert.equal(await none(r.resolve4(`redis.${b}.internal`)), 'ENOTFOUND');

@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+// Runs the compiled test files, and only those: every dist/test/**/*.test.js, listed here and
+// handed to `node --test` by name. Named files behave the same on Node 20, 22 and 24, where a
+// directory argument does not (Node 20 takes every .js under it, helpers included, as a
+// test file; 22 and 24 read it as a file pattern). Arguments narrow the run to files whose
+// path contains one of them: `npm test -- dns/why workers`.
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const testDir = join(root, 'dist', 'test');
+
+function list(dir) {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) return list(p);
+    return e.isFile() && e.name.endsWith('.test.js') ? [p] : [];
+  });
+}
+
+const filters = process.argv.slice(2);
+const files = list(testDir)
+  .map((p) => relative(root, p))
+  .filter((p) => filters.length === 0 || filters.some((f) => p.includes(f)))
+  .sort();
+if (files.length === 0) {
+  console.error(`no test files in ${relative(root, testDir)}${filters.length ? ` matching ${filters.join(', ')}` : ''}`);
+  process.exit(1);
+}
+const child = spawn(process.execPath, ['--test', '--test-concurrency=2', ...files], { cwd: root, stdio: 'inherit' });
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
