@@ -5,6 +5,7 @@ export const ERROR_STATUS = {
   invalid_request: 400,
   invalid_json: 400,
   unauthorized: 401,
+  request_timeout: 408,
   not_found: 404,
   route_not_found: 404,
   method_not_allowed: 405,
@@ -13,12 +14,15 @@ export const ERROR_STATUS = {
   address_in_use: 409,
   body_too_large: 413,
   unsupported_media_type: 415,
+  headers_too_large: 431,
   invalid_subnet: 422,
   invalid_address: 422,
   address_outside_subnets: 422,
   invalid_ports: 422,
   not_implemented: 501,
   unavailable: 503,
+  /** The disk of the data directory is full: nothing was written; retry once there is room. */
+  storage_full: 503,
   internal: 500,
 } as const;
 

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { PrivdnsError } from '../errors.js';
 import type { Registry } from '../registry/store.js';
 import { tokenMatcher } from './auth.js';
-import { errorBody, errorHandler } from './errors.js';
+import { clientErrorHandler, errorBody, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ResolveFn, type ServedRevision } from './routes.js';
 
@@ -41,6 +41,8 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     // Errors the router raises before any route runs (a malformed %-escape, an overlong path
     // parameter) get the contract's error shape too, not Fastify's own.
     frameworkErrors: (err, request, reply) => errorHandler(err as FastifyError, request, reply),
+    // And so do requests Node's HTTP parser refuses before Fastify sees them.
+    clientErrorHandler,
   });
 
   // Accept an empty body with Content-Type: application/json (DELETE from scripts that set
