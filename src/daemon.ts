@@ -23,6 +23,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     dataDir: config.dataDir,
     defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds,
     defaultTtl: config.dns.ttl,
+    allowCatchAllSubnets: config.registry.allowCatchAllSubnets,
     onListenerError: (err, change) => logger.error({ err, change: { kind: change.kind, op: change.op, revision: change.revision } }, 'registry change listener failed'),
   });
   let token = config.admin.token;

@@ -17,6 +17,12 @@ export const ERROR_STATUS = {
   headers_too_large: 431,
   invalid_subnet: 422,
   invalid_address: 422,
+  /** Unspecified, multicast, broadcast, reserved: no instance is reached there. */
+  unreachable_address: 422,
+  /** A subnet of only such addresses. */
+  unreachable_subnet: 422,
+  /** 0.0.0.0/0, ::/0 and other very short prefixes, unless registry.allowCatchAllSubnets. */
+  catch_all_subnet: 422,
   address_outside_subnets: 422,
   invalid_ports: 422,
   not_implemented: 501,

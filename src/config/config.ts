@@ -59,6 +59,10 @@ export interface Config {
     livenessFailureThreshold: number;
   };
   log: { level: string };
+  registry: {
+    /** Accept 0.0.0.0/0, ::/0 and other catch-all prefixes as account subnets. */
+    allowCatchAllSubnets: boolean;
+  };
 }
 
 export class ConfigError extends Error {
@@ -205,6 +209,9 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       livenessFailureThreshold: file.int('checker.livenessFailureThreshold', 3, 1, 1000),
     },
     log: { level },
+    registry: {
+      allowCatchAllSubnets: file.bool('registry.allowCatchAllSubnets', false),
+    },
   };
   file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');
   const unknown = file.firstUnknownKey();

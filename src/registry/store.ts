@@ -12,10 +12,13 @@ import { migrate } from './schema.js';
 import { isDnsLabel } from './names.js';
 import {
   AddressSyntaxError,
+  CATCH_ALL_BELOW,
   parseAddress,
   parseSubnet,
   subnetContains,
   subnetsOverlap,
+  unreachableAddress,
+  unreachableSubnet,
   type Subnet,
 } from './subnets.js';
 import type {
@@ -69,6 +72,8 @@ export interface RegistryOptions {
    * live instance is served with, hence how long a deleted one drains. Default 5.
    */
   defaultTtl?: number;
+  /** Accept subnets shorter than CATCH_ALL_BELOW (0.0.0.0/0, ::/0): registry.allowCatchAllSubnets. */
+  allowCatchAllSubnets?: boolean;
 }
 
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number }
@@ -114,6 +119,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   private readonly defaultBindTimeoutSeconds: number;
   private readonly defaultTtl: number;
+  private readonly allowCatchAllSubnets: boolean;
   private readonly stmt;
   /** Fires at the earliest drained_at, to remove drained instances. */
   private drainTimer: NodeJS.Timeout | null = null;
@@ -127,6 +133,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     this.onListenerError = opts.onListenerError ?? ((err) => console.error('privdns: registry change listener failed:', err));
     this.defaultBindTimeoutSeconds = opts.defaultBindTimeoutSeconds;
     this.defaultTtl = opts.defaultTtl ?? 5;
+    this.allowCatchAllSubnets = opts.allowCatchAllSubnets ?? false;
     mkdirSync(opts.dataDir, { recursive: true });
     this.db = new Database(join(opts.dataDir, DB_FILE));
     this.db.pragma('journal_mode = WAL');
@@ -216,7 +223,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   createAccount(name: string, subnets: string[]): { account: Account; revision: number } {
     checkName('account', name);
-    const parsed = parseSubnets(subnets);
+    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
     const { value: account, revision } = this.write(() => {
       if (this.stmt.accountByName.get(name)) {
         throw new PrivdnsError('already_exists', `account "${name}" already exists`, { account: name });
@@ -239,7 +246,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   }
 
   updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number } {
-    const parsed = parseSubnets(subnets);
+    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
     const { value: account, revision } = this.write(() => {
       const row = this.accountRow(name);
       this.checkNoOverlap(parsed, row.id);
@@ -389,6 +396,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     } catch (err) {
       if (err instanceof AddressSyntaxError) throw new PrivdnsError('invalid_address', err.message);
       throw err;
+    }
+    const unreachable = unreachableAddress(address);
+    if (unreachable !== null) {
+      throw new PrivdnsError('unreachable_address', `${address.text}: ${unreachable}; no instance can be reached there`, { address: address.text });
     }
     let replaced: Instance | null = null;
     const { value: instance, revision } = this.write(() => {
@@ -676,7 +687,7 @@ function checkName(what: string, name: string): void {
   }
 }
 
-function parseSubnets(subnets: string[]): Subnet[] {
+function parseSubnets(subnets: string[], allowCatchAll: boolean): Subnet[] {
   if (!Array.isArray(subnets) || subnets.length === 0) {
     throw new PrivdnsError('invalid_subnet', 'an account needs one or more subnets');
   }
@@ -688,6 +699,19 @@ function parseSubnets(subnets: string[]): Subnet[] {
       throw err;
     }
   });
+  for (const s of parsed) {
+    const unreachable = unreachableSubnet(s);
+    if (unreachable !== null) {
+      throw new PrivdnsError('unreachable_subnet', `${s.cidr} holds no address an instance can be reached at (${unreachable})`, { subnet: s.cidr });
+    }
+    if (!allowCatchAll && s.prefix < CATCH_ALL_BELOW[s.family]) {
+      throw new PrivdnsError(
+        'catch_all_subnet',
+        `${s.cidr} is shorter than /${CATCH_ALL_BELOW[s.family]}: it would make every client of the family this account's (set registry.allowCatchAllSubnets to allow it)`,
+        { subnet: s.cidr },
+      );
+    }
+  }
   for (let i = 0; i < parsed.length; i++) {
     for (let j = i + 1; j < parsed.length; j++) {
       const a = parsed[i] as Subnet;

@@ -99,6 +99,43 @@ export function subnetsOverlap(a: Subnet, b: Subnet): boolean {
   return (a.network & mask) === (b.network & mask);
 }
 
+/**
+ * Address blocks no instance can be reached at, most specific first: the checker would probe
+ * the daemon's own host (0.0.0.0, ::) or a group (multicast, broadcast) and call it live.
+ * IPv4-mapped forms (::ffff:0.0.0.0) are caught too, since parseAddress maps them to IPv4.
+ * IPv6 link-local needs an interface zone (fe80::1%eth0), which an instance address cannot
+ * carry; IPv4 link-local (169.254/16) is routable on its link and stays allowed.
+ */
+const UNREACHABLE: readonly { block: Subnet; what: string }[] = [
+  ['0.0.0.0/32', 'the unspecified address'],
+  ['255.255.255.255/32', 'the limited broadcast address'],
+  ['0.0.0.0/8', 'in "this network" 0.0.0.0/8 (RFC 1122), never a destination'],
+  ['224.0.0.0/4', 'multicast'],
+  ['240.0.0.0/4', 'reserved (240.0.0.0/4)'],
+  ['::/128', 'the unspecified address'],
+  ['fe80::/10', 'IPv6 link-local, unreachable without an interface zone'],
+  ['ff00::/8', 'multicast'],
+].map(([cidr, what]) => ({ block: parseSubnet(cidr as string), what: what as string }));
+
+/** Why no instance can be reached at this address, or null for a usable one. */
+export function unreachableAddress(addr: IpAddress): string | null {
+  for (const u of UNREACHABLE) if (subnetContains(u.block, addr)) return u.what;
+  return null;
+}
+
+/** Why a subnet holds no usable address (it lies inside one such block), or null. */
+export function unreachableSubnet(subnet: Subnet): string | null {
+  for (const u of UNREACHABLE) if (subnet.prefix >= u.block.prefix && subnetsOverlap(u.block, subnet)) return u.what;
+  return null;
+}
+
+/**
+ * Prefixes shorter than these hold (nearly) every address of their family: an account with one
+ * is every client's account, an open resolver. IPv6 stops at /7 so that fc00::/7 (all
+ * unique-local addresses) is still an ordinary subnet.
+ */
+export const CATCH_ALL_BELOW: Readonly<Record<Family, number>> = { 4: 8, 6: 7 };
+
 export function formatAddress(family: Family, value: bigint): string {
   return family === 4 ? Address4.fromBigInt(value).correctForm() : Address6.fromBigInt(value).correctForm();
 }
