@@ -53,6 +53,10 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady,
     served: { current: () => dns.served(), waitFor: (n, ms) => dns.waitForServed(n, ms), waiting: () => dns.waiting(), visible: (n) => dns.visible(n) },
     metrics, openMetrics: config.admin.openMetrics,
+    connections: {
+      maxConnections: config.admin.maxConnections, keepAliveTimeoutMs: config.admin.keepAliveTimeoutMs,
+      requestTimeoutMs: config.admin.requestTimeoutMs, headersTimeoutMs: config.admin.headersTimeoutMs,
+    },
   });
   try {
     await admin.listen({ host: config.admin.listen.host, port: config.admin.listen.port });

@@ -34,7 +34,11 @@ export interface Config {
     rateLimit: RateLimitSettings;
   };
   /** openMetrics: serve /metrics without the token (for a scraper on a trusted network). */
-  admin: { listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean };
+  admin: {
+    listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean;
+    /** Connections held at once (more are closed on accept) and how long each may idle or dawdle. */
+    maxConnections: number; keepAliveTimeoutMs: number; requestTimeoutMs: number; headersTimeoutMs: number;
+  };
   dataDir: string;
   zone: string;
   /** Empty: names outside the zone are REFUSED. */
@@ -157,6 +161,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const retryInitialMs = file.int('checker.retryInitialMs', 250, 10, 60_000);
   const forwardTimeoutMs = file.int('forward.timeoutMs', 500, 10, 60_000);
   const ttlFloor = file.int('forward.ttlFloor', 0, 0, 86_400);
+  const adminRequestTimeoutMs = file.int('admin.requestTimeoutMs', 10_000, 100, 600_000);
   const config: Config = {
     dns: {
       listen: dnsListen,
@@ -186,6 +191,10 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       token: fromEnv('PRIVDNS_ADMIN_TOKEN') ?? file.string('admin.token', ''),
       bodyLimitBytes: file.int('admin.bodyLimitBytes', 65_536, 256, 64 * 1024 * 1024),
       openMetrics: file.bool('admin.openMetrics', false),
+      maxConnections: file.int('admin.maxConnections', 256, 1, 1_000_000),
+      keepAliveTimeoutMs: file.int('admin.keepAliveTimeoutMs', 5000, 100, 600_000),
+      requestTimeoutMs: adminRequestTimeoutMs,
+      headersTimeoutMs: file.int('admin.headersTimeoutMs', Math.min(5000, adminRequestTimeoutMs), 100, adminRequestTimeoutMs),
     },
     dataDir: fromEnv('PRIVDNS_DATA_DIR') || file.string('dataDir', './data'),
     zone,

@@ -16,6 +16,8 @@ export interface DaemonOptions {
   adminPort?: number;
   /** A config file for `serve --config`; the PRIVDNS_* variables set here still override it. */
   configFile?: string;
+  /** File descriptors the daemon may open (`ulimit -n` before it starts); the inherited limit if absent. */
+  fdLimit?: number;
 }
 
 export interface ApiResponse<T = any> { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -36,6 +38,7 @@ export class TestDaemon {
     readonly adminPort: number,
     private readonly env: Record<string, string>,
     private readonly configFile?: string,
+    private readonly fdLimit?: number,
   ) {}
 
   get adminUrl(): string {
@@ -44,14 +47,19 @@ export class TestDaemon {
 
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'privdns-test-'));
-    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile);
+    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile, opts.fdLimit);
     await d.launch();
     return d;
   }
 
   /** Starts (again) on the same ports and data directory. */
   async launch(): Promise<void> {
-    this.proc = spawn(process.execPath, [MAIN, 'serve', ...(this.configFile ? ['--config', this.configFile] : [])], {
+    const args = [MAIN, 'serve', ...(this.configFile ? ['--config', this.configFile] : [])];
+    // bash sets the limit and execs node in its place: the PID stays the daemon's.
+    const [command, argv] = this.fdLimit === undefined
+      ? [process.execPath, args]
+      : ['bash', ['-c', `ulimit -n ${this.fdLimit} && exec "$0" "$@"`, process.execPath, ...args]];
+    this.proc = spawn(command, argv, {
       env: {
         PATH: process.env.PATH ?? '',
         PRIVDNS_DNS_LISTEN: `127.0.0.1:${this.dnsPort}`,
