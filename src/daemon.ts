@@ -24,6 +24,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds,
     defaultTtl: config.dns.ttl,
     allowCatchAllSubnets: config.registry.allowCatchAllSubnets,
+    limits: config.registry.limits,
     onListenerError: (err, change) => logger.error({ err, change: { kind: change.kind, op: change.op, revision: change.revision } }, 'registry change listener failed'),
   });
   let token = config.admin.token;

@@ -12,6 +12,8 @@ export const ERROR_STATUS = {
   already_exists: 409,
   subnet_overlap: 409,
   address_in_use: 409,
+  /** A registry.limits bound (accounts, subnets, services, instances) is reached. */
+  limit_exceeded: 409,
   body_too_large: 413,
   unsupported_media_type: 415,
   headers_too_large: 431,

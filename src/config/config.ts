@@ -66,6 +66,7 @@ export interface Config {
   registry: {
     /** Accept 0.0.0.0/0, ::/0 and other catch-all prefixes as account subnets. */
     allowCatchAllSubnets: boolean;
+    limits: { accounts: number; subnetsPerAccount: number; servicesPerAccount: number; instancesPerService: number };
   };
 }
 
@@ -220,6 +221,12 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     log: { level },
     registry: {
       allowCatchAllSubnets: file.bool('registry.allowCatchAllSubnets', false),
+      limits: {
+        accounts: file.int('registry.limits.accounts', 100_000, 1, 10_000_000),
+        subnetsPerAccount: file.int('registry.limits.subnetsPerAccount', 1000, 1, 1_000_000),
+        servicesPerAccount: file.int('registry.limits.servicesPerAccount', 10_000, 1, 10_000_000),
+        instancesPerService: file.int('registry.limits.instancesPerService', 100_000, 1, 10_000_000),
+      },
     },
   };
   file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');

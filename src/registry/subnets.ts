@@ -136,6 +136,60 @@ export function unreachableSubnet(subnet: Subnet): string | null {
  */
 export const CATCH_ALL_BELOW: Readonly<Record<Family, number>> = { 4: 8, 6: 7 };
 
+/**
+ * Which account holds which addresses, for the overlap check of account writes: every
+ * account's subnets as address intervals, one sorted array per family. The registry keeps
+ * subnets pairwise disjoint, so intervals sorted by start are sorted by end too, and the ones
+ * meeting a subnet are one run that ends at the last start not after the subnet's end: a
+ * binary search, not a pass over every subnet of every account.
+ */
+export class SubnetOwners {
+  private readonly byFamily: Record<Family, { start: bigint; end: bigint; subnet: Subnet; owner: string }[]> = { 4: [], 6: [] };
+
+  add(subnet: Subnet, owner: string): void {
+    const list = this.byFamily[subnet.family];
+    const { start, end } = bounds(subnet);
+    list.splice(this.lastStartingBy(list, start) + 1, 0, { start, end, subnet, owner });
+  }
+
+  remove(subnet: Subnet, owner: string): void {
+    const list = this.byFamily[subnet.family];
+    const i = this.lastStartingBy(list, bounds(subnet).start);
+    const e = list[i];
+    if (e && e.owner === owner && e.subnet.prefix === subnet.prefix && e.subnet.network === subnet.network) list.splice(i, 1);
+  }
+
+  /** A subnet of another owner than `except` that overlaps `subnet`, or null. */
+  overlap(subnet: Subnet, except: string | null): { subnet: Subnet; owner: string } | null {
+    const list = this.byFamily[subnet.family];
+    const { start, end } = bounds(subnet);
+    // Only `except`'s own subnets can overlap one another (a PATCH replacing them): skip those.
+    for (let i = this.lastStartingBy(list, end); i >= 0; i--) {
+      const e = list[i]!;
+      if (e.end < start) return null;
+      if (e.owner !== except) return { subnet: e.subnet, owner: e.owner };
+    }
+    return null;
+  }
+
+  /** Index of the last interval whose start is <= at, or -1. */
+  private lastStartingBy(list: readonly { start: bigint }[], at: bigint): number {
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (list[mid]!.start <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo - 1;
+  }
+}
+
+function bounds(subnet: Subnet): { start: bigint; end: bigint } {
+  const bits = subnet.family === 4 ? 32n : 128n;
+  return { start: subnet.network, end: subnet.network | ((1n << (bits - BigInt(subnet.prefix))) - 1n) };
+}
+
 export function formatAddress(family: Family, value: bigint): string {
   return family === 4 ? Address4.fromBigInt(value).correctForm() : Address6.fromBigInt(value).correctForm();
 }
