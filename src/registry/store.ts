@@ -132,8 +132,8 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   private readonly defaultTtl: number;
   private readonly allowCatchAllSubnets: boolean;
   private readonly limits: RegistryLimits;
-  /** Every account's subnets, for the overlap check; built at the first account write. */
-  private owners: SubnetOwners | null = null;
+  /** Every account's subnets, for the overlap check; kept in step after each commit. */
+  private readonly owners: SubnetOwners;
   private readonly stmt;
   /** Fires at the earliest drained_at, to remove drained instances. */
   private drainTimer: NodeJS.Timeout | null = null;
@@ -217,6 +217,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         live_at = @live_at, bind_ms = @bind_ms, updated_at = @updated_at WHERE id = @id`),
       deleteInstance: db.prepare('DELETE FROM instances WHERE id = ?'),
     };
+    // Built at open, where everything is read anyway, not at the first account write: that
+    // would stall the event loop in the middle of serving.
+    this.owners = this.buildSubnetOwners();
     // dns.ttl may have grown since the last run: live instances are served with it from now.
     this.stmt.markAllLiveServed.run(this.defaultTtl);
     this.scheduleDrainSweep();
@@ -245,7 +248,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     checkName('account', name);
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
     this.checkSubnetCount(parsed);
-    const owners = this.subnetOwners();
+    const owners = this.owners;
     const { value: account, revision } = this.write(() => {
       if (this.stmt.accountByName.get(name)) {
         throw new PrivdnsError('already_exists', `account "${name}" already exists`, { account: name });
@@ -273,7 +276,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number } {
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
     this.checkSubnetCount(parsed);
-    const owners = this.subnetOwners();
+    const owners = this.owners;
     let before: string[] = [];
     const { value: account, revision } = this.write(() => {
       const row = this.accountRow(name);
@@ -305,7 +308,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       before = JSON.parse(row.subnets) as string[];
       this.stmt.deleteAccount.run(row.id);
     });
-    if (this.owners) for (const cidr of before) this.owners.remove(parseSubnet(cidr), name);
+    for (const cidr of before) this.owners.remove(parseSubnet(cidr), name);
     this.publish({ revision, kind: 'account', op: 'delete', account: name });
     return { revision };
   }
@@ -705,16 +708,15 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     return toInstance(row);
   }
 
-  private subnetOwners(): SubnetOwners {
-    if (this.owners) return this.owners;
-    const owners = new SubnetOwners();
-    for (const a of this.stmt.accounts.all()) for (const cidr of JSON.parse(a.subnets) as string[]) owners.add(parseSubnet(cidr), a.name);
-    return (this.owners = owners);
+  private buildSubnetOwners(): SubnetOwners {
+    const entries: [Subnet, string][] = [];
+    for (const a of this.stmt.accounts.iterate()) for (const cidr of JSON.parse(a.subnets) as string[]) entries.push([parseSubnet(cidr), a.name]);
+    return new SubnetOwners(entries);
   }
 
   /** Against every other account's subnets, through the index: O(log subnets) each. */
   private checkNoOverlap(subnets: Subnet[], self: string | null): void {
-    const owners = this.subnetOwners();
+    const owners = this.owners;
     for (const mine of subnets) {
       const theirs = owners.overlap(mine, self);
       if (theirs) {

@@ -146,6 +146,12 @@ export const CATCH_ALL_BELOW: Readonly<Record<Family, number>> = { 4: 8, 6: 7 };
 export class SubnetOwners {
   private readonly byFamily: Record<Family, { start: bigint; end: bigint; subnet: Subnet; owner: string }[]> = { 4: [], 6: [] };
 
+  /** Built from every account at once: sorted once, not inserted one by one. */
+  constructor(entries: Iterable<readonly [Subnet, string]> = []) {
+    for (const [subnet, owner] of entries) this.byFamily[subnet.family].push({ ...bounds(subnet), subnet, owner });
+    for (const list of Object.values(this.byFamily)) list.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  }
+
   add(subnet: Subnet, owner: string): void {
     const list = this.byFamily[subnet.family];
     const { start, end } = bounds(subnet);
