@@ -4,7 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { listen, type Listener } from './support.js';
 
 const CHILD = fileURLToPath(new URL('./local-error-child.js', import.meta.url));
@@ -23,8 +23,10 @@ describe('a local error (EMFILE) leaves instance states unchanged', () => {
 
   it('a live instance stays live and a pending one is not failed at its deadline while every connect fails with EMFILE', async () => {
     const out = await new Promise<string>((resolve, reject) => {
-      const args = [CHILD, web.host, String(web.port), api.host, String(api.port)].map((a) => `'${a}'`).join(' ');
-      execFile('bash', ['-c', `ulimit -n 64; exec '${process.execPath}' ${args}`], { timeout: 60_000 }, (err, stdout, stderr) => {
+      const script = `const { exhaustDescriptorsWhileChecking: run } = await import(${JSON.stringify(pathToFileURL(CHILD).href)});
+        await run(${JSON.stringify(web.host)}, ${web.port}, ${JSON.stringify(api.host)}, ${api.port});`;
+      // bash sets the limit and execs node in its place; the script comes as an argument.
+      execFile('bash', ['-c', 'ulimit -n 64 && exec "$0" --input-type=module -e "$1"', process.execPath, script], { timeout: 60_000 }, (err, stdout, stderr) => {
         if (err) reject(new Error(`child failed: ${err.message}\n${stderr}`));
         else resolve(stdout);
       });
