@@ -23,6 +23,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     dataDir: config.dataDir,
     defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds,
     defaultTtl: config.dns.ttl,
+    allowCatchAllSubnets: config.registry.allowCatchAllSubnets,
+    limits: config.registry.limits,
     onListenerError: (err, change) => logger.error({ err, change: { kind: change.kind, op: change.op, revision: change.revision } }, 'registry change listener failed'),
   });
   let token = config.admin.token;
@@ -52,6 +54,10 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady,
     served: { current: () => dns.served(), waitFor: (n, ms) => dns.waitForServed(n, ms), waiting: () => dns.waiting(), visible: (n) => dns.visible(n) },
     metrics, openMetrics: config.admin.openMetrics,
+    connections: {
+      maxConnections: config.admin.maxConnections, keepAliveTimeoutMs: config.admin.keepAliveTimeoutMs,
+      requestTimeoutMs: config.admin.requestTimeoutMs, headersTimeoutMs: config.admin.headersTimeoutMs,
+    },
   });
   try {
     await admin.listen({ host: config.admin.listen.host, port: config.admin.listen.port });

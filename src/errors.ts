@@ -5,20 +5,32 @@ export const ERROR_STATUS = {
   invalid_request: 400,
   invalid_json: 400,
   unauthorized: 401,
+  request_timeout: 408,
   not_found: 404,
   route_not_found: 404,
   method_not_allowed: 405,
   already_exists: 409,
   subnet_overlap: 409,
   address_in_use: 409,
+  /** A registry.limits bound (accounts, subnets, services, instances) is reached. */
+  limit_exceeded: 409,
   body_too_large: 413,
   unsupported_media_type: 415,
+  headers_too_large: 431,
   invalid_subnet: 422,
   invalid_address: 422,
+  /** Unspecified, multicast, broadcast, reserved: no instance is reached there. */
+  unreachable_address: 422,
+  /** A subnet of only such addresses. */
+  unreachable_subnet: 422,
+  /** 0.0.0.0/0, ::/0 and other very short prefixes, unless registry.allowCatchAllSubnets. */
+  catch_all_subnet: 422,
   address_outside_subnets: 422,
   invalid_ports: 422,
   not_implemented: 501,
   unavailable: 503,
+  /** The disk of the data directory is full: nothing was written; retry once there is room. */
+  storage_full: 503,
   internal: 500,
 } as const;
 

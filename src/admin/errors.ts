@@ -1,6 +1,8 @@
 // The one place where errors become HTTP responses. PrivdnsError carries its own status;
 // Fastify's own errors (body too large, bad media type, bad JSON, schema violations) are
 // translated to the contract's codes; anything else is a 500 whose details stay in the log.
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { PrivdnsError, type ErrorCode } from '../errors.js';
 
@@ -19,9 +21,15 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_ASYNC_CONSTRAINT: 'invalid_request',
 };
 
+/** SQLite's and the file system's ways of saying the disk is full. */
+const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC']);
+
 export function toPrivdnsError(err: FastifyError | Error): PrivdnsError | null {
   if (err instanceof PrivdnsError) return err;
   const fe = err as FastifyError;
+  if (fe.code !== undefined && STORAGE_FULL.has(fe.code)) {
+    return new PrivdnsError('storage_full', 'the disk of the data directory is full; nothing was written, retry once there is room');
+  }
   if (fe.validation) {
     const context = fe.validationContext ?? 'request';
     const details = fe.validation.map((v) => ({ where: `${context}${v.instancePath}`, problem: v.message ?? 'invalid' }));
@@ -48,4 +56,26 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
 
 export function errorBody(e: PrivdnsError): ErrorBody {
   return { error: { code: e.code, message: e.message, ...(e.details === undefined ? {} : { details: e.details }) } };
+}
+
+/**
+ * Fastify's clientErrorHandler: a request Node's HTTP parser refused (bad framing such as
+ * `Content-Length: -1`, a malformed request line, headers too large, a request too slow) is
+ * answered here, before any route, in the same error shape, and the connection is closed.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const e =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new PrivdnsError('request_timeout', 'the request did not arrive in time')
+    : err.code === 'HPE_HEADER_OVERFLOW' ? new PrivdnsError('headers_too_large', 'the request headers are too large')
+    : new PrivdnsError('invalid_request', `malformed HTTP request${err.code?.startsWith('HPE_') ? ` (${err.code})` : ''}`);
+  const body = JSON.stringify(errorBody(e));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  // The rest of the stream cannot be framed: nothing more is read from it.
+  socket.destroySoon();
 }

@@ -43,6 +43,20 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     closing.abort();
     done();
   });
+  // The signal lives as long as the server: each wait takes its listener off again when it
+  // ends, or every poll would leave one behind.
+  const untilClosing = async (wait: Promise<boolean>): Promise<boolean> => {
+    let onAbort!: () => void;
+    const aborted = new Promise<boolean>((resolve) => {
+      onAbort = () => resolve(false);
+      closing.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([wait, aborted]);
+    } finally {
+      closing.signal.removeEventListener('abort', onAbort);
+    }
+  };
 
   app.post<{ Body: S.CreateAccountBody }>('/v1/accounts', { schema: { body: S.createAccountBody } }, async (req, reply) => {
     const { account, revision } = registry.createAccount(req.body.name, req.body.subnets);
@@ -146,10 +160,7 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     let reached = true;
     if (wait !== null && served.current() < wait) {
       if (served.waiting() >= MAX_REVISION_WAITERS) throw new PrivdnsError('unavailable', 'too many revision waits in progress; retry');
-      reached = closing.signal.aborted ? false : await Promise.race([
-        served.waitFor(wait, Math.round(timeoutS * 1000)),
-        new Promise<boolean>((resolve) => closing.signal.addEventListener('abort', () => resolve(false), { once: true })),
-      ]);
+      reached = closing.signal.aborted ? false : await untilClosing(served.waitFor(wait, Math.round(timeoutS * 1000)));
     }
     // Ended by the server closing: the connection must not linger as an idle keep-alive
     // that the closing server would wait for.

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { PrivdnsError } from '../errors.js';
 import type { Registry } from '../registry/store.js';
 import { tokenMatcher } from './auth.js';
-import { errorBody, errorHandler } from './errors.js';
+import { clientErrorHandler, errorBody, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ResolveFn, type ServedRevision } from './routes.js';
 
@@ -25,6 +25,8 @@ export interface AdminDeps {
   metrics?: Metrics;
   /** /metrics without the token. */
   openMetrics?: boolean;
+  /** Bounds on connections (config admin.*); Node's defaults (none, 72 s keep-alive) when absent. */
+  connections?: { maxConnections: number; keepAliveTimeoutMs: number; requestTimeoutMs: number; headersTimeoutMs: number };
 }
 
 const OPEN_PATHS = new Set(['/healthz', '/readyz']);
@@ -37,10 +39,13 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     bodyLimit: deps.bodyLimitBytes,
     routerOptions: { maxParamLength: 200 },
     return503OnClosing: true,
+    ...(deps.connections ? { keepAliveTimeout: deps.connections.keepAliveTimeoutMs, requestTimeout: deps.connections.requestTimeoutMs } : {}),
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     // Errors the router raises before any route runs (a malformed %-escape, an overlong path
     // parameter) get the contract's error shape too, not Fastify's own.
     frameworkErrors: (err, request, reply) => errorHandler(err as FastifyError, request, reply),
+    // And so do requests Node's HTTP parser refuses before Fastify sees them.
+    clientErrorHandler,
   });
 
   // Accept an empty body with Content-Type: application/json (DELETE from scripts that set
@@ -60,6 +65,13 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
       else done(null, value);
     });
   });
+
+  if (deps.connections) {
+    // Past the cap Node closes each new connection as it is accepted: file descriptors held by
+    // admin clients stay bounded, whoever they are (no token is needed to open a connection).
+    app.server.maxConnections = deps.connections.maxConnections;
+    app.server.headersTimeout = deps.connections.headersTimeoutMs;
+  }
 
   const authorized = tokenMatcher(deps.token);
   const open = deps.openMetrics ? new Set([...OPEN_PATHS, '/metrics']) : OPEN_PATHS;

@@ -99,6 +99,9 @@ export class PortChecker {
   private readonly abort = new AbortController();
   private started = false;
   private stopped = false;
+  /** Checks that did not run for an error of this host (see PortCheck.local). */
+  private localFailures = 0;
+  private localFailureLoggedAt = 0;
   private readonly onChange = (change: RegistryChange): void => this.applyChange(change);
 
   constructor(opts: PortCheckerOptions) {
@@ -273,14 +276,22 @@ export class PortChecker {
     const indexes = w.ports.map((_, i) => i).filter((i) => !w.bound[i]);
     const outcomes = await Promise.all(indexes.map((i) => this.probeBindPort(w, i)));
     if (w.gone || this.stopped || outcomes.includes(null)) return;
+    if (outcomes.includes('local')) {
+      // This host could not probe: the check did not run, and cannot count against the
+      // deadline either. Ports that did accept stay bound.
+      this.localFailure(w);
+      this.retryBindLater(w);
+      return;
+    }
     this.afterBindCheck(w);
   }
 
-  private async probeBindPort(w: BindWatch, index: number): Promise<boolean | null> {
+  private async probeBindPort(w: BindWatch, index: number): Promise<boolean | 'local' | null> {
     const entry = w.ports[index];
     if (!entry) return null;
     const r = await this.connect(w, entry.port);
     if (r === null || w.gone || this.stopped) return null;
+    if (r.local) return 'local';
     w.ports[index] = { port: entry.port, ok: r.ok, error: r.error, checkedAt: new Date(this.now()).toISOString() };
     if (r.ok) w.bound[index] = true;
     return r.ok;
@@ -339,6 +350,12 @@ export class PortChecker {
       if (o === null) return;
       checks.push(o);
     }
+    if (checks.some((c) => c.local)) {
+      // Not the instance's failure: nothing is counted or recorded, and it is checked again soon.
+      this.localFailure(w);
+      this.retryLivenessLater(w);
+      return;
+    }
     const allOk = checks.every((c) => c.ok);
     w.checkedAt = this.now();
     w.outcomes = allOk ? null : checks;
@@ -359,6 +376,15 @@ export class PortChecker {
       }
     }
     if (!w.gone) this.due.add(w, this.settings.livenessIntervalSeconds * 1000);
+  }
+
+  /** Logged at most once a second: when descriptors run out, every check hits it at once. */
+  private localFailure(w: Watch): void {
+    this.localFailures++;
+    const t = Date.now();
+    if (t - this.localFailureLoggedAt < 1000) return;
+    this.localFailureLoggedAt = t;
+    this.log.warn({ instance: w.id, checksNotRun: this.localFailures }, 'port checks cannot run on this host (out of descriptors, buffers or ports); instance states are kept');
   }
 
   /** After a write that did not happen: check again later (a no-op once the watch is gone). */

@@ -8,6 +8,22 @@ export interface PortCheck {
   error: string | null;
   /** Milliseconds the attempt took. */
   ms: number;
+  /**
+   * The attempt failed on this host (out of descriptors, buffers or local ports), so it says
+   * nothing about the instance: the check did not run.
+   */
+  local?: true;
+}
+
+/**
+ * Errors of the probing host, not of the probed instance: descriptors (EMFILE, ENFILE),
+ * kernel memory (ENOBUFS, ENOMEM), local ports or source addresses (EADDRNOTAVAIL), a
+ * transient refusal to create a socket (EAGAIN).
+ */
+const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL', 'EAGAIN']);
+
+export function isLocalError(code: string | undefined): boolean {
+  return code !== undefined && LOCAL_ERRORS.has(code);
 }
 
 export type PortProbe = (host: string, port: number, timeoutMs: number, signal?: AbortSignal) => Promise<PortCheck>;
@@ -25,15 +41,22 @@ export const checkPort: PortProbe = (host, port, timeoutMs, signal) => {
       resolve({ ok: false, error: 'not an IP address', ms: 0 });
       return;
     }
-    const socket = connect({ host, port, noDelay: true });
+    let socket: ReturnType<typeof connect>;
+    try {
+      socket = connect({ host, port, noDelay: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      resolve({ ok: false, error: describeError(err as NodeJS.ErrnoException), ms: 0, ...(isLocalError(code) ? { local: true } : {}) });
+      return;
+    }
     let done = false;
-    const finish = (ok: boolean, error: string | null): void => {
+    const finish = (ok: boolean, error: string | null, local = false): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       socket.destroy();
-      resolve({ ok, error, ms: Math.round(performance.now() - started) });
+      resolve({ ok, error, ms: Math.round(performance.now() - started), ...(local ? { local: true } : {}) });
     };
     // A SYN that is dropped (a full accept queue, a firewall) gets no answer at all: only a
     // timer of our own ends that attempt.
@@ -46,7 +69,7 @@ export const checkPort: PortProbe = (host, port, timeoutMs, signal) => {
       // the connection: the port is bound. libuv can report it as the connect's own error when
       // the RST arrives before the connect callback runs.
       if (err.code === 'ECONNRESET') finish(true, null);
-      else finish(false, describeError(err));
+      else finish(false, describeError(err), isLocalError(err.code));
     });
   });
 };
@@ -59,7 +82,10 @@ function describeError(err: NodeJS.ErrnoException): string {
     case 'ENETUNREACH':
       return 'address unreachable';
     case 'EADDRNOTAVAIL':
-      return 'address not available';
+      return 'no local address or port available (EADDRNOTAVAIL)';
+    case 'EMFILE':
+    case 'ENFILE':
+      return `this host is out of file descriptors (${err.code})`;
     default:
       return err.code ?? err.message;
   }

@@ -36,7 +36,11 @@ export interface Config {
     rateLimit: RateLimitSettings;
   };
   /** openMetrics: serve /metrics without the token (for a scraper on a trusted network). */
-  admin: { listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean };
+  admin: {
+    listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean;
+    /** Connections held at once (more are closed on accept) and how long each may idle or dawdle. */
+    maxConnections: number; keepAliveTimeoutMs: number; requestTimeoutMs: number; headersTimeoutMs: number;
+  };
   dataDir: string;
   zone: string;
   /** Empty: names outside the zone are REFUSED. */
@@ -61,6 +65,11 @@ export interface Config {
     livenessFailureThreshold: number;
   };
   log: { level: string };
+  registry: {
+    /** Accept 0.0.0.0/0, ::/0 and other catch-all prefixes as account subnets. */
+    allowCatchAllSubnets: boolean;
+    limits: { accounts: number; subnetsPerAccount: number; servicesPerAccount: number; instancesPerService: number };
+  };
 }
 
 export class ConfigError extends Error {
@@ -155,6 +164,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const retryInitialMs = file.int('checker.retryInitialMs', 250, 10, 60_000);
   const forwardTimeoutMs = file.int('forward.timeoutMs', 500, 10, 60_000);
   const ttlFloor = file.int('forward.ttlFloor', 0, 0, 86_400);
+  const adminRequestTimeoutMs = file.int('admin.requestTimeoutMs', 10_000, 100, 600_000);
   const config: Config = {
     dns: {
       listen: dnsListen,
@@ -186,6 +196,10 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       token: fromEnv('PRIVDNS_ADMIN_TOKEN') ?? file.string('admin.token', ''),
       bodyLimitBytes: file.int('admin.bodyLimitBytes', 65_536, 256, 64 * 1024 * 1024),
       openMetrics: file.bool('admin.openMetrics', false),
+      maxConnections: file.int('admin.maxConnections', 256, 1, 1_000_000),
+      keepAliveTimeoutMs: file.int('admin.keepAliveTimeoutMs', 5000, 100, 600_000),
+      requestTimeoutMs: adminRequestTimeoutMs,
+      headersTimeoutMs: file.int('admin.headersTimeoutMs', Math.min(5000, adminRequestTimeoutMs), 100, adminRequestTimeoutMs),
     },
     dataDir: fromEnv('PRIVDNS_DATA_DIR') || file.string('dataDir', './data'),
     zone,
@@ -209,6 +223,15 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       livenessFailureThreshold: file.int('checker.livenessFailureThreshold', 3, 1, 1000),
     },
     log: { level },
+    registry: {
+      allowCatchAllSubnets: file.bool('registry.allowCatchAllSubnets', false),
+      limits: {
+        accounts: file.int('registry.limits.accounts', 100_000, 1, 10_000_000),
+        subnetsPerAccount: file.int('registry.limits.subnetsPerAccount', 1000, 1, 1_000_000),
+        servicesPerAccount: file.int('registry.limits.servicesPerAccount', 10_000, 1, 10_000_000),
+        instancesPerService: file.int('registry.limits.instancesPerService', 100_000, 1, 10_000_000),
+      },
+    },
   };
   file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');
   const unknown = file.firstUnknownKey();

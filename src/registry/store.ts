@@ -12,10 +12,14 @@ import { migrate } from './schema.js';
 import { isDnsLabel } from './names.js';
 import {
   AddressSyntaxError,
+  CATCH_ALL_BELOW,
   parseAddress,
   parseSubnet,
   subnetContains,
   subnetsOverlap,
+  SubnetOwners,
+  unreachableAddress,
+  unreachableSubnet,
   type Subnet,
 } from './subnets.js';
 import type {
@@ -69,6 +73,18 @@ export interface RegistryOptions {
    * live instance is served with, hence how long a deleted one drains. Default 5.
    */
   defaultTtl?: number;
+  /** Accept subnets shorter than CATCH_ALL_BELOW (0.0.0.0/0, ::/0): registry.allowCatchAllSubnets. */
+  allowCatchAllSubnets?: boolean;
+  /** registry.limits; a limit left out is none. */
+  limits?: Partial<RegistryLimits>;
+}
+
+/** Most of each thing the registry holds; past it a write is 409 limit_exceeded. */
+export interface RegistryLimits {
+  accounts: number;
+  subnetsPerAccount: number;
+  servicesPerAccount: number;
+  instancesPerService: number;
 }
 
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number }
@@ -114,6 +130,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   private readonly defaultBindTimeoutSeconds: number;
   private readonly defaultTtl: number;
+  private readonly allowCatchAllSubnets: boolean;
+  private readonly limits: RegistryLimits;
+  /** Every account's subnets, for the overlap check; kept in step after each commit. */
+  private readonly owners: SubnetOwners;
   private readonly stmt;
   /** Fires at the earliest drained_at, to remove drained instances. */
   private drainTimer: NodeJS.Timeout | null = null;
@@ -127,6 +147,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     this.onListenerError = opts.onListenerError ?? ((err) => console.error('privdns: registry change listener failed:', err));
     this.defaultBindTimeoutSeconds = opts.defaultBindTimeoutSeconds;
     this.defaultTtl = opts.defaultTtl ?? 5;
+    this.allowCatchAllSubnets = opts.allowCatchAllSubnets ?? false;
+    const none = Number.POSITIVE_INFINITY;
+    this.limits = { accounts: none, subnetsPerAccount: none, servicesPerAccount: none, instancesPerService: none, ...opts.limits };
     mkdirSync(opts.dataDir, { recursive: true });
     this.db = new Database(join(opts.dataDir, DB_FILE));
     this.db.pragma('journal_mode = WAL');
@@ -173,6 +196,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         'SELECT id, service_id, address, state, reason FROM instances'),
       countAccounts: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM accounts'),
       countServices: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM services'),
+      countServicesOfAccount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM services WHERE account_id = ?'),
+      // A draining instance is already out of DNS and makes room for its successor.
+      countInstancesOfService: db.prepare<[number], { n: number }>(
+        "SELECT COUNT(*) AS n FROM instances WHERE service_id = ? AND state != 'draining'"),
       countInstances: db.prepare<[], { state: InstanceState; n: number }>('SELECT state, COUNT(*) AS n FROM instances GROUP BY state'),
       instanceByAddress: db.prepare<[number, string], { id: string; state: InstanceState }>('SELECT id, state FROM instances WHERE account_id = ? AND address = ?'),
       // A live instance is served with its service's TTL or the default: remember the longest.
@@ -190,6 +217,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         live_at = @live_at, bind_ms = @bind_ms, updated_at = @updated_at WHERE id = @id`),
       deleteInstance: db.prepare('DELETE FROM instances WHERE id = ?'),
     };
+    // Built at open, where everything is read anyway, not at the first account write: that
+    // would stall the event loop in the middle of serving.
+    this.owners = this.buildSubnetOwners();
     // dns.ttl may have grown since the last run: live instances are served with it from now.
     this.stmt.markAllLiveServed.run(this.defaultTtl);
     this.scheduleDrainSweep();
@@ -216,16 +246,21 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   createAccount(name: string, subnets: string[]): { account: Account; revision: number } {
     checkName('account', name);
-    const parsed = parseSubnets(subnets);
+    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
+    this.checkSubnetCount(parsed);
+    const owners = this.owners;
     const { value: account, revision } = this.write(() => {
       if (this.stmt.accountByName.get(name)) {
         throw new PrivdnsError('already_exists', `account "${name}" already exists`, { account: name });
       }
+      if ((this.stmt.countAccounts.get()?.n ?? 0) >= this.limits.accounts) throw limitExceeded('accounts', this.limits.accounts, 'accounts');
       this.checkNoOverlap(parsed, null);
       const t = this.now();
       this.stmt.insertAccount.run(name, JSON.stringify(parsed.map((s) => s.cidr)), t, t);
       return toAccount(this.accountRow(name));
     });
+    // Committed: only now does the index learn of it.
+    for (const s of parsed) owners.add(s, name);
     this.publish({ revision, kind: 'account', op: 'put', account });
     return { account, revision };
   }
@@ -239,10 +274,14 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   }
 
   updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number } {
-    const parsed = parseSubnets(subnets);
+    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
+    this.checkSubnetCount(parsed);
+    const owners = this.owners;
+    let before: string[] = [];
     const { value: account, revision } = this.write(() => {
       const row = this.accountRow(name);
-      this.checkNoOverlap(parsed, row.id);
+      before = JSON.parse(row.subnets) as string[];
+      this.checkNoOverlap(parsed, name);
       const stranded = this.stmt.instancesOfAccount
         .all(row.id)
         .filter((i) => !parsed.some((s) => subnetContains(s, parseAddress(i.address))));
@@ -256,14 +295,20 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       this.stmt.updateAccountSubnets.run(JSON.stringify(parsed.map((s) => s.cidr)), this.now(), row.id);
       return toAccount(this.accountRow(name));
     });
+    for (const cidr of before) owners.remove(parseSubnet(cidr), name);
+    for (const s of parsed) owners.add(s, name);
     this.publish({ revision, kind: 'account', op: 'put', account });
     return { account, revision };
   }
 
   deleteAccount(name: string): { revision: number } {
+    let before: string[] = [];
     const { revision } = this.write(() => {
-      this.stmt.deleteAccount.run(this.accountRow(name).id);
+      const row = this.accountRow(name);
+      before = JSON.parse(row.subnets) as string[];
+      this.stmt.deleteAccount.run(row.id);
     });
+    for (const cidr of before) this.owners.remove(parseSubnet(cidr), name);
     this.publish({ revision, kind: 'account', op: 'delete', account: name });
     return { revision };
   }
@@ -286,6 +331,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       const account = this.accountRow(accountName);
       if (this.stmt.serviceByName.get(account.id, input.name)) {
         throw new PrivdnsError('already_exists', `service "${input.name}" already exists in account "${accountName}"`);
+      }
+      if ((this.stmt.countServicesOfAccount.get(account.id)?.n ?? 0) >= this.limits.servicesPerAccount) {
+        throw limitExceeded('servicesPerAccount', this.limits.servicesPerAccount, `services in account "${accountName}"`);
       }
       this.stmt.insertService.run(
         account.id, input.name, input.type, JSON.stringify(ports),
@@ -390,6 +438,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       if (err instanceof AddressSyntaxError) throw new PrivdnsError('invalid_address', err.message);
       throw err;
     }
+    const unreachable = unreachableAddress(address);
+    if (unreachable !== null) {
+      throw new PrivdnsError('unreachable_address', `${address.text}: ${unreachable}; no instance can be reached there`, { address: address.text });
+    }
     let replaced: Instance | null = null;
     const { value: instance, revision } = this.write(() => {
       const account = this.accountRow(accountName);
@@ -411,6 +463,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         throw new PrivdnsError('address_in_use', `${address.text} is already used by instance ${taken.id} in account "${accountName}"`, {
           instance: taken.id,
         });
+      }
+      if ((this.stmt.countInstancesOfService.get(service.id)?.n ?? 0) >= this.limits.instancesPerService) {
+        throw limitExceeded('instancesPerService', this.limits.instancesPerService, `instances of service "${serviceName}"`);
       }
       const worker = service.type === 'background_worker';
       const timeout = input.bindTimeoutSeconds ?? service.bind_timeout_s ?? this.defaultBindTimeoutSeconds;
@@ -653,21 +708,38 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     return toInstance(row);
   }
 
-  private checkNoOverlap(subnets: Subnet[], selfId: number | null): void {
-    for (const other of this.stmt.accounts.all()) {
-      if (other.id === selfId) continue;
-      for (const cidr of JSON.parse(other.subnets) as string[]) {
-        const theirs = parseSubnet(cidr);
-        const mine = subnets.find((s) => subnetsOverlap(s, theirs));
-        if (mine) {
-          throw new PrivdnsError('subnet_overlap', `${mine.cidr} overlaps ${theirs.cidr} of account "${other.name}"`, {
-            subnet: mine.cidr,
-            conflictsWith: { account: other.name, subnet: theirs.cidr },
-          });
-        }
+  private buildSubnetOwners(): SubnetOwners {
+    const entries: [Subnet, string][] = [];
+    for (const a of this.stmt.accounts.iterate()) for (const cidr of JSON.parse(a.subnets) as string[]) entries.push([parseSubnet(cidr), a.name]);
+    return new SubnetOwners(entries);
+  }
+
+  /** Against every other account's subnets, through the index: O(log subnets) each. */
+  private checkNoOverlap(subnets: Subnet[], self: string | null): void {
+    const owners = this.owners;
+    for (const mine of subnets) {
+      const theirs = owners.overlap(mine, self);
+      if (theirs) {
+        throw new PrivdnsError('subnet_overlap', `${mine.cidr} overlaps ${theirs.subnet.cidr} of account "${theirs.owner}"`, {
+          subnet: mine.cidr,
+          conflictsWith: { account: theirs.owner, subnet: theirs.subnet.cidr },
+        });
       }
     }
   }
+
+  private checkSubnetCount(subnets: Subnet[]): void {
+    if (subnets.length > this.limits.subnetsPerAccount) {
+      throw limitExceeded('subnetsPerAccount', this.limits.subnetsPerAccount, 'subnets in one account', subnets.length);
+    }
+  }
+}
+
+function limitExceeded(limit: keyof RegistryLimits, max: number, what: string, got?: number): PrivdnsError {
+  return new PrivdnsError('limit_exceeded', `at most ${max} ${what} (registry.limits.${limit})${got === undefined ? '' : `, got ${got}`}`, {
+    limit: `registry.limits.${limit}`,
+    max,
+  });
 }
 
 function checkName(what: string, name: string): void {
@@ -676,7 +748,7 @@ function checkName(what: string, name: string): void {
   }
 }
 
-function parseSubnets(subnets: string[]): Subnet[] {
+function parseSubnets(subnets: string[], allowCatchAll: boolean): Subnet[] {
   if (!Array.isArray(subnets) || subnets.length === 0) {
     throw new PrivdnsError('invalid_subnet', 'an account needs one or more subnets');
   }
@@ -688,6 +760,19 @@ function parseSubnets(subnets: string[]): Subnet[] {
       throw err;
     }
   });
+  for (const s of parsed) {
+    const unreachable = unreachableSubnet(s);
+    if (unreachable !== null) {
+      throw new PrivdnsError('unreachable_subnet', `${s.cidr} holds no address an instance can be reached at (${unreachable})`, { subnet: s.cidr });
+    }
+    if (!allowCatchAll && s.prefix < CATCH_ALL_BELOW[s.family]) {
+      throw new PrivdnsError(
+        'catch_all_subnet',
+        `${s.cidr} is shorter than /${CATCH_ALL_BELOW[s.family]}: it would make every client of the family this account's (set registry.allowCatchAllSubnets to allow it)`,
+        { subnet: s.cidr },
+      );
+    }
+  }
   for (let i = 0; i < parsed.length; i++) {
     for (let j = i + 1; j < parsed.length; j++) {
       const a = parsed[i] as Subnet;

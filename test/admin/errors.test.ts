@@ -8,9 +8,9 @@ import { errorBody, errorHandler, toPrivdnsError } from '../../src/admin/errors.
 
 describe('every error code has a stable snake_case code and an HTTP status', () => {
   it('client errors use only the statuses of the contract', () => {
-    const contract = new Set([400, 401, 404, 409, 413, 415, 422]);
+    const contract = new Set([400, 401, 404, 408, 409, 413, 415, 422, 431]);
     // 405 is declared but the router answers an unknown method with 404 route_not_found.
-    const serverSide = new Set(['not_implemented', 'unavailable', 'internal', 'method_not_allowed']);
+    const serverSide = new Set(['not_implemented', 'unavailable', 'storage_full', 'internal', 'method_not_allowed']);
     for (const [code, status] of Object.entries(ERROR_STATUS)) {
       assert.match(code, /^[a-z]+(_[a-z]+)*$/);
       if (!serverSide.has(code)) assert.ok(contract.has(status), `${code} → ${status}`);
@@ -41,6 +41,15 @@ describe("Fastify's own errors become the contract's codes", () => {
   for (const [what, props, code] of cases) {
     it(`${what} → ${code}`, () => assert.equal(toPrivdnsError(fastifyError(props))?.code, code));
   }
+
+  it('a full disk (SQLITE_FULL from SQLite, ENOSPC from the file system) is 503 storage_full', () => {
+    for (const code of ['SQLITE_FULL', 'ENOSPC']) {
+      const e = toPrivdnsError(Object.assign(new Error('database or disk is full'), { code }));
+      assert.equal(e?.code, 'storage_full', code);
+      assert.equal(e?.status, 503);
+    }
+    assert.equal(toPrivdnsError(Object.assign(new Error('x'), { code: 'SQLITE_BUSY' })), null);
+  });
 
   it('a schema violation says where and what', () => {
     const e = toPrivdnsError(fastifyError({ validation: [{ instancePath: '/name', message: 'must match pattern' } as never], validationContext: 'body' }));

@@ -4,6 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { TestDaemon, type ApiResponse } from '../helpers/daemon.js';
 
 function assertError(res: ApiResponse, status: number, code: string): void {
@@ -24,6 +25,25 @@ function raw(d: TestDaemon, method: string, path: string, headers: Record<string
     });
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+/** Raw bytes over a net.Socket: what the server sends back until it closes (bounded). */
+function rawBytes(d: TestDaemon, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(d.adminPort, '127.0.0.1');
+    let text = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within 5 s after ${JSON.stringify(bytes.slice(0, 80))}; got ${JSON.stringify(text)}`));
+    }, 5000);
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+    socket.on('error', () => undefined);
+    socket.write(bytes);
   });
 }
 
@@ -81,6 +101,44 @@ describe('the admin API over a real socket', () => {
     assert.equal(res.status, 400);
     assert.equal((await fetch(`${d.adminUrl}/healthz`)).status, 200);
   });
+});
+
+describe('HTTP that Node cannot frame gets a 4xx in the JSON error shape and a closed connection', () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await TestDaemon.start({ env: { PRIVDNS_LOG_LEVEL: 'warn' } });
+  });
+  after(() => d.dispose());
+
+  const auth = (): string => `Authorization: Bearer ${d.token}\r\n`;
+  const cases: [string, () => string, number, string][] = [
+    ['Content-Length: -1', () => `POST /v1/accounts HTTP/1.1\r\nHost: a\r\n${auth()}Content-Type: application/json\r\nContent-Length: -1\r\n\r\n{}`, 400, 'invalid_request'],
+    ['a non-numeric Content-Length', () => `POST /v1/accounts HTTP/1.1\r\nHost: a\r\n${auth()}Content-Length: 2x\r\n\r\n{}`, 400, 'invalid_request'],
+    ['two different Content-Lengths', () => `POST /v1/accounts HTTP/1.1\r\nHost: a\r\n${auth()}Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}`, 400, 'invalid_request'],
+    ['Transfer-Encoding with Content-Length', () => `POST /v1/accounts HTTP/1.1\r\nHost: a\r\n${auth()}Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n{}`, 400, 'invalid_request'],
+    ['a bad chunk size', () => `POST /v1/accounts HTTP/1.1\r\nHost: a\r\n${auth()}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`, 400, 'invalid_request'],
+    ['a request line that is not HTTP', () => 'GARBAGE\r\n\r\n', 400, 'invalid_request'],
+    ['an unknown HTTP version', () => 'GET /healthz HTTP/9.9\r\n\r\n', 400, 'invalid_request'],
+    ['a header line without a colon', () => 'GET /healthz HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n', 400, 'invalid_request'],
+    ['a NUL in a header value', () => 'GET /healthz HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n', 400, 'invalid_request'],
+    ['headers over the size limit', () => `GET /healthz HTTP/1.1\r\nHost: a\r\nX: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
+  ];
+  for (const [what, bytes, status, code] of cases) {
+    it(`${what} → ${status} ${code}`, async () => {
+      const text = await rawBytes(d, bytes());
+      const split = text.indexOf('\r\n\r\n');
+      assert.ok(split > 0, `no HTTP response: ${JSON.stringify(text)}`);
+      const head = text.slice(0, split);
+      assert.match(head, new RegExp(`^HTTP/1\\.1 ${status} `));
+      assert.match(head, /\r\ncontent-type: application\/json/i);
+      assert.match(head, /\r\nconnection: close/i);
+      const body = JSON.parse(text.slice(split + 4)) as { error: { code: string; message: string } };
+      assert.deepEqual(Object.keys(body), ['error']);
+      assert.equal(body.error.code, code);
+      assert.ok(body.error.message.length > 0);
+      assert.equal((await fetch(`${d.adminUrl}/healthz`)).status, 200, 'the daemon still serves');
+    });
+  }
 });
 
 describe('200 concurrent registrations are each acknowledged once and all present', () => {

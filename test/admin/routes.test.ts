@@ -3,12 +3,14 @@
 // its JSON shape. test/admin/http.test.ts covers the same server over a real socket.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import pino from 'pino';
 import { buildAdminServer } from '../../src/admin/server.js';
+import type { ServedRevision } from '../../src/admin/routes.js';
 import { Registry } from '../../src/registry/store.js';
 import type { RegistryChange } from '../../src/registry/types.js';
 import { ERROR_STATUS, type ErrorCode } from '../../src/errors.js';
@@ -23,7 +25,7 @@ interface Server {
   dir: string;
 }
 
-async function server(extra: { resolve?: (q: unknown) => unknown; isReady?: () => boolean } = {}): Promise<Server> {
+async function server(extra: { resolve?: (q: unknown) => unknown; isReady?: () => boolean; served?: ServedRevision } = {}): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'privdns-routes-'));
   const registry = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
   const app = await buildAdminServer({ registry, logger: pino({ level: 'silent' }), token: TOKEN, bodyLimitBytes: BODY_LIMIT, ...extra });
@@ -415,6 +417,49 @@ describe('every error of the contract has its status, code and JSON shape', () =
         assert.ok(Object.hasOwn(ERROR_STATUS, code), `${method} ${url}: undeclared error code ${code}`);
         assertError(res, ERROR_STATUS[code as ErrorCode], code);
       }
+    }
+  });
+});
+
+describe('GET /v1/revision?wait= holds nothing once a wait ends', () => {
+  it('200 waits that time out leave no abort listener behind and raise no MaxListenersExceededWarning', async () => {
+    // DNS never reaches the revision asked for: every poll waits out its (1 ms) timeout.
+    const served: ServedRevision = {
+      current: () => 0,
+      waitFor: () => new Promise((resolve) => setTimeout(() => resolve(false), 1)),
+      waiting: () => 0,
+    };
+    const s = await server({ served });
+    // Every AbortSignal that gains an 'abort' listener while the polls run: the server's
+    // closing signal among them.
+    const signals = new Set<AbortSignal>();
+    const add = EventTarget.prototype.addEventListener;
+    EventTarget.prototype.addEventListener = function (this: EventTarget, ...args: Parameters<EventTarget['addEventListener']>) {
+      if (this instanceof AbortSignal && args[0] === 'abort') signals.add(this);
+      return add.apply(this, args);
+    };
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => { if (w.name === 'MaxListenersExceededWarning') warnings.push(w); };
+    process.on('warning', onWarning);
+    const listening = (): number => [...signals].reduce((n, sig) => n + getEventListeners(sig, 'abort').length, 0);
+    try {
+      const poll = async (): Promise<void> => {
+        const res = await call(s, 'GET', '/v1/revision?wait=5&timeout=1');
+        assert.equal(res.statusCode, 200, res.body);
+        assert.equal(res.json().reached, false);
+      };
+      await poll();
+      const baseline = listening();
+      assert.ok(signals.size > 0, 'a wait listens on the closing signal');
+      for (let i = 0; i < 200; i++) await poll();
+      // A warning is emitted on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(listening(), baseline, 'abort listeners after 200 waits');
+      assert.deepEqual(warnings.map((w) => w.message), []);
+    } finally {
+      EventTarget.prototype.addEventListener = add;
+      process.off('warning', onWarning);
+      await dispose(s);
     }
   });
 });

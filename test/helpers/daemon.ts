@@ -62,6 +62,8 @@ export interface DaemonOptions {
   wrap?: string[];
   /** The admin API's address (default 127.0.0.1), for a daemon in a network namespace. */
   adminHost?: string;
+  /** File descriptors the daemon may open (`ulimit -n` before it starts); the inherited limit if absent. */
+  fdLimit?: number;
 }
 
 export interface ApiResponse<T = any> { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -96,6 +98,7 @@ export class TestDaemon {
     private readonly configFile?: string,
     private readonly wrap: string[] = [],
     readonly adminHost = '127.0.0.1',
+    private readonly fdLimit?: number,
   ) {}
 
   get adminUrl(): string {
@@ -104,7 +107,7 @@ export class TestDaemon {
 
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'privdns-test-'));
-    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile, opts.wrap, opts.adminHost);
+    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile, opts.wrap, opts.adminHost, opts.fdLimit);
     watched.add(d);
     await d.launch();
     return d;
@@ -112,8 +115,14 @@ export class TestDaemon {
 
   /** Starts (again) on the same ports and data directory. */
   async launch(): Promise<void> {
-    const argv = [process.execPath, MAIN, 'serve', ...(this.configFile ? ['--config', this.configFile] : [])];
-    this.proc = spawn([...this.wrap, ...argv][0]!, [...this.wrap, ...argv].slice(1), {
+    const args = [MAIN, 'serve', ...(this.configFile ? ['--config', this.configFile] : [])];
+    // bash sets the limit and execs node in its place, as `wrap` execs what follows it: the
+    // PID stays the daemon's.
+    const daemon = this.fdLimit === undefined
+      ? [process.execPath, ...args]
+      : ['bash', '-c', `ulimit -n ${this.fdLimit} && exec "$0" "$@"`, process.execPath, ...args];
+    const argv = [...this.wrap, ...daemon];
+    this.proc = spawn(argv[0]!, argv.slice(1), {
       env: {
         PATH: process.env.PATH ?? '',
         PRIVDNS_DNS_LISTEN: `127.0.0.1:${this.dnsPort}`,
