@@ -48,6 +48,9 @@ export interface Config {
     ttlFloor: number;
     ttlCap: number;
     negativeTtlCap: number;
+    /** Questions waiting on upstreams at once, in all and per account. */
+    maxInflight: number;
+    maxInflightPerAccount: number;
   };
   checker: {
     bindTimeoutSeconds: number;
@@ -153,6 +156,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const retryInitialMs = file.int('checker.retryInitialMs', 250, 10, 60_000);
   const forwardTimeoutMs = file.int('forward.timeoutMs', 500, 10, 60_000);
   const ttlFloor = file.int('forward.ttlFloor', 0, 0, 86_400);
+  const maxInflight = file.int('forward.maxInflight', 1024, 1, 1_000_000);
   const config: Config = {
     dns: {
       listen: dnsListen,
@@ -194,6 +198,8 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       ttlFloor,
       ttlCap: file.int('forward.ttlCap', 86_400, Math.max(ttlFloor, 1), 604_800),
       negativeTtlCap: file.int('forward.negativeTtlCap', 3600, ttlFloor, 86_400),
+      maxInflight,
+      maxInflightPerAccount: file.int('forward.maxInflightPerAccount', Math.min(maxInflight, Math.max(16, Math.floor(maxInflight / 4))), 1, maxInflight),
     },
     checker: {
       bindTimeoutSeconds,

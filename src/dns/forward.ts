@@ -50,6 +50,12 @@ export interface ForwarderOptions {
    * SERVFAIL at once, so a flood of random names cannot exhaust sockets. Default 1024.
    */
   maxInflight?: number;
+  /**
+   * Most of those one account may hold, so an account flooding names its upstream never
+   * answers runs out of its own share, not everyone's. Default a quarter of maxInflight,
+   * at least 16 (never more than maxInflight).
+   */
+  maxInflightPerAccount?: number;
   logger?: Logger;
 }
 
@@ -65,7 +71,10 @@ export interface ForwarderStats {
   coalesced: number;
   /** Queries answered SERVFAIL because no upstream gave a usable answer in time. */
   servfails: number;
-  /** Of those, the ones refused upstream work because maxInflight questions were waiting. */
+  /**
+   * Of those, the ones refused upstream work because maxInflight questions were waiting, or
+   * maxInflightPerAccount of the asking account's.
+   */
   overloaded: number;
   /** Upstream answers by rcode name (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...). */
   upstreamRcodes: Record<string, number>;
@@ -97,6 +106,9 @@ export class Forwarder {
   private readonly ids = new Uint16Array(512);
   private nextId = this.ids.length;
   private readonly maxInflight: number;
+  private readonly maxInflightPerAccount: number;
+  /** Questions waiting on upstreams per account; an account with none has no entry. */
+  private readonly inflightPerAccount = new Map<string, number>();
   private readonly counters = { queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0 };
   private readonly rcodes: Record<string, number> = {};
   private readonly latencyCounts = new Array<number>(LATENCY_BUCKETS.length).fill(0);
@@ -115,15 +127,17 @@ export class Forwarder {
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.totalTimeoutMs = opts.totalTimeoutMs ?? 2000;
     this.maxInflight = opts.maxInflight ?? 1024;
+    this.maxInflightPerAccount = Math.min(this.maxInflight, opts.maxInflightPerAccount ?? Math.max(16, Math.floor(this.maxInflight / 4)));
     this.logger = opts.logger;
   }
 
   /**
    * The full answer to a client's query. A cache hit is answered synchronously in effect (one
    * buffer copy); a miss awaits the upstreams, sharing one upstream query among identical
-   * questions in flight.
+   * questions in flight. `account` is the asking account's name: its questions in flight
+   * count against its own share of maxInflight.
    */
-  async forward(query: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer> {
+  async forward(query: Buffer, transport: 'udp' | 'tcp', account: string): Promise<Buffer> {
     this.counters.queries++;
     const q = readQuery(query);
     if (q === null) return errorAnswer(query, null, RCODE_FORMERR);
@@ -138,15 +152,20 @@ export class Forwarder {
     this.counters.cacheMisses++;
     let pending = this.inflight.get(key);
     if (pending === undefined) {
-      if (this.inflight.size >= this.maxInflight) {
+      const held = this.inflightPerAccount.get(account) ?? 0;
+      if (this.inflight.size >= this.maxInflight || held >= this.maxInflightPerAccount) {
         this.counters.overloaded++;
         return this.servfail(query, q);
       }
       pending = this.resolve(q, transport);
       this.inflight.set(key, pending);
+      this.inflightPerAccount.set(account, held + 1);
       const settled = pending;
       void settled.then(() => {
         if (this.inflight.get(key) === settled) this.inflight.delete(key);
+        const n = (this.inflightPerAccount.get(account) ?? 1) - 1;
+        if (n > 0) this.inflightPerAccount.set(account, n);
+        else this.inflightPerAccount.delete(account);
       });
     } else {
       this.counters.coalesced++;

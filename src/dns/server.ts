@@ -37,7 +37,8 @@ export type Transport = 'udp' | 'tcp';
 
 /** What the server needs of src/dns/forward.ts. It never rejects: SERVFAIL on failure. */
 export interface QueryForwarder {
-  forward(query: Buffer, transport: Transport): Promise<Buffer>;
+  /** `account`: the asking account's name ('' for an operator source in no account). */
+  forward(query: Buffer, transport: Transport, account: string): Promise<Buffer>;
   /** The answer if it is in the cache, at once; null sends the query to forward(). */
   cached?(query: Buffer): Buffer | null;
 }
@@ -221,7 +222,7 @@ export class QueryHandler {
     // A cache hit is answered in this same turn: no promise, no closure, as for private names.
     const hit = this.forwarder.cached?.(raw) ?? null;
     if (hit !== null) return hit.length > opts.maxSize ? truncateForwarded(raw, query, hit, opts) : hit;
-    return this.forwarder.forward(raw, transport).then(
+    return this.forwarder.forward(raw, transport, view?.name ?? '').then(
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
       (err: unknown) => {
         this.logger?.warn({ err }, 'forwarder failed');
