@@ -6,8 +6,8 @@
 // totalTimeoutMs it resolves to SERVFAIL. It sends nothing anywhere but the configured
 // upstreams.
 //
-// Per query: read the question, look in the cache, else join an identical query already in
-// flight, else ask the upstreams in order (skipping ones in back-off) with a random message
+// Per query: read the question, look in the asking account's part of the cache, else join an
+// identical query of the same account already in flight, else ask the upstreams in order (skipping ones in back-off) with a random message
 // ID, over UDP with a TCP retry when the answer is truncated, or over TCP when the client
 // came over TCP.
 import { randomFillSync } from 'node:crypto';
@@ -134,15 +134,17 @@ export class Forwarder {
   /**
    * The full answer to a client's query. A cache hit is answered synchronously in effect (one
    * buffer copy); a miss awaits the upstreams, sharing one upstream query among identical
-   * questions in flight. `account` is the asking account's name: its questions in flight
-   * count against its own share of maxInflight.
+   * questions in flight. `account` is the asking account's name: each account has its own
+   * cached answers and coalesces only with itself (as BIND keeps a cache per view), so no
+   * account can tell from a TTL what another looked up; its questions in flight count
+   * against its own share of maxInflight.
    */
   async forward(query: Buffer, transport: 'udp' | 'tcp', account: string): Promise<Buffer> {
     this.counters.queries++;
     const q = readQuery(query);
     if (q === null) return errorAnswer(query, null, RCODE_FORMERR);
     if (this.closed) return this.servfail(query, q);
-    const key = cacheKey(q);
+    const key = cacheKey(account, q);
     const now = performance.now();
     const cached = this.cache.get(key, now);
     if (cached !== undefined) {
@@ -157,7 +159,7 @@ export class Forwarder {
         this.counters.overloaded++;
         return this.servfail(query, q);
       }
-      pending = this.resolve(q, transport);
+      pending = this.resolve(q, transport, key);
       this.inflight.set(key, pending);
       this.inflightPerAccount.set(account, held + 1);
       const settled = pending;
@@ -180,12 +182,12 @@ export class Forwarder {
    * forwarder cannot read), which forward() then handles and counts. Kept apart from
    * forward() so the query path can answer cache hits without a promise.
    */
-  cached(query: Buffer): Buffer | null {
+  cached(query: Buffer, account: string): Buffer | null {
     if (this.closed) return null;
     const q = readQuery(query);
     if (q === null) return null;
     const now = performance.now();
-    const stored = this.cache.get(cacheKey(q), now);
+    const stored = this.cache.get(cacheKey(account, q), now);
     if (stored === undefined) return null;
     this.counters.queries++;
     this.counters.cacheHits++;
@@ -222,7 +224,7 @@ export class Forwarder {
    * answers. An upstream that answered SERVFAIL or REFUSED is not asked again for this query,
    * but its answer is relayed if no other upstream does better. Never rejects.
    */
-  private async resolve(q: Query, transport: 'udp' | 'tcp'): Promise<Resolution> {
+  private async resolve(q: Query, transport: 'udp' | 'tcp', key: string): Promise<Resolution> {
     const deadline = performance.now() + this.totalTimeoutMs;
     const template = upstreamQuery(q);
     const expected = { lowerName: q.lowerName, qtype: q.qtype, qclass: q.qclass };
@@ -254,7 +256,7 @@ export class Forwarder {
           this.rcodes[rcodeName] = (this.rcodes[rcodeName] ?? 0) + 1;
           const stored = storeAnswer(wire, answer, this.policy, performance.now());
           if (answer.rcode === RCODE_NOERROR || answer.rcode === RCODE_NXDOMAIN) {
-            if (!this.closed) this.cache.set(cacheKey(q), stored);
+            if (!this.closed) this.cache.set(key, stored);
             return stored;
           }
           fallback ??= stored;
@@ -319,9 +321,10 @@ export class Forwarder {
 }
 
 /**
- * Cache and coalescing key: the question in lower case plus the bits that change what an
- * upstream returns (DO asks for DNSSEC records, CD for unvalidated data).
+ * Cache and coalescing key: the asking account (account names are DNS labels, so `|` cannot
+ * occur in one), the question in lower case, and the bits that change what an upstream
+ * returns (DO asks for DNSSEC records, CD for unvalidated data).
  */
-function cacheKey(q: Query): string {
-  return `${q.lowerName.toString('latin1')}|${q.qtype}|${q.qclass}|${q.dnssecOk ? 1 : 0}${q.cd ? 1 : 0}`;
+function cacheKey(account: string, q: Query): string {
+  return `${account}|${q.lowerName.toString('latin1')}|${q.qtype}|${q.qclass}|${q.dnssecOk ? 1 : 0}${q.cd ? 1 : 0}`;
 }

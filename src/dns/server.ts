@@ -39,8 +39,8 @@ export type Transport = 'udp' | 'tcp';
 export interface QueryForwarder {
   /** `account`: the asking account's name ('' for an operator source in no account). */
   forward(query: Buffer, transport: Transport, account: string): Promise<Buffer>;
-  /** The answer if it is in the cache, at once; null sends the query to forward(). */
-  cached?(query: Buffer): Buffer | null;
+  /** The answer if it is in `account`'s cache, at once; null sends the query to forward(). */
+  cached?(query: Buffer, account: string): Buffer | null;
 }
 
 export interface QueryHandlerOptions {
@@ -167,7 +167,7 @@ export class QueryHandler {
     if (variant === undefined) {
       if (this.outside.has(q.key) && this.forwarder?.cached !== undefined) {
         // What the general path would return for a forwarded name found in the cache.
-        const hit = this.forwarder.cached(raw);
+        const hit = this.forwarder.cached(raw, view.name);
         if (hit !== null && hit.length <= maxSize) {
           this.stats?.account(view.name);
           return hit;
@@ -220,7 +220,7 @@ export class QueryHandler {
       this.outside.add(this.fastQuestion.key);
     }
     // A cache hit is answered in this same turn: no promise, no closure, as for private names.
-    const hit = this.forwarder.cached?.(raw) ?? null;
+    const hit = this.forwarder.cached?.(raw, view?.name ?? '') ?? null;
     if (hit !== null) return hit.length > opts.maxSize ? truncateForwarded(raw, query, hit, opts) : hit;
     return this.forwarder.forward(raw, transport, view?.name ?? '').then(
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),

@@ -224,14 +224,29 @@ describe('answers are cached: the upstream sees one query for many', () => {
     assert.equal(st.upstreamLatency.count, 1);
   });
 
+  it('keeps each account\'s answers apart: one account\'s lookups never answer, or join, another\'s', async () => {
+    const s = await stub(async (q) => {
+      await sleep(50);
+      return reply(q, { answers: [A(q.name, '192.0.2.11', 100)] });
+    });
+    const fwd = forwarder([s.address]);
+    // Asked at once by two accounts: no coalescing across them, one upstream query each.
+    await Promise.all([ask(fwd, 'apart.test', { account: 'a' }), ask(fwd, 'apart.test', { account: 'b' })]);
+    assert.equal(s.count('apart.test'), 2);
+    assert.equal(fwd.stats().coalesced, 0);
+    assert.equal(fwd.cached(query('apart.test'), 'c'), null, 'a third account finds nothing cached');
+    assert.ok(fwd.cached(query('apart.test'), 'a') !== null);
+    assert.equal(fwd.stats().cache.entries, 2);
+  });
+
   it('answers a cache hit synchronously through cached(), the same bytes forward() would send', async () => {
     const s = await stub(answering);
     const fwd = forwarder([s.address]);
     const q = query('sync.test', { id: 0x1234 });
-    assert.equal(fwd.cached(q), null, 'nothing cached before the first upstream answer');
+    assert.equal(fwd.cached(q, 'acme'), null, 'nothing cached before the first upstream answer');
     assert.equal(fwd.stats().queries, 0, 'a miss in cached() is left to forward() to count');
     const first = await fwd.forward(q, 'udp', 'acme');
-    const hit = fwd.cached(query('SYNC.test', { id: 0x4321 }));
+    const hit = fwd.cached(query('SYNC.test', { id: 0x4321 }), 'acme');
     assert.ok(hit !== null);
     const p = Packet.parse(hit);
     assert.equal(p.header.id, 0x4321);
@@ -246,7 +261,7 @@ describe('answers are cached: the upstream sees one query for many', () => {
     assert.equal(st.queries, 3);
     assert.equal(st.cacheHits, 2);
     fwd.close();
-    assert.equal(fwd.cached(q), null, 'a closed forwarder answers nothing from its cache');
+    assert.equal(fwd.cached(q, 'acme'), null, 'a closed forwarder answers nothing from its cache');
   });
 
   it('serves repeats from the cache (dnsmasq logs one query)', async () => {
