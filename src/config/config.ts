@@ -32,6 +32,8 @@ export interface Config {
     tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number; maxConnectionsPerSource: number };
     /** Response rate limiting of UDP answers per source prefix (src/dns/ratelimit.ts). */
     rateLimit: RateLimitSettings;
+    /** Most records in one answer section; larger sets are sent in rotating windows. */
+    maxAnswerRecords: number;
   };
   /** openMetrics: serve /metrics without the token (for a scraper on a trusted network). */
   admin: { listen: HostPort; token: string; bodyLimitBytes: number; openMetrics: boolean };
@@ -180,6 +182,8 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
         ipv6PrefixLength: file.int('dns.rateLimit.ipv6PrefixLength', 56, 0, 128),
         maxSources: file.int('dns.rateLimit.maxSources', 100_000, 1, 10_000_000),
       },
+      // At most 200: 200 records of the largest kind (a 255-byte TXT string) fit in 64 KiB.
+      maxAnswerRecords: file.int('dns.maxAnswerRecords', 64, 1, 200),
     },
     admin: {
       listen: adminListen,

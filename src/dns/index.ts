@@ -15,6 +15,7 @@ import type { IndexedInstance, Registry } from '../registry/store.js';
 import { parseAddress, parseSubnet, type Subnet } from '../registry/subnets.js';
 import type { Account, Instance, InstanceState, RegistryChange, Service, ServiceType } from '../registry/types.js';
 import { SubnetTable } from './accounts.js';
+import type { Rr } from './wire.js';
 
 export interface LiveInstance {
   id: string;
@@ -39,6 +40,11 @@ export interface ServiceView {
   v6: LiveInstance[] | null;
   /** Instances that are not live (pending, failed, unhealthy, draining) by id: why not. */
   notLive: Map<string, { state: InstanceState; reason: string | null }>;
+  /**
+   * Memoised answer records by question form (zone.ts), so a query for a large set costs
+   * the records sent, not the set; null after a change.
+   */
+  answers: Map<string, Rr[]> | null;
 }
 
 export interface AccountView {
@@ -56,8 +62,8 @@ export interface AccountView {
    * writes do not move: their activity does not show in this account's answers.
    */
   serial: number;
-  /** Memoised `_services` TXT strings; null after a service change. */
-  servicesTxt: string[] | null;
+  /** Memoised `_services` TXT records (one per service) by owner name; null after a service change. */
+  servicesTxt: Map<string, Rr[]> | null;
 }
 
 interface RevisionWaiter {
@@ -209,8 +215,9 @@ export class AccountIndex {
     if (existing) {
       existing.ports = s.ports;
       existing.ttl = s.ttl;
+      existing.answers = null;
     } else {
-      view.services.set(s.name, { name: s.name, type: s.type, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null, notLive: new Map() });
+      view.services.set(s.name, { name: s.name, type: s.type, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null, notLive: new Map(), answers: null });
     }
   }
 
@@ -242,6 +249,7 @@ export class AccountIndex {
     if (old) view.byReverseName.delete(reverseName(old));
     svc.live.set(i.id, live);
     svc.v4 = svc.v6 = null;
+    svc.answers = null;
     view.byReverseName.set(reverseName(live), live);
   }
 
@@ -253,6 +261,7 @@ export class AccountIndex {
     if (!view || !svc || !old) return;
     svc.live.delete(i.id);
     svc.v4 = svc.v6 = null;
+    svc.answers = null;
     view.byReverseName.delete(reverseName(old));
   }
 }

@@ -55,6 +55,8 @@ export interface QueryHandlerOptions {
   fastPath?: boolean;
   /** Counts queries per account (metrics). */
   stats?: QueryStats;
+  /** Most records in one answer section (dns.maxAnswerRecords). Default: no bound. */
+  maxAnswerRecords?: number;
 }
 
 /** Filled in by handle() when asked: why the answer is what it is (GET /v1/resolve). */
@@ -77,6 +79,7 @@ export class QueryHandler {
   private readonly forwarder: QueryForwarder | undefined;
   private readonly logger: Logger | undefined;
   private readonly stats: QueryStats | null;
+  private readonly maxAnswers: number | undefined;
   /** Per-query rotation of answer order: a counter, not a random draw. */
   private rotation = 0;
   /** Pre-encoded private answers; null when the fast path is off. */
@@ -102,6 +105,7 @@ export class QueryHandler {
     this.forwarder = opts.forwarder;
     this.logger = opts.logger;
     this.stats = opts.stats ?? null;
+    this.maxAnswers = opts.maxAnswerRecords;
     this.answers = opts.fastPath === false ? null : new AnswerCache();
     const ops = opts.operatorSubnets ?? [];
     if (ops.length > 0) {
@@ -201,7 +205,7 @@ export class QueryHandler {
     const opts = this.encodeOpts(transport, query);
     if (res.kind === 'reply') {
       this.rotation = (this.rotation + 1) & 0x3fff_ffff;
-      const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation });
+      const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation, ...(this.maxAnswers === undefined ? {} : { maxAnswers: this.maxAnswers }) });
       // A copy is cached: the returned buffer belongs to the caller from here on.
       if (fill !== null && !fill.read) this.answers!.store(fill.view, this.fastQuestion.key, this.fillForm, res.reply.answer.length, this.rotation, Buffer.from(out));
       return out;
