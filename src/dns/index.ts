@@ -56,10 +56,10 @@ export interface AccountView {
   /** Background workers: registered, never resolvable. */
   workers: Set<string>;
   /**
-   * The SOA serial of this account's view of the zone: the registry revision of the last
-   * change to this account (or the revision the index was built at). A registry revision,
-   * so a deploy tool can compare it with a write's `revision`, but one that other accounts'
-   * writes do not move: their activity does not show in this account's answers.
+   * The SOA serial of this account's view of the zone: the account's own change counter
+   * (Account.serial, kept in SQLite), one more per change to the account, its services or
+   * its instances. Other accounts' writes never move it, so it tells nothing of them; every
+   * write answers with the serial it produced (`Privdns-Serial`), to compare with this one.
    */
   serial: number;
   /** Memoised `_services` TXT records (one per service) by owner name; null after a service change. */
@@ -106,7 +106,6 @@ export class AccountIndex {
     for (const s of services) this.putService(s);
     for (const i of instances) this.putInstance(i);
     this.revision = Math.max(this.revision, revision);
-    for (const view of this.accounts.values()) view.serial = Math.max(view.serial, revision);
   }
 
   /** How many GET /v1/revision calls are waiting. */
@@ -136,15 +135,15 @@ export class AccountIndex {
 
   apply(change: RegistryChange): void {
     this.applyChange(change);
-    // Applied: DNS now answers from this revision, and the account it touched shows it as
-    // its serial.
+    // Applied: DNS now answers from this revision, and the account it touched shows the
+    // serial the change gave it (strictly more than before, which the fast path relies on).
     const account = change.kind === 'account'
       ? (change.op === 'put' ? change.account.name : change.account)
       : change.kind === 'service'
         ? (change.op === 'put' ? change.service.account : change.account)
         : change.instance.account;
     const view = this.accounts.get(account);
-    if (view) view.serial = Math.max(view.serial, change.revision);
+    if (view) view.serial = Math.max(view.serial, change.serial);
     if (change.revision > this.revision) {
       this.revision = change.revision;
       if (this.waiters.length > 0) this.wake();
@@ -187,7 +186,7 @@ export class AccountIndex {
       for (const s of view.subnets) this.bySource.delete(s);
       view.subnets = a.subnets.map(parseSubnet);
     } else {
-      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), byReverseName: new Map(), workers: new Set(), serial: 0, servicesTxt: null };
+      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), byReverseName: new Map(), workers: new Set(), serial: a.serial, servicesTxt: null };
       this.accounts.set(a.name, view);
     }
     for (const s of view.subnets) this.bySource.set(s, view);

@@ -284,9 +284,9 @@ export class Zone {
   }
 
   /**
-   * The SOA. Its serial is the registry revision of the last change to the asker's own
-   * account (AccountView.serial): it equals the `revision` that account's writes return, yet
-   * no other account's write moves it.
+   * The SOA. Its serial is the asker's own account's change counter (AccountView.serial):
+   * each of that account's writes returns the serial it produced (`Privdns-Serial`), and no
+   * other account's write moves it.
    */
   private soa(view: AccountView | null, ttl: number, minimum = this.settings.negativeTtl): Rr {
     return {
