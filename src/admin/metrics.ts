@@ -137,6 +137,7 @@ export class Metrics {
       f('privdns_forward_cache_misses_total', 'Forwarded queries not in the cache.', (s) => s.cacheMisses);
       f('privdns_forward_coalesced_total', 'Cache misses that joined an identical query in flight.', (s) => s.coalesced);
       f('privdns_forward_servfail_total', 'Forwarded queries answered SERVFAIL because no upstream answered in time.', (s) => s.servfails);
+      f('privdns_forward_overloaded_total', 'Of those, queries refused upstream work: too many questions in flight, in all or for the asking account.', (s) => s.overloaded);
       reg.registerMetric(
         pulled('privdns_forward_cache_entries', 'Answers in the forwarder cache.', 'gauge', () => [{ value: fwd.stats().cache.entries }]),
       );

@@ -23,6 +23,12 @@ export interface ServedRevision {
 }
 
 export const REVISION_HEADER = 'privdns-revision';
+/**
+ * On every write to an account: the SOA serial that account's DNS answers carry once the
+ * write is served (already so when the response arrives). The account's serial moves only
+ * with its own changes, so a tool checks `dig SOA <zone>` from the account for serial >= it.
+ */
+export const SERIAL_HEADER = 'privdns-serial';
 /** DELETE of an instance: when it is drained (no resolver can still hold its address). */
 export const DRAINED_AT_HEADER = 'privdns-drained-at';
 const MAX_REVISION_TIMEOUT_S = 30;
@@ -30,8 +36,12 @@ const MAX_REVISION_TIMEOUT_S = 30;
 const MAX_REVISION_WAITERS = 10_000;
 
 export function registerRoutes(app: FastifyInstance, registry: Registry, resolve?: ResolveFn, served?: ServedRevision): void {
-  const noContent = (reply: FastifyReply, revision: number): FastifyReply =>
-    reply.status(204).header(REVISION_HEADER, String(revision)).send();
+  const stamp = (reply: FastifyReply, revision: number, serial?: number): FastifyReply => {
+    reply.header(REVISION_HEADER, String(revision));
+    return serial === undefined ? reply : reply.header(SERIAL_HEADER, String(serial));
+  };
+  const noContent = (reply: FastifyReply, revision: number, serial?: number): FastifyReply =>
+    stamp(reply.status(204), revision, serial).send();
   // A write is acknowledged only once DNS answers from it, in every DNS process.
   const visible = async (revision: number): Promise<void> => {
     if (served?.visible) await served.visible(revision);
@@ -59,9 +69,9 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
   };
 
   app.post<{ Body: S.CreateAccountBody }>('/v1/accounts', { schema: { body: S.createAccountBody } }, async (req, reply) => {
-    const { account, revision } = registry.createAccount(req.body.name, req.body.subnets);
+    const { account, revision, serial } = registry.createAccount(req.body.name, req.body.subnets);
     await visible(revision);
-    return reply.status(201).header(REVISION_HEADER, String(revision)).send({ ...account, revision });
+    return stamp(reply.status(201), revision, serial).send({ ...account, revision });
   });
 
   app.get('/v1/accounts', async () => ({ items: registry.listAccounts() }));
@@ -74,9 +84,9 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     '/v1/accounts/:account',
     { schema: { params: S.accountParams, body: S.patchAccountBody } },
     async (req, reply) => {
-      const { account, revision } = registry.updateAccountSubnets(req.params.account, req.body.subnets);
+      const { account, revision, serial } = registry.updateAccountSubnets(req.params.account, req.body.subnets);
       await visible(revision);
-      return reply.header(REVISION_HEADER, String(revision)).send({ ...account, revision });
+      return stamp(reply, revision, serial).send({ ...account, revision });
     },
   );
 
@@ -90,9 +100,9 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     '/v1/accounts/:account/services',
     { schema: { params: S.accountParams, body: S.createServiceBody } },
     async (req, reply) => {
-      const { service, revision } = registry.createService(req.params.account, req.body);
+      const { service, revision, serial } = registry.createService(req.params.account, req.body);
       await visible(revision);
-      return reply.status(201).header(REVISION_HEADER, String(revision)).send({ ...service, revision });
+      return stamp(reply.status(201), revision, serial).send({ ...service, revision });
     },
   );
 
@@ -109,9 +119,9 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     '/v1/accounts/:account/services/:service',
     { schema: { params: S.serviceParams } },
     async (req, reply) => {
-      const { revision } = registry.deleteService(req.params.account, req.params.service);
+      const { revision, serial } = registry.deleteService(req.params.account, req.params.service);
       await visible(revision);
-      return noContent(reply, revision);
+      return noContent(reply, revision, serial);
     },
   );
 
@@ -119,9 +129,9 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     '/v1/accounts/:account/services/:service/instances',
     { schema: { params: S.serviceParams, body: S.createInstanceBody } },
     async (req, reply) => {
-      const { instance, revision } = await registry.registerInstance(req.params.account, req.params.service, req.body);
+      const { instance, revision, serial } = await registry.registerInstance(req.params.account, req.params.service, req.body);
       await visible(revision);
-      return reply.status(202).header(REVISION_HEADER, String(revision)).send({ ...instance, revision });
+      return stamp(reply.status(202), revision, serial).send({ ...instance, revision });
     },
   );
 
@@ -141,9 +151,9 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     '/v1/accounts/:account/services/:service/instances/:id',
     { schema: { params: S.instanceParams } },
     async (req, reply) => {
-      const { revision, drainedAt } = registry.deleteInstance(req.params.account, req.params.service, req.params.id);
+      const { revision, serial, drainedAt } = registry.deleteInstance(req.params.account, req.params.service, req.params.id);
       await visible(revision);
-      return noContent(reply.header(DRAINED_AT_HEADER, drainedAt), revision);
+      return noContent(reply.header(DRAINED_AT_HEADER, drainedAt), revision, serial);
     },
   );
 

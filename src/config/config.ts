@@ -34,6 +34,8 @@ export interface Config {
     tcp: { maxConnections: number; idleTimeoutMs: number; readTimeoutMs: number; maxConnectionsPerSource: number; maxOutsiderConnections: number };
     /** Response rate limiting of UDP answers per source prefix (src/dns/ratelimit.ts). */
     rateLimit: RateLimitSettings;
+    /** Most records in one answer section; larger sets are sent in rotating windows. */
+    maxAnswerRecords: number;
   };
   /** openMetrics: serve /metrics without the token (for a scraper on a trusted network). */
   admin: {
@@ -54,6 +56,9 @@ export interface Config {
     ttlFloor: number;
     ttlCap: number;
     negativeTtlCap: number;
+    /** Questions waiting on upstreams at once, in all and per account. */
+    maxInflight: number;
+    maxInflightPerAccount: number;
   };
   checker: {
     bindTimeoutSeconds: number;
@@ -165,6 +170,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const forwardTimeoutMs = file.int('forward.timeoutMs', 500, 10, 60_000);
   const ttlFloor = file.int('forward.ttlFloor', 0, 0, 86_400);
   const adminRequestTimeoutMs = file.int('admin.requestTimeoutMs', 10_000, 100, 600_000);
+  const maxInflight = file.int('forward.maxInflight', 1024, 1, 1_000_000);
   const config: Config = {
     dns: {
       listen: dnsListen,
@@ -190,6 +196,8 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
         ipv6PrefixLength: file.int('dns.rateLimit.ipv6PrefixLength', 56, 0, 128),
         maxSources: file.int('dns.rateLimit.maxSources', 100_000, 1, 10_000_000),
       },
+      // At most 200: 200 records of the largest kind (a 255-byte TXT string) fit in 64 KiB.
+      maxAnswerRecords: file.int('dns.maxAnswerRecords', 64, 1, 200),
     },
     admin: {
       listen: adminListen,
@@ -212,6 +220,8 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       ttlFloor,
       ttlCap: file.int('forward.ttlCap', 86_400, Math.max(ttlFloor, 1), 604_800),
       negativeTtlCap: file.int('forward.negativeTtlCap', 3600, ttlFloor, 86_400),
+      maxInflight,
+      maxInflightPerAccount: file.int('forward.maxInflightPerAccount', Math.min(maxInflight, Math.max(16, Math.floor(maxInflight / 4))), 1, maxInflight),
     },
     checker: {
       bindTimeoutSeconds,

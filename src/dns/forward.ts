@@ -6,8 +6,8 @@
 // totalTimeoutMs it resolves to SERVFAIL. It sends nothing anywhere but the configured
 // upstreams.
 //
-// Per query: read the question, look in the cache, else join an identical query already in
-// flight, else ask the upstreams in order (skipping ones in back-off) with a random message
+// Per query: read the question, look in the asking account's part of the cache, else join an
+// identical query of the same account already in flight, else ask the upstreams in order (skipping ones in back-off) with a random message
 // ID, over UDP with a TCP retry when the answer is truncated, or over TCP when the client
 // came over TCP.
 import { randomFillSync } from 'node:crypto';
@@ -50,6 +50,12 @@ export interface ForwarderOptions {
    * SERVFAIL at once, so a flood of random names cannot exhaust sockets. Default 1024.
    */
   maxInflight?: number;
+  /**
+   * Most of those one account may hold, so an account flooding names its upstream never
+   * answers runs out of its own share, not everyone's. Default a quarter of maxInflight,
+   * at least 16 (never more than maxInflight).
+   */
+  maxInflightPerAccount?: number;
   logger?: Logger;
 }
 
@@ -65,7 +71,10 @@ export interface ForwarderStats {
   coalesced: number;
   /** Queries answered SERVFAIL because no upstream gave a usable answer in time. */
   servfails: number;
-  /** Of those, the ones refused upstream work because maxInflight questions were waiting. */
+  /**
+   * Of those, the ones refused upstream work because maxInflight questions were waiting, or
+   * maxInflightPerAccount of the asking account's.
+   */
   overloaded: number;
   /** Upstream answers by rcode name (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...). */
   upstreamRcodes: Record<string, number>;
@@ -97,6 +106,9 @@ export class Forwarder {
   private readonly ids = new Uint16Array(512);
   private nextId = this.ids.length;
   private readonly maxInflight: number;
+  private readonly maxInflightPerAccount: number;
+  /** Questions waiting on upstreams per account; an account with none has no entry. */
+  private readonly inflightPerAccount = new Map<string, number>();
   private readonly counters = { queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0 };
   private readonly rcodes: Record<string, number> = {};
   private readonly latencyCounts = new Array<number>(LATENCY_BUCKETS.length).fill(0);
@@ -115,20 +127,24 @@ export class Forwarder {
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.totalTimeoutMs = opts.totalTimeoutMs ?? 2000;
     this.maxInflight = opts.maxInflight ?? 1024;
+    this.maxInflightPerAccount = Math.min(this.maxInflight, opts.maxInflightPerAccount ?? Math.max(16, Math.floor(this.maxInflight / 4)));
     this.logger = opts.logger;
   }
 
   /**
    * The full answer to a client's query. A cache hit is answered synchronously in effect (one
    * buffer copy); a miss awaits the upstreams, sharing one upstream query among identical
-   * questions in flight.
+   * questions in flight. `account` is the asking account's name: each account has its own
+   * cached answers and coalesces only with itself (as BIND keeps a cache per view), so no
+   * account can tell from a TTL what another looked up; its questions in flight count
+   * against its own share of maxInflight.
    */
-  async forward(query: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer> {
+  async forward(query: Buffer, transport: 'udp' | 'tcp', account: string): Promise<Buffer> {
     this.counters.queries++;
     const q = readQuery(query);
     if (q === null) return errorAnswer(query, null, RCODE_FORMERR);
     if (this.closed) return this.servfail(query, q);
-    const key = cacheKey(q);
+    const key = cacheKey(account, q);
     const now = performance.now();
     const cached = this.cache.get(key, now);
     if (cached !== undefined) {
@@ -138,15 +154,20 @@ export class Forwarder {
     this.counters.cacheMisses++;
     let pending = this.inflight.get(key);
     if (pending === undefined) {
-      if (this.inflight.size >= this.maxInflight) {
+      const held = this.inflightPerAccount.get(account) ?? 0;
+      if (this.inflight.size >= this.maxInflight || held >= this.maxInflightPerAccount) {
         this.counters.overloaded++;
         return this.servfail(query, q);
       }
-      pending = this.resolve(q, transport);
+      pending = this.resolve(q, transport, key);
       this.inflight.set(key, pending);
+      this.inflightPerAccount.set(account, held + 1);
       const settled = pending;
       void settled.then(() => {
         if (this.inflight.get(key) === settled) this.inflight.delete(key);
+        const n = (this.inflightPerAccount.get(account) ?? 1) - 1;
+        if (n > 0) this.inflightPerAccount.set(account, n);
+        else this.inflightPerAccount.delete(account);
       });
     } else {
       this.counters.coalesced++;
@@ -161,12 +182,12 @@ export class Forwarder {
    * forwarder cannot read), which forward() then handles and counts. Kept apart from
    * forward() so the query path can answer cache hits without a promise.
    */
-  cached(query: Buffer): Buffer | null {
+  cached(query: Buffer, account: string): Buffer | null {
     if (this.closed) return null;
     const q = readQuery(query);
     if (q === null) return null;
     const now = performance.now();
-    const stored = this.cache.get(cacheKey(q), now);
+    const stored = this.cache.get(cacheKey(account, q), now);
     if (stored === undefined) return null;
     this.counters.queries++;
     this.counters.cacheHits++;
@@ -203,7 +224,7 @@ export class Forwarder {
    * answers. An upstream that answered SERVFAIL or REFUSED is not asked again for this query,
    * but its answer is relayed if no other upstream does better. Never rejects.
    */
-  private async resolve(q: Query, transport: 'udp' | 'tcp'): Promise<Resolution> {
+  private async resolve(q: Query, transport: 'udp' | 'tcp', key: string): Promise<Resolution> {
     const deadline = performance.now() + this.totalTimeoutMs;
     const template = upstreamQuery(q);
     const expected = { lowerName: q.lowerName, qtype: q.qtype, qclass: q.qclass };
@@ -235,7 +256,7 @@ export class Forwarder {
           this.rcodes[rcodeName] = (this.rcodes[rcodeName] ?? 0) + 1;
           const stored = storeAnswer(wire, answer, this.policy, performance.now());
           if (answer.rcode === RCODE_NOERROR || answer.rcode === RCODE_NXDOMAIN) {
-            if (!this.closed) this.cache.set(cacheKey(q), stored);
+            if (!this.closed) this.cache.set(key, stored);
             return stored;
           }
           fallback ??= stored;
@@ -300,9 +321,10 @@ export class Forwarder {
 }
 
 /**
- * Cache and coalescing key: the question in lower case plus the bits that change what an
- * upstream returns (DO asks for DNSSEC records, CD for unvalidated data).
+ * Cache and coalescing key: the asking account (account names are DNS labels, so `|` cannot
+ * occur in one), the question in lower case, and the bits that change what an upstream
+ * returns (DO asks for DNSSEC records, CD for unvalidated data).
  */
-function cacheKey(q: Query): string {
-  return `${q.lowerName.toString('latin1')}|${q.qtype}|${q.qclass}|${q.dnssecOk ? 1 : 0}${q.cd ? 1 : 0}`;
+function cacheKey(account: string, q: Query): string {
+  return `${account}|${q.lowerName.toString('latin1')}|${q.qtype}|${q.qclass}|${q.dnssecOk ? 1 : 0}${q.cd ? 1 : 0}`;
 }

@@ -15,6 +15,7 @@ import type { IndexedInstance, Registry } from '../registry/store.js';
 import { parseAddress, parseSubnet, type Subnet } from '../registry/subnets.js';
 import type { Account, Instance, InstanceState, RegistryChange, Service, ServiceType } from '../registry/types.js';
 import { SubnetTable } from './accounts.js';
+import type { Rr } from './wire.js';
 
 export interface LiveInstance {
   id: string;
@@ -39,6 +40,11 @@ export interface ServiceView {
   v6: LiveInstance[] | null;
   /** Instances that are not live (pending, failed, unhealthy, draining) by id: why not. */
   notLive: Map<string, { state: InstanceState; reason: string | null }>;
+  /**
+   * Memoised answer records by question form (zone.ts), so a query for a large set costs
+   * the records sent, not the set; null after a change.
+   */
+  answers: Map<string, Rr[]> | null;
 }
 
 export interface AccountView {
@@ -50,14 +56,14 @@ export interface AccountView {
   /** Background workers: registered, never resolvable. */
   workers: Set<string>;
   /**
-   * The SOA serial of this account's view of the zone: the registry revision of the last
-   * change to this account (or the revision the index was built at). A registry revision,
-   * so a deploy tool can compare it with a write's `revision`, but one that other accounts'
-   * writes do not move: their activity does not show in this account's answers.
+   * The SOA serial of this account's view of the zone: the account's own change counter
+   * (Account.serial, kept in SQLite), one more per change to the account, its services or
+   * its instances. Other accounts' writes never move it, so it tells nothing of them; every
+   * write answers with the serial it produced (`Privdns-Serial`), to compare with this one.
    */
   serial: number;
-  /** Memoised `_services` TXT strings; null after a service change. */
-  servicesTxt: string[] | null;
+  /** Memoised `_services` TXT records (one per service) by owner name; null after a service change. */
+  servicesTxt: Map<string, Rr[]> | null;
 }
 
 interface RevisionWaiter {
@@ -100,7 +106,6 @@ export class AccountIndex {
     for (const s of services) this.putService(s);
     for (const i of instances) this.putInstance(i);
     this.revision = Math.max(this.revision, revision);
-    for (const view of this.accounts.values()) view.serial = Math.max(view.serial, revision);
   }
 
   /** How many GET /v1/revision calls are waiting. */
@@ -130,15 +135,15 @@ export class AccountIndex {
 
   apply(change: RegistryChange): void {
     this.applyChange(change);
-    // Applied: DNS now answers from this revision, and the account it touched shows it as
-    // its serial.
+    // Applied: DNS now answers from this revision, and the account it touched shows the
+    // serial the change gave it (strictly more than before, which the fast path relies on).
     const account = change.kind === 'account'
       ? (change.op === 'put' ? change.account.name : change.account)
       : change.kind === 'service'
         ? (change.op === 'put' ? change.service.account : change.account)
         : change.instance.account;
     const view = this.accounts.get(account);
-    if (view) view.serial = Math.max(view.serial, change.revision);
+    if (view) view.serial = Math.max(view.serial, change.serial);
     if (change.revision > this.revision) {
       this.revision = change.revision;
       if (this.waiters.length > 0) this.wake();
@@ -181,7 +186,7 @@ export class AccountIndex {
       for (const s of view.subnets) this.bySource.delete(s);
       view.subnets = a.subnets.map(parseSubnet);
     } else {
-      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), byReverseName: new Map(), workers: new Set(), serial: 0, servicesTxt: null };
+      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), byReverseName: new Map(), workers: new Set(), serial: a.serial, servicesTxt: null };
       this.accounts.set(a.name, view);
     }
     for (const s of view.subnets) this.bySource.set(s, view);
@@ -209,8 +214,9 @@ export class AccountIndex {
     if (existing) {
       existing.ports = s.ports;
       existing.ttl = s.ttl;
+      existing.answers = null;
     } else {
-      view.services.set(s.name, { name: s.name, type: s.type, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null, notLive: new Map() });
+      view.services.set(s.name, { name: s.name, type: s.type, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null, notLive: new Map(), answers: null });
     }
   }
 
@@ -242,6 +248,7 @@ export class AccountIndex {
     if (old) view.byReverseName.delete(reverseName(old));
     svc.live.set(i.id, live);
     svc.v4 = svc.v6 = null;
+    svc.answers = null;
     view.byReverseName.set(reverseName(live), live);
   }
 
@@ -253,6 +260,7 @@ export class AccountIndex {
     if (!view || !svc || !old) return;
     svc.live.delete(i.id);
     svc.v4 = svc.v6 = null;
+    svc.answers = null;
     view.byReverseName.delete(reverseName(old));
   }
 }

@@ -38,9 +38,10 @@ export type Transport = 'udp' | 'tcp';
 
 /** What the server needs of src/dns/forward.ts. It never rejects: SERVFAIL on failure. */
 export interface QueryForwarder {
-  forward(query: Buffer, transport: Transport): Promise<Buffer>;
-  /** The answer if it is in the cache, at once; null sends the query to forward(). */
-  cached?(query: Buffer): Buffer | null;
+  /** `account`: the asking account's name ('' for an operator source in no account). */
+  forward(query: Buffer, transport: Transport, account: string): Promise<Buffer>;
+  /** The answer if it is in `account`'s cache, at once; null sends the query to forward(). */
+  cached?(query: Buffer, account: string): Buffer | null;
 }
 
 export interface QueryHandlerOptions {
@@ -55,6 +56,8 @@ export interface QueryHandlerOptions {
   fastPath?: boolean;
   /** Counts queries per account (metrics). */
   stats?: QueryStats;
+  /** Most records in one answer section (dns.maxAnswerRecords). Default: no bound. */
+  maxAnswerRecords?: number;
 }
 
 /** Filled in by handle() when asked: why the answer is what it is (GET /v1/resolve). */
@@ -77,6 +80,7 @@ export class QueryHandler {
   private readonly forwarder: QueryForwarder | undefined;
   private readonly logger: Logger | undefined;
   private readonly stats: QueryStats | null;
+  private readonly maxAnswers: number | undefined;
   /** Per-query rotation of answer order: a counter, not a random draw. */
   private rotation = 0;
   /** Pre-encoded private answers; null when the fast path is off. */
@@ -102,6 +106,7 @@ export class QueryHandler {
     this.forwarder = opts.forwarder;
     this.logger = opts.logger;
     this.stats = opts.stats ?? null;
+    this.maxAnswers = opts.maxAnswerRecords;
     this.answers = opts.fastPath === false ? null : new AnswerCache();
     const ops = opts.operatorSubnets ?? [];
     if (ops.length > 0) {
@@ -174,7 +179,7 @@ export class QueryHandler {
     if (variant === undefined) {
       if (this.outside.has(q.key) && this.forwarder?.cached !== undefined) {
         // What the general path would return for a forwarded name found in the cache.
-        const hit = this.forwarder.cached(raw);
+        const hit = this.forwarder.cached(raw, view.name);
         if (hit !== null && hit.length <= maxSize) {
           this.stats?.account(view.name);
           return hit;
@@ -208,7 +213,7 @@ export class QueryHandler {
     const opts = this.encodeOpts(transport, query);
     if (res.kind === 'reply') {
       this.rotation = (this.rotation + 1) & 0x3fff_ffff;
-      const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation });
+      const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation, ...(this.maxAnswers === undefined ? {} : { maxAnswers: this.maxAnswers }) });
       // A copy is cached: the returned buffer belongs to the caller from here on.
       if (fill !== null && !fill.read) this.answers!.store(fill.view, this.fastQuestion.key, this.fillForm, res.reply.answer.length, this.rotation, Buffer.from(out));
       return out;
@@ -227,9 +232,9 @@ export class QueryHandler {
       this.outside.add(this.fastQuestion.key);
     }
     // A cache hit is answered in this same turn: no promise, no closure, as for private names.
-    const hit = this.forwarder.cached?.(raw) ?? null;
+    const hit = this.forwarder.cached?.(raw, view?.name ?? '') ?? null;
     if (hit !== null) return hit.length > opts.maxSize ? truncateForwarded(raw, query, hit, opts) : hit;
-    return this.forwarder.forward(raw, transport).then(
+    return this.forwarder.forward(raw, transport, view?.name ?? '').then(
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
       (err: unknown) => {
         this.logger?.warn({ err }, 'forwarder failed');

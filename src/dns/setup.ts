@@ -81,6 +81,7 @@ export function createAnswering(config: Config, index: AccountIndex, log: Logger
     zone,
     operatorSubnets: config.dns.operatorSubnets,
     maxUdpPayload: config.dns.maxUdpPayload,
+    maxAnswerRecords: config.dns.maxAnswerRecords,
     ...(forwarder ? { forwarder } : {}),
     logger: log,
   });

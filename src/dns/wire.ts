@@ -157,6 +157,12 @@ export interface Rr {
   type: number;
   ttl: number;
   data: Rdata;
+  /**
+   * The target's address record (an SRV's glue): written in the additional section once for
+   * every answer record sent that carries it, so an answer cut to maxAnswers carries the
+   * glue of what it kept only.
+   */
+  glue?: Rr;
 }
 
 /** EDNS option code of an Extended DNS Error (RFC 8914). */
@@ -195,6 +201,12 @@ export interface EncodeOptions {
   udpPayload: number;
   /** The answer section starts at this record (mod its length): per-query rotation. */
   rotation: number;
+  /**
+   * Most answer records written (dns.maxAnswerRecords): a bigger set is sent as this many,
+   * from the rotation's start on, so the cost and size of an answer do not grow with its
+   * set. Absent: no bound.
+   */
+  maxAnswers?: number;
 }
 
 /**
@@ -280,13 +292,22 @@ class Writer {
       const answers = reply.answer;
       const n = answers.length;
       const start = n > 1 ? this.opts.rotation % n : 0;
-      for (let i = 0; i < n; i++) this.writeRr(answers[(start + i) % n]!);
-      an = n;
+      an = Math.min(n, this.opts.maxAnswers ?? n);
+      for (let i = 0; i < an; i++) this.writeRr(answers[(start + i) % n]!);
       for (const rr of reply.authority) this.writeRr(rr);
       ns = reply.authority.length;
       if (withAdditional) {
         for (const rr of reply.additional) this.writeRr(rr);
         ar = reply.additional.length;
+        // Only SRV answers carry glue; one Set per such answer, for targets with several ports.
+        const glued = answers[start]?.glue === undefined ? null : new Set<Rr>();
+        for (let i = 0; glued !== null && i < an; i++) {
+          const glue = answers[(start + i) % n]!.glue;
+          if (glue === undefined || glued.has(glue)) continue;
+          glued.add(glue);
+          this.writeRr(glue);
+          ar++;
+        }
       }
     }
     if (edns) {

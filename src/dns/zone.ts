@@ -3,7 +3,7 @@
 //   <svc> | <svc>.<zone>                  A/AAAA of the account's live instances; SRV of them
 //   <svc>-discovery[.<zone>]              the same: every live instance (Render's discovery name)
 //   _<svc>._tcp[.<zone>]                  SRV: one per live instance and port, with addresses
-//   _services[.<zone>] TXT                the account's services with type and ports
+//   _services[.<zone>] TXT                one TXT record per service: name, type and ports
 //   <instance>.<svc>.<zone>               that instance's address
 //   <reverse name of a live address>      PTR <instance>.<svc>.<zone>
 //   whoami.<zone> TXT                     the source and its account
@@ -190,25 +190,37 @@ export class Zone {
       // instance to go live is reached soon.
       return this.nxdomain(view, `${where} has no live instance (${notLiveCounts(svc)})`, this.settings.pendingNegativeTtl);
     }
+    // Built once per form of the question until the service changes: the encoder sends at
+    // most dns.maxAnswerRecords of them, so a large set costs no more than a small one.
+    const memoKey = `${form}|${qtype}|${name}`;
+    let answer = svc.answers?.get(memoKey);
+    if (answer === undefined) {
+      answer = this.serviceRecords(view, svc, name, qtype, form);
+      if (answer.length > 0) (svc.answers ??= new Map()).set(memoKey, answer);
+    }
+    if (answer.length === 0) {
+      return this.nodata(view, `${where} has live instances but no ${typeName(qtype)} record`, this.settings.pendingNegativeTtl);
+    }
+    return reply(RCODE.NOERROR, answer, [], [], `${svc.live.size} live instance(s) of ${where}`);
+  }
+
+  /** A service's answer records for one form of the question; each SRV carries its glue. */
+  private serviceRecords(view: AccountView, svc: ServiceView, name: string, qtype: number, form: 'service' | 'srv' | 'operator'): Rr[] {
     const ttl = this.ttlOf(svc);
     const answer: Rr[] = [];
-    const additional: Rr[] = [];
     const wantSrv = qtype === TYPE.SRV || (qtype === TYPE.ANY && form === 'srv');
     if (form !== 'srv' && (qtype === TYPE.A || qtype === TYPE.ANY)) pushAddresses(answer, name, ttl, liveOfFamily(svc, 4));
     if (form !== 'srv' && (qtype === TYPE.AAAA || qtype === TYPE.ANY)) pushAddresses(answer, name, ttl, liveOfFamily(svc, 6));
     if (wantSrv) {
       for (const inst of svc.live.values()) {
         const target = this.instanceName(inst, form === 'operator' ? view.name : null);
+        const glue: Rr = { name: target, type: inst.family === 4 ? TYPE.A : TYPE.AAAA, ttl, data: { kind: 'bytes', bytes: inst.rdata } };
         for (const port of svc.ports) {
-          answer.push({ name, type: TYPE.SRV, ttl, data: { kind: 'srv', priority: 0, weight: 10, port, target } });
+          answer.push({ name, type: TYPE.SRV, ttl, data: { kind: 'srv', priority: 0, weight: 10, port, target }, glue });
         }
-        additional.push({ name: target, type: inst.family === 4 ? TYPE.A : TYPE.AAAA, ttl, data: { kind: 'bytes', bytes: inst.rdata } });
       }
     }
-    if (answer.length === 0) {
-      return this.nodata(view, `${where} has live instances but no ${typeName(qtype)} record`, this.settings.pendingNegativeTtl);
-    }
-    return reply(RCODE.NOERROR, answer, [], additional, `${svc.live.size} live instance(s) of ${where}`);
+    return answer;
   }
 
   private instanceAnswer(view: AccountView, svc: ServiceView, inst: LiveInstance, name: string, qtype: number): Resolution {
@@ -225,15 +237,22 @@ export class Zone {
     return this.nxdomain(view, `"${worker}" of account "${view.name}" is a background_worker: it listens on no port and is never resolvable`);
   }
 
-  /** `_services` TXT: one string per service of the account, `<name> type=<type> ports=<p,…>`. */
+  /**
+   * `_services` TXT: one TXT record per service of the account, `<name> type=<type>
+   * ports=<p,…>`, in name order; memoised per owner name until a service changes. One record
+   * per service keeps every rdata far below its 65,535-byte bound.
+   */
   private servicesTxt(view: AccountView, name: string, qtype: number): Resolution {
-    const strings = (view.servicesTxt ??= serviceStrings(view));
-    if (strings.length === 0) {
+    let records = view.servicesTxt?.get(name);
+    if (records === undefined) {
+      records = serviceStrings(view).map((s): Rr => ({ name, type: TYPE.TXT, ttl: this.settings.ttl, data: { kind: 'bytes', bytes: txtRdata([s]) } }));
+      (view.servicesTxt ??= new Map()).set(name, records);
+    }
+    if (records.length === 0) {
       return this.nodata(view, `account "${view.name}" has no services yet`, this.settings.pendingNegativeTtl);
     }
     if (qtype !== TYPE.TXT && qtype !== TYPE.ANY) return this.nodata(view, '_services has only a TXT record');
-    return reply(RCODE.NOERROR, [{ name, type: TYPE.TXT, ttl: this.settings.ttl, data: { kind: 'bytes', bytes: txtRdata(strings) } }], [], [],
-      `the ${strings.length} service(s) of account "${view.name}"`);
+    return reply(RCODE.NOERROR, records, [], [], `the ${records.length} service(s) of account "${view.name}"`);
   }
 
   private whoami(asker: Asker, name: string): Resolution {
@@ -265,9 +284,9 @@ export class Zone {
   }
 
   /**
-   * The SOA. Its serial is the registry revision of the last change to the asker's own
-   * account (AccountView.serial): it equals the `revision` that account's writes return, yet
-   * no other account's write moves it.
+   * The SOA. Its serial is the asker's own account's change counter (AccountView.serial):
+   * each of that account's writes returns the serial it produced (`Privdns-Serial`), and no
+   * other account's write moves it.
    */
   private soa(view: AccountView | null, ttl: number, minimum = this.settings.negativeTtl): Rr {
     return {

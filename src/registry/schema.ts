@@ -74,6 +74,14 @@ const MIGRATIONS: string[] = [
   CREATE INDEX instances_by_service ON instances(service_id);
   CREATE INDEX instances_by_state ON instances(state);
   `,
+  // The SOA serial of each account's view of the zone: a counter of that account's own
+  // changes (one per change event), so no tenant can count another's writes from it.
+  // Existing accounts start from the global revision, the serial they were served before,
+  // so no serial goes back on upgrade.
+  `
+  ALTER TABLE accounts ADD COLUMN serial INTEGER NOT NULL DEFAULT 1;
+  UPDATE accounts SET serial = MAX(1, (SELECT value FROM meta WHERE key = 'revision'));
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

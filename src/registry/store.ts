@@ -87,7 +87,7 @@ export interface RegistryLimits {
   instancesPerService: number;
 }
 
-interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number }
+interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number; serial: number }
 interface ServiceRow {
   id: number; account_id: number; account: string; name: string; type: ServiceType; ports: string;
   bind_timeout_s: number | null; ttl: number | null; created_at: number;
@@ -112,6 +112,8 @@ const MAX_GROUP_COMMIT = 1024;
 interface CreatedInstance {
   instance: Instance;
   revision: number;
+  /** The account's serial after the registration (one less for the replaced one's removal). */
+  serial: number;
   /** A draining instance at the same address, removed to make room. */
   replaced: Instance | null;
 }
@@ -120,7 +122,7 @@ interface PendingRegistration {
   account: string;
   service: string;
   input: NewInstance;
-  resolve: (created: { instance: Instance; revision: number }) => void;
+  resolve: (created: { instance: Instance; revision: number; serial: number }) => void;
   reject: (err: unknown) => void;
 }
 
@@ -169,6 +171,8 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     this.stmt = {
       bumpRevision: db.prepare<[], { value: number }>(`UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value`),
       revision: db.prepare<[], { value: number }>(`SELECT value FROM meta WHERE key = 'revision'`),
+      bumpSerial: db.prepare<[string], { serial: number }>('UPDATE accounts SET serial = serial + 1 WHERE name = ? RETURNING serial'),
+      serial: db.prepare<[string], { serial: number }>('SELECT serial FROM accounts WHERE name = ?'),
       accountByName: db.prepare<[string], AccountRow>('SELECT * FROM accounts WHERE name = ?'),
       accounts: db.prepare<[], AccountRow>('SELECT * FROM accounts ORDER BY name'),
       insertAccount: db.prepare('INSERT INTO accounts (name, subnets, created_at, updated_at) VALUES (?, ?, ?, ?)'),
@@ -244,7 +248,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   // ---- accounts ----
 
-  createAccount(name: string, subnets: string[]): { account: Account; revision: number } {
+  createAccount(name: string, subnets: string[]): { account: Account; revision: number; serial: number } {
     checkName('account', name);
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
     this.checkSubnetCount(parsed);
@@ -261,8 +265,8 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     });
     // Committed: only now does the index learn of it.
     for (const s of parsed) owners.add(s, name);
-    this.publish({ revision, kind: 'account', op: 'put', account });
-    return { account, revision };
+    this.publish({ revision, serial: account.serial, kind: 'account', op: 'put', account });
+    return { account, revision, serial: account.serial };
   }
 
   listAccounts(): Account[] {
@@ -273,7 +277,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     return toAccount(this.accountRow(name));
   }
 
-  updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number } {
+  updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number; serial: number } {
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
     this.checkSubnetCount(parsed);
     const owners = this.owners;
@@ -293,12 +297,13 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         );
       }
       this.stmt.updateAccountSubnets.run(JSON.stringify(parsed.map((s) => s.cidr)), this.now(), row.id);
+      this.bumpSerial(name);
       return toAccount(this.accountRow(name));
     });
     for (const cidr of before) owners.remove(parseSubnet(cidr), name);
     for (const s of parsed) owners.add(s, name);
-    this.publish({ revision, kind: 'account', op: 'put', account });
-    return { account, revision };
+    this.publish({ revision, serial: account.serial, kind: 'account', op: 'put', account });
+    return { account, revision, serial: account.serial };
   }
 
   deleteAccount(name: string): { revision: number } {
@@ -309,13 +314,13 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       this.stmt.deleteAccount.run(row.id);
     });
     for (const cidr of before) this.owners.remove(parseSubnet(cidr), name);
-    this.publish({ revision, kind: 'account', op: 'delete', account: name });
+    this.publish({ revision, serial: 0, kind: 'account', op: 'delete', account: name });
     return { revision };
   }
 
   // ---- services ----
 
-  createService(accountName: string, input: NewService): { service: Service; revision: number } {
+  createService(accountName: string, input: NewService): { service: Service; revision: number; serial: number } {
     checkName('service', input.name);
     const ports = input.ports ?? [];
     if (input.type === 'background_worker') {
@@ -327,6 +332,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       throw new PrivdnsError('invalid_ports', 'ports must be integers from 1 to 65535');
     }
     if (new Set(ports).size !== ports.length) throw new PrivdnsError('invalid_ports', 'ports must not repeat');
+    let serial = 0;
     const { value: service, revision } = this.write(() => {
       const account = this.accountRow(accountName);
       if (this.stmt.serviceByName.get(account.id, input.name)) {
@@ -339,10 +345,11 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         account.id, input.name, input.type, JSON.stringify(ports),
         input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(),
       );
+      serial = this.bumpSerial(accountName);
       return toService(this.serviceRow(account.id, accountName, input.name));
     });
-    this.publish({ revision, kind: 'service', op: 'put', service });
-    return { service, revision };
+    this.publish({ revision, serial, kind: 'service', op: 'put', service });
+    return { service, revision, serial };
   }
 
   listServices(accountName: string): Service[] {
@@ -354,21 +361,23 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     return toService(this.serviceRow(account.id, accountName, name));
   }
 
-  deleteService(accountName: string, name: string): { revision: number } {
+  deleteService(accountName: string, name: string): { revision: number; serial: number } {
+    let serial = 0;
     const { revision } = this.write(() => {
       const account = this.accountRow(accountName);
       this.stmt.deleteService.run(this.serviceRow(account.id, accountName, name).id);
+      serial = this.bumpSerial(accountName);
     });
-    this.publish({ revision, kind: 'service', op: 'delete', account: accountName, service: name });
-    return { revision };
+    this.publish({ revision, serial, kind: 'service', op: 'delete', account: accountName, service: name });
+    return { revision, serial };
   }
 
   // ---- instances ----
 
-  createInstance(accountName: string, serviceName: string, input: NewInstance): { instance: Instance; revision: number } {
+  createInstance(accountName: string, serviceName: string, input: NewInstance): { instance: Instance; revision: number; serial: number } {
     const created = this.insertInstance(accountName, serviceName, input);
     this.publishCreated(created);
-    return { instance: created.instance, revision: created.revision };
+    return { instance: created.instance, revision: created.revision, serial: created.serial };
   }
 
   /**
@@ -379,7 +388,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
    * (synchronous=FULL) and after the change events are emitted, so a resolved registration
    * is durable and in the DNS index, as with createInstance.
    */
-  registerInstance(accountName: string, serviceName: string, input: NewInstance): Promise<{ instance: Instance; revision: number }> {
+  registerInstance(accountName: string, serviceName: string, input: NewInstance): Promise<{ instance: Instance; revision: number; serial: number }> {
     return new Promise((resolve, reject) => {
       this.registrations.push({ account: accountName, service: serviceName, input, resolve, reject });
       // setImmediate runs after the poll phase: every request parsed in this turn joins.
@@ -424,7 +433,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     for (const o of outcomes) if (o.ok) this.publishCreated(o.created);
     batch.forEach((p, k) => {
       const o = outcomes[k]!;
-      if (o.ok) p.resolve({ instance: o.created.instance, revision: o.created.revision });
+      if (o.ok) p.resolve({ instance: o.created.instance, revision: o.created.revision, serial: o.created.serial });
       else p.reject(o.error);
     });
   }
@@ -443,6 +452,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       throw new PrivdnsError('unreachable_address', `${address.text}: ${unreachable}; no instance can be reached there`, { address: address.text });
     }
     let replaced: Instance | null = null;
+    let serial = 0;
     const { value: instance, revision } = this.write(() => {
       const account = this.accountRow(accountName);
       const service = this.serviceRow(account.id, accountName, serviceName);
@@ -459,6 +469,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         // Already out of DNS: its successor at the same address may register at once.
         replaced = this.instanceById(taken.id);
         this.stmt.deleteInstance.run(taken.id);
+        this.bumpSerial(accountName);
       } else if (taken) {
         throw new PrivdnsError('address_in_use', `${address.text} is already used by instance ${taken.id} in account "${accountName}"`, {
           instance: taken.id,
@@ -477,14 +488,15 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         state: worker ? 'running' : 'pending', reason: null, port_results: JSON.stringify(ports),
         bind_timeout_s: timeout, created_at: t, deadline_at: worker ? null : t + timeout * 1000,
       });
+      serial = this.bumpSerial(accountName);
       return this.instanceById(id);
     });
-    return { instance, revision, replaced };
+    return { instance, revision, serial, replaced };
   }
 
-  private publishCreated({ instance, revision, replaced }: CreatedInstance): void {
-    if (replaced) this.publish({ revision, kind: 'instance', op: 'delete', instance: replaced });
-    this.publish({ revision, kind: 'instance', op: 'put', instance, previousState: null });
+  private publishCreated({ instance, revision, serial, replaced }: CreatedInstance): void {
+    if (replaced) this.publish({ revision, serial: serial - 1, kind: 'instance', op: 'delete', instance: replaced });
+    this.publish({ revision, serial, kind: 'instance', op: 'put', instance, previousState: null });
   }
 
   listInstances(accountName: string, serviceName: string): Instance[] {
@@ -522,12 +534,15 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
    * then), and is removed after; one never served is removed now. Deleting a draining
    * instance again changes nothing and reports the same `drainedAt`.
    */
-  deleteInstance(accountName: string, serviceName: string, id: string): { revision: number; drainedAt: string } {
+  deleteInstance(accountName: string, serviceName: string, id: string): { revision: number; serial: number; drainedAt: string } {
     const current = this.getInstance(accountName, serviceName, id);
-    if (current.state === 'draining' && current.drainedAt !== null) return { revision: this.revision(), drainedAt: current.drainedAt };
+    if (current.state === 'draining' && current.drainedAt !== null) {
+      return { revision: this.revision(), serial: this.stmt.serial.get(accountName)?.serial ?? 0, drainedAt: current.drainedAt };
+    }
     let before!: Instance;
     let after: Instance | null = null;
     const t = this.now();
+    let serial = 0;
     const { revision } = this.write(() => {
       const row = this.stmt.instance.get(id);
       if (!row) throw notFound(`instance "${id}"`, { account: accountName, service: serviceName, instance: id });
@@ -538,15 +553,16 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       } else {
         this.stmt.deleteInstance.run(id);
       }
+      serial = this.bumpSerial(accountName);
     });
     if (after !== null) {
       const draining: Instance = after;
-      this.publish({ revision, kind: 'instance', op: 'put', instance: draining, previousState: before.state });
+      this.publish({ revision, serial, kind: 'instance', op: 'put', instance: draining, previousState: before.state });
       this.scheduleDrainSweep();
-      return { revision, drainedAt: draining.drainedAt ?? iso(t) };
+      return { revision, serial, drainedAt: draining.drainedAt ?? iso(t) };
     }
-    this.publish({ revision, kind: 'instance', op: 'delete', instance: before });
-    return { revision, drainedAt: iso(t) };
+    this.publish({ revision, serial, kind: 'instance', op: 'delete', instance: before });
+    return { revision, serial, drainedAt: iso(t) };
   }
 
   /** Removes the instances whose drain is over; returns how many. */
@@ -554,11 +570,15 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     const t = this.now();
     if (this.stmt.drained.all(t).length === 0) return 0;
     let gone: Instance[] = [];
+    const serials: number[] = [];
     const { revision } = this.write(() => {
       gone = this.stmt.drained.all(t).map(toInstance);
-      for (const i of gone) this.stmt.deleteInstance.run(i.id);
+      for (const i of gone) {
+        this.stmt.deleteInstance.run(i.id);
+        serials.push(this.bumpSerial(i.account));
+      }
     });
-    for (const instance of gone) this.publish({ revision, kind: 'instance', op: 'delete', instance });
+    gone.forEach((instance, k) => this.publish({ revision, serial: serials[k]!, kind: 'instance', op: 'delete', instance }));
     return gone.length;
   }
 
@@ -591,6 +611,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     // Deleted, or deleted and draining: no check result brings it back.
     if (!before || before.state === 'draining') return null;
     const previous = toInstance(before);
+    let serial = 0;
     const { value: instance, revision } = this.write(() => {
       this.stmt.updateInstance.run({
         id,
@@ -602,9 +623,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         updated_at: this.now(),
       });
       if ((update.state ?? before.state) === 'live') this.stmt.markServed.run(this.defaultTtl, id);
+      serial = this.bumpSerial(before.account);
       return this.instanceById(id);
     });
-    this.publish({ revision, kind: 'instance', op: 'put', instance, previousState: previous.state });
+    this.publish({ revision, serial, kind: 'instance', op: 'put', instance, previousState: previous.state });
     return instance;
   }
 
@@ -668,6 +690,11 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   }
 
   // ---- internals ----
+
+  /** Inside a write: one more change to `account`; its new serial. */
+  private bumpSerial(account: string): number {
+    return this.stmt.bumpSerial.get(account)?.serial ?? 0;
+  }
 
   /** Runs fn in a write transaction that also bumps the revision. */
   private write<T>(fn: () => T): { value: T; revision: number } {
@@ -796,7 +823,7 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 function toAccount(r: AccountRow): Account {
-  return { name: r.name, subnets: JSON.parse(r.subnets) as string[], createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
+  return { name: r.name, subnets: JSON.parse(r.subnets) as string[], serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
 }
 
 function toService(r: ServiceRow): Service {

@@ -13,6 +13,11 @@ export type InstanceState = (typeof INSTANCE_STATES)[number];
 export interface Account {
   name: string;
   subnets: string[];
+  /**
+   * The SOA serial DNS gives this account: 1 at creation, one more per change to the
+   * account, its services or its instances; other accounts' changes never move it.
+   */
+  serial: number;
   createdAt: string;
   updatedAt: string;
 }
@@ -60,8 +65,11 @@ export interface Instance {
   drainedAt: string | null;
 }
 
-/** A committed change, emitted after the transaction that made it. */
-export type RegistryChange = { revision: number } & (
+/**
+ * A committed change, emitted after the transaction that made it. `serial`: the account's
+ * serial after this change (0 for an account deleted).
+ */
+export type RegistryChange = { revision: number; serial: number } & (
   | { kind: 'account'; op: 'put'; account: Account }
   | { kind: 'account'; op: 'delete'; account: string }
   | { kind: 'service'; op: 'put'; service: Service }

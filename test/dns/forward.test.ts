@@ -36,9 +36,9 @@ function query(name: string, opts: QueryOptions = {}): Buffer {
   return p.toBuffer();
 }
 
-async function ask(fwd: Forwarder, name: string, opts: QueryOptions & { transport?: 'udp' | 'tcp' } = {}): Promise<{ wire: Buffer; packet: Packet; ms: number }> {
+async function ask(fwd: Forwarder, name: string, opts: QueryOptions & { transport?: 'udp' | 'tcp'; account?: string } = {}): Promise<{ wire: Buffer; packet: Packet; ms: number }> {
   const started = performance.now();
-  const wire = await fwd.forward(query(name, opts), opts.transport ?? 'udp');
+  const wire = await fwd.forward(query(name, opts), opts.transport ?? 'udp', opts.account ?? 'acme');
   return { wire, packet: Packet.parse(wire), ms: performance.now() - started };
 }
 
@@ -161,7 +161,7 @@ describe('an upstream answer is relayed to the client', () => {
     const fwd = forwarder([dnsmasq.address]);
     for (const transport of ['udp', 'tcp'] as const) {
       const q = query('HoSt.Example.TEST', { id: 4242 });
-      const wire = await fwd.forward(q, transport);
+      const wire = await fwd.forward(q, transport, 'acme');
       const p = Packet.parse(wire);
       assert.equal(p.header.id, 4242);
       assert.equal(p.header.qr, 1);
@@ -225,20 +225,35 @@ describe('answers are cached: the upstream sees one query for many', () => {
     assert.equal(st.upstreamLatency.count, 1);
   });
 
+  it('keeps each account\'s answers apart: one account\'s lookups never answer, or join, another\'s', async () => {
+    const s = await stub(async (q) => {
+      await sleep(50);
+      return reply(q, { answers: [A(q.name, '192.0.2.11', 100)] });
+    });
+    const fwd = forwarder([s.address]);
+    // Asked at once by two accounts: no coalescing across them, one upstream query each.
+    await Promise.all([ask(fwd, 'apart.test', { account: 'a' }), ask(fwd, 'apart.test', { account: 'b' })]);
+    assert.equal(s.count('apart.test'), 2);
+    assert.equal(fwd.stats().coalesced, 0);
+    assert.equal(fwd.cached(query('apart.test'), 'c'), null, 'a third account finds nothing cached');
+    assert.ok(fwd.cached(query('apart.test'), 'a') !== null);
+    assert.equal(fwd.stats().cache.entries, 2);
+  });
+
   it('answers a cache hit synchronously through cached(), the same bytes forward() would send', async () => {
     const s = await stub(answering);
     const fwd = forwarder([s.address]);
     const q = query('sync.test', { id: 0x1234 });
-    assert.equal(fwd.cached(q), null, 'nothing cached before the first upstream answer');
+    assert.equal(fwd.cached(q, 'acme'), null, 'nothing cached before the first upstream answer');
     assert.equal(fwd.stats().queries, 0, 'a miss in cached() is left to forward() to count');
-    const first = await fwd.forward(q, 'udp');
-    const hit = fwd.cached(query('SYNC.test', { id: 0x4321 }));
+    const first = await fwd.forward(q, 'udp', 'acme');
+    const hit = fwd.cached(query('SYNC.test', { id: 0x4321 }), 'acme');
     assert.ok(hit !== null);
     const p = Packet.parse(hit);
     assert.equal(p.header.id, 0x4321);
     assert.equal(p.questions[0]?.name, 'SYNC.test');
     assert.deepEqual(p.answers.map((r) => r.address), ['192.0.2.10']);
-    const viaForward = Packet.parse(await fwd.forward(query('SYNC.test', { id: 0x4321 }), 'udp'));
+    const viaForward = Packet.parse(await fwd.forward(query('SYNC.test', { id: 0x4321 }), 'udp', 'acme'));
     assert.deepEqual(viaForward.header, p.header);
     assert.deepEqual(viaForward.answers.map((r) => [r.name, r.address]), p.answers.map((r) => [r.name, r.address]));
     assert.equal(first.readUInt16BE(0), 0x1234);
@@ -247,7 +262,7 @@ describe('answers are cached: the upstream sees one query for many', () => {
     assert.equal(st.queries, 3);
     assert.equal(st.cacheHits, 2);
     fwd.close();
-    assert.equal(fwd.cached(q), null, 'a closed forwarder answers nothing from its cache');
+    assert.equal(fwd.cached(q, 'acme'), null, 'a closed forwarder answers nothing from its cache');
   });
 
   it('serves repeats from the cache (dnsmasq logs one query)', async () => {
@@ -456,7 +471,7 @@ describe('identical queries in flight share one upstream query', () => {
     });
     const fwd = forwarder([s.address]);
     const ids = Array.from({ length: 25 }, (_, i) => 1000 + i);
-    const answers = await Promise.all(ids.map((id) => fwd.forward(query('together.test', { id }), 'udp')));
+    const answers = await Promise.all(ids.map((id) => fwd.forward(query('together.test', { id }), 'udp', 'acme')));
     assert.equal(s.count('together.test'), 1);
     answers.forEach((wire, i) => {
       const p = Packet.parse(wire);
@@ -480,6 +495,21 @@ describe('upstream work is bounded', () => {
     assert.ok(results[2]!.ms < results[0]!.ms, `${results[2]!.ms} ms vs ${results[0]!.ms} ms`);
     assert.equal(fwd.stats().overloaded, 1);
     assert.equal(s.queries.length, 2);
+  });
+
+  it('gives each account its share: an account flooding unanswered names leaves the others room', async () => {
+    // Names under never.test are never answered: they wait out totalTimeoutMs in flight.
+    const s = await stub((q) => (q.name.endsWith('never.test') ? null : reply(q, { answers: [A(q.name, '192.0.2.42')] })));
+    const fwd = forwarder([s.address], { maxInflight: 4, maxInflightPerAccount: 2, totalTimeoutMs: 600 });
+    const flood = ['a1', 'a2', 'a3', 'a4'].map((n) => ask(fwd, `${n}.never.test`, { account: 'evil' }));
+    const innocent = await ask(fwd, 'ok.test', { account: 'good' });
+    assert.equal(innocent.packet.header.rcode, 0, 'the other account is answered while the flood waits');
+    assert.deepEqual(innocent.packet.answers.map((r) => r.address), ['192.0.2.42']);
+    const flooded = await Promise.all(flood);
+    // Two waited on the upstream (and timed out), two were refused upstream work at once.
+    assert.deepEqual(flooded.map((r) => r.packet.header.rcode), [2, 2, 2, 2]);
+    assert.equal(fwd.stats().overloaded, 2);
+    assert.deepEqual([...new Set(s.queries.map((q) => q.name))].sort(), ['a1.never.test', 'a2.never.test', 'ok.test']);
   });
 });
 

@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import { PrivdnsError, type ErrorCode } from '../../src/errors.js';
 import { DB_FILE, Registry } from '../../src/registry/store.js';
 import type { RegistryChange } from '../../src/registry/types.js';
+import { SCHEMA_VERSION } from '../../src/registry/schema.js';
 
 let dir: string;
 let reg: Registry;
@@ -299,14 +300,14 @@ describe('a change event is emitted after each commit, with the change', () => {
       assert.throws(() => reg.createAccount('acme', []));
 
       assert.deepEqual(seen, [
-        { revision: 1, kind: 'account', op: 'put', account },
-        { revision: 2, kind: 'service', op: 'put', service },
-        { revision: 3, kind: 'instance', op: 'put', instance, previousState: null },
-        { revision: 4, kind: 'instance', op: 'put', instance: live, previousState: 'pending' },
+        { revision: 1, serial: 1, kind: 'account', op: 'put', account },
+        { revision: 2, serial: 2, kind: 'service', op: 'put', service },
+        { revision: 3, serial: 3, kind: 'instance', op: 'put', instance, previousState: null },
+        { revision: 4, serial: 4, kind: 'instance', op: 'put', instance: live, previousState: 'pending' },
         // Deleting an instance DNS served (a live one) starts its drain: a put, not a delete.
-        { revision: 5, kind: 'instance', op: 'put', instance: { ...live, state: 'draining', drainedAt: (seen[4] as { instance: { drainedAt: string } } | undefined)?.instance.drainedAt, updatedAt: (seen[4] as { instance: { updatedAt: string } } | undefined)?.instance.updatedAt }, previousState: 'live' },
-        { revision: 6, kind: 'service', op: 'delete', account: 'acme', service: 'redis' },
-        { revision: 7, kind: 'account', op: 'delete', account: 'acme' },
+        { revision: 5, serial: 5, kind: 'instance', op: 'put', instance: { ...live, state: 'draining', drainedAt: (seen[4] as { instance: { drainedAt: string } } | undefined)?.instance.drainedAt, updatedAt: (seen[4] as { instance: { updatedAt: string } } | undefined)?.instance.updatedAt }, previousState: 'live' },
+        { revision: 6, serial: 6, kind: 'service', op: 'delete', account: 'acme', service: 'redis' },
+        { revision: 7, serial: 0, kind: 'account', op: 'delete', account: 'acme' },
       ]);
       assert.equal(live?.state, 'live');
       assert.equal(live?.bindMs, 12);
@@ -346,6 +347,19 @@ describe('the registry persists across close and reopen of the same directory', 
     assert.equal(reg.db.pragma('journal_mode', { simple: true }), 'wal');
     assert.equal(reg.db.pragma('foreign_keys', { simple: true }), 1);
     assert.ok((reg.db.pragma('user_version', { simple: true }) as number) >= 1);
+  });
+
+  it('upgrades a database from before per-account serials without moving any serial back', () => {
+    reg.createAccount('old', ['10.9.0.0/16']);
+    // The database as the previous schema left it: no serial column, revision 42.
+    reg.db.exec(`ALTER TABLE accounts DROP COLUMN serial; UPDATE meta SET value = 42 WHERE key = 'revision'`);
+    reg.db.pragma(`user_version = ${SCHEMA_VERSION - 1}`);
+    reg.close();
+    reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
+    // Before, every account was served the global revision as its serial.
+    assert.equal(reg.getAccount('old').serial, 42);
+    assert.equal(reg.createService('old', { name: 'svc', type: 'private_service', ports: [80] }).serial, 43);
+    reg.deleteAccount('old');
   });
 
   it('refuses a database from a newer privdns', () => {
