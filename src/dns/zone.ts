@@ -82,13 +82,16 @@ export class Zone {
     if (asker.view === null && asker.operator === null) {
       return refused('the source address is inside no account\'s subnets');
     }
+    // Only class IN is served or forwarded: a CHAOS question such as version.bind would
+    // otherwise reach the upstream and report its software to every account.
+    if (!classOk(qclass)) return refused(`class ${qclass} is not served; privdns answers and forwards class IN`);
     let relative: string;
     if (name === this.name) relative = '';
     else if (name.endsWith(this.suffix)) relative = name.slice(0, name.length - this.suffix.length);
     else if (isBare(name)) relative = name;
     else if (asker.view !== null && (name.endsWith('.in-addr.arpa') || name.endsWith('.ip6.arpa'))) {
       const inst = asker.view.byReverseName.get(name);
-      if (inst && (qtype === TYPE.PTR || qtype === TYPE.ANY) && classOk(qclass)) {
+      if (inst && (qtype === TYPE.PTR || qtype === TYPE.ANY)) {
         return reply(RCODE.NOERROR, [{ name, type: TYPE.PTR, ttl: this.ttlOf(asker.view.services.get(inst.service)), data: { kind: 'name', target: this.instanceName(inst) } }], [], [],
           `PTR of live instance ${inst.id} of service "${inst.service}" in account "${asker.view.name}"`);
       }
@@ -96,7 +99,6 @@ export class Zone {
     } else {
       return { kind: 'outside', reason: `"${name}" is outside the zone "${this.name}"` };
     }
-    if (!classOk(qclass)) return refused(`class ${qclass} is not served; the zone is class IN`);
     const labels = relative === '' ? [] : relative.split('.');
     return this.answerInZone(asker, name, labels, qtype);
   }

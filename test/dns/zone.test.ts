@@ -209,6 +209,21 @@ describe('errors', () => {
   it('a name outside the zone with no forwarder is REFUSED', () => {
     assert.equal(ask(ACME, 'example.com', TYPE.A).rcode, 'REFUSED');
   });
+  it('a class other than IN is REFUSED, outside the zone too: never forwarded', async () => {
+    const forwarded: Buffer[] = [];
+    const forwarding = new QueryHandler({
+      index,
+      zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }),
+      maxUdpPayload: 1232,
+      forwarder: { forward: async (q) => { forwarded.push(q); return q; } },
+    });
+    for (const name of ['version.bind', 'example.com', 'redis.internal', '10.0.1.127.in-addr.arpa']) {
+      const out = await forwarding.handle(buildQuery(name, TYPE.TXT, { qclass: 3 }), ACME, 'udp');
+      assert.ok(out instanceof Buffer);
+      assert.equal(decodeReply(out)?.rcode, 'REFUSED', name);
+    }
+    assert.equal(forwarded.length, 0, 'no CHAOS question reached the upstream');
+  });
   it('opcodes other than QUERY get NOTIMP', () => {
     const out = handler.handle(buildQuery('redis', TYPE.A, { opcode: 2 }), ACME, 'udp') as Buffer;
     assert.equal(out[3]! & 0x0f, 4);
