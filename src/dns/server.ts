@@ -26,10 +26,10 @@ import {
   CLASSIC_UDP_SIZE,
   encodeReply,
   headerOnlyReply,
+  questionReply,
   RCODE,
   readQuery,
   truncateForwarded,
-  truncatedReply,
   type Query,
 } from './wire.js';
 
@@ -136,7 +136,7 @@ export class QueryHandler {
     } catch (err) {
       // A bug must cost one SERVFAIL, not the server.
       this.logger?.error({ err, name: query.name, qtype: query.qtype }, 'DNS query failed');
-      return truncatedReply(raw, query, RCODE.SERVFAIL, false, this.encodeOpts(transport, query));
+      return questionReply(raw, query, RCODE.SERVFAIL, this.encodeOpts(transport, query));
     }
   }
 
@@ -208,7 +208,7 @@ export class QueryHandler {
     // Outside the zone. zone.answer already refused sources in no account.
     if (!this.forwarder) {
       if (explain) explain.reason = `REFUSED: ${res.reason}, and no upstreams are configured`;
-      return truncatedReply(raw, query, RCODE.REFUSED, false, opts);
+      return questionReply(raw, query, RCODE.REFUSED, opts);
     }
     if (explain) {
       explain.forwarded = true;
@@ -225,7 +225,7 @@ export class QueryHandler {
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
       (err: unknown) => {
         this.logger?.warn({ err }, 'forwarder failed');
-        return truncatedReply(raw, query, RCODE.SERVFAIL, false, opts);
+        return questionReply(raw, query, RCODE.SERVFAIL, opts);
       },
     );
   }

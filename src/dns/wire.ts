@@ -197,6 +197,32 @@ export interface EncodeOptions {
   rotation: number;
 }
 
+/** The flags of a reply header (RFC 1035 §4.1.1, RFC 4035 §3.2 for AD and CD). QR is implied. */
+export interface ReplyFlags {
+  opcode: number;
+  /** Set on answers from the private zone only. */
+  aa: boolean;
+  /** Set only when records were left out to fit the UDP size. */
+  tc: boolean;
+  rd: boolean;
+  /** Recursion is available to this client: upstreams exist and it may use them. */
+  ra: boolean;
+  ad: boolean;
+  cd: boolean;
+  /** The low 4 bits go in the header; the rest belong in the OPT record. */
+  rcode: number;
+}
+
+/**
+ * Writes bytes 2 and 3 of a reply's header. Every reply privdns sends gets its flags here
+ * (encoded answers, error headers, forwarded and cached answers), so a flag means the same
+ * on every path.
+ */
+export function writeReplyFlags(out: Buffer, f: ReplyFlags): void {
+  out[2] = 0x80 | ((f.opcode & 0x0f) << 3) | (f.aa ? 0x04 : 0) | (f.tc ? 0x02 : 0) | (f.rd ? 0x01 : 0);
+  out[3] = (f.ra ? 0x80 : 0) | (f.ad ? 0x20 : 0) | (f.cd ? 0x10 : 0) | (f.rcode & 0x0f);
+}
+
 /**
  * Encodes a reply to `query` (whose raw bytes are `raw`). If it does not fit maxSize, the
  * additional section (optional glue, RFC 2181 §9) is dropped first; if it still does not
@@ -212,12 +238,19 @@ export function encodeReply(raw: Buffer, query: Query, reply: Reply, opts: Encod
   return truncatedReply(raw, query, reply.rcode, reply.authoritative, opts);
 }
 
-/** Header, question and OPT only, TC set. */
+/**
+ * Header, question and OPT only, TC set: for a reply whose records were dropped to fit the
+ * UDP size (and rate limiting's slip, which asks the client to come back over TCP).
+ */
 export function truncatedReply(raw: Buffer, query: Query, rcode: number, aa: boolean, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
   const w = new Writer(raw, query, { ...opts, maxSize: 65_535, rotation: 0 });
-  const out = w.write({ rcode, authoritative: aa, answer: [], authority: [], additional: [] }, false);
-  out[2]! |= 0x02;
-  return out;
+  return w.write({ rcode, authoritative: aa, answer: [], authority: [], additional: [] }, false, true);
+}
+
+/** Header, question and OPT only, not authoritative, TC clear: REFUSED, SERVFAIL and the like. */
+export function questionReply(raw: Buffer, query: Query, rcode: number, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
+  const w = new Writer(raw, query, { ...opts, maxSize: 65_535, rotation: 0 });
+  return w.write({ rcode, authoritative: false, answer: [], authority: [], additional: [] }, false);
 }
 
 /** An error reply that does not echo the question (FORMERR, NOTIMP for a bad header). */
@@ -257,7 +290,7 @@ class Writer {
     this.names.clear();
   }
 
-  write(reply: Reply, withAdditional: boolean): Buffer {
+  write(reply: Reply, withAdditional: boolean, truncated = false): Buffer {
     const q = this.query;
     const edns = q.ednsSize > 0;
     const badvers = edns && q.ednsVersion > 0;
@@ -265,8 +298,7 @@ class Writer {
     this.ensure(HEADER_LEN + (q.questionEnd - HEADER_LEN));
     const b = this.buf;
     b.writeUInt16BE(q.id, 0);
-    b[2] = 0x80 | (reply.authoritative && !badvers ? 0x04 : 0) | (q.rd ? 0x01 : 0);
-    b[3] = (this.opts.recursionAvailable ? 0x80 : 0) | (q.cd ? 0x10 : 0) | (rcode & 0x0f);
+    writeReplyFlags(b, { opcode: 0, aa: reply.authoritative && !badvers, tc: truncated, rd: q.rd, ra: this.opts.recursionAvailable, ad: false, cd: q.cd, rcode });
     b.writeUInt16BE(1, 4);
     // The question, byte for byte as asked; its name is the first compression target.
     this.raw.copy(b, HEADER_LEN, HEADER_LEN, q.questionEnd);

@@ -1,0 +1,176 @@
+// Header flags, EDNS and special names, judged as BIND 9.18 answers the same questions
+// (RFC 1035 §4.1.1, RFC 3225 §3, RFC 6891 §6.1.3, RFC 6761 §6.3, RFC 8020). The real daemon
+// is asked from loopback sources standing for an account (acme, 127.1.0.0/16; beta,
+// 127.2.0.0/16) and an outsider (127.9.0.5), with dig's output as the judge, or raw bytes
+// built by hand where dig cannot send or show the message (zone transfers). Forwarded names
+// go to a real dnsmasq, which sets AA=1 on its own local records. Every case runs over UDP
+// and TCP; those that depend on per-process state (fast path, forwarder cache) also run with
+// two DNS workers.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { TestDaemon } from '../helpers/daemon.js';
+import { ServiceListeners } from '../helpers/listeners.js';
+import { freePort } from '../helpers/ports.js';
+import { buildQuery, udpExchange } from './client.js';
+
+const TRANSPORTS = ['udp', 'tcp'] as const;
+type Transport = (typeof TRANSPORTS)[number];
+const ACME = '127.1.0.5';
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What dig printed about one reply. */
+interface Reply {
+  status: string;
+  flags: Set<string>;
+  /** The EDNS flags of the reply's OPT record; null when the reply has none. */
+  ednsFlags: Set<string> | null;
+  questions: number;
+  /** The data of each answer record (last field of the line). */
+  answer: string[];
+  /** Owner and type of each authority record. */
+  authority: string[];
+  text: string;
+}
+
+function parseDig(text: string): Reply {
+  const status = /status: ([A-Z0-9]+)/.exec(text)?.[1];
+  const header = /;; flags:([^;]*); QUERY: (\d+)/.exec(text);
+  if (status === undefined || header === null) throw new Error(`dig printed no reply:\n${text}`);
+  const edns = /; EDNS: version: \d+, flags:([^;]*);/.exec(text);
+  const section = (name: string): string[] =>
+    (new RegExp(`;; ${name} SECTION:\\n([\\s\\S]*?)(?:\\n\\n|$)`).exec(text)?.[1] ?? '').split('\n').filter((l) => l !== '' && !l.startsWith(';'));
+  return {
+    status,
+    flags: new Set(header[1]!.trim().split(/\s+/).filter((f) => f !== '')),
+    ednsFlags: edns === null ? null : new Set(edns[1]!.trim().split(/\s+/).filter((f) => f !== '')),
+    questions: Number(header[2]),
+    answer: section('ANSWER').map((l) => l.split(/\s+/).at(-1)!),
+    authority: section('AUTHORITY').map((l) => { const f = l.split(/\s+/); return `${f[0]} ${f[3]}`; }),
+    text,
+  };
+}
+
+/**
+ * Asks with dig from `source`. UDP replies are taken as sent (+ignore: no retry over TCP on
+ * TC), and dig does not retry with EDNS 0 after BADVERS (+noednsneg).
+ */
+function ask(d: TestDaemon, source: string, transport: Transport, args: string[]): Promise<Reply> {
+  const all = ['-b', source, '@127.0.0.1', '-p', String(d.dnsPort), '+tries=1', '+time=3', '+nocookie', '+noednsneg',
+    transport === 'tcp' ? '+tcp' : '+ignore', ...args];
+  return new Promise((resolve, reject) => {
+    execFile('dig', all, { timeout: 10_000 }, (err, stdout) => {
+      if (err !== null && stdout === '') return reject(new Error(`dig ${all.join(' ')} failed: ${err.message}`));
+      try {
+        resolve(parseDig(stdout));
+      } catch (e) {
+        reject(new Error(`dig ${all.join(' ')}: ${(e as Error).message}`));
+      }
+    });
+  });
+}
+
+let dnsmasq: ChildProcess;
+let dnsmasqPort: number;
+const daemons: TestDaemon[] = [];
+const listeners = new ServiceListeners();
+
+before(async () => {
+  dnsmasqPort = await freePort();
+  // Local records only, never the host's resolver: dnsmasq answers them with AA=1.
+  dnsmasq = spawn('/usr/sbin/dnsmasq', [
+    '--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--pid-file=', `--port=${dnsmasqPort}`,
+    '--listen-address=127.0.0.1', '--bind-interfaces', '--local-ttl=300',
+    '--host-record=host.example.test,192.0.2.7', '--address=/lan/192.0.2.4', '--address=/redis/192.0.2.66',
+    `--txt-record=big.example.test,${'a'.repeat(250)},${'b'.repeat(250)},${'c'.repeat(250)}`,
+  ], { stdio: 'ignore' });
+  // Bounded wait until dnsmasq answers.
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const r = await udpExchange(dnsmasqPort, buildQuery('host.example.test', 1), '127.0.0.1', 200);
+    if (r !== null) break;
+    if (Date.now() > deadline) throw new Error('dnsmasq did not answer within 5 s');
+  }
+});
+
+after(async () => {
+  for (const d of daemons) await d.dispose();
+  listeners.closeAll();
+  if (dnsmasq?.pid !== undefined && dnsmasq.exitCode === null) process.kill(dnsmasq.pid, 'SIGKILL');
+});
+
+interface Setup {
+  /** PRIVDNS_UPSTREAMS; '' for none. */
+  upstreams: string;
+  workers: 1 | 2;
+}
+
+/**
+ * A daemon with accounts acme (127.1.0.0/16, a live `redis` at 127.1.0.9, 30 services with
+ * no instances whose `_services` TXT does not fit 512 bytes) and beta (127.2.0.0/16, nothing).
+ */
+async function start(s: Setup): Promise<TestDaemon> {
+  const d = await TestDaemon.start({ env: { PRIVDNS_UPSTREAMS: s.upstreams, PRIVDNS_DNS_WORKERS: String(s.workers), PRIVDNS_BIND_TIMEOUT_S: '10' } });
+  daemons.push(d);
+  assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] })).status, 201);
+  assert.equal((await d.api('POST', '/v1/accounts', { name: 'beta', subnets: ['127.2.0.0/16'] })).status, 201);
+  const port = await freePort('127.1.0.9');
+  await listeners.listen('127.1.0.9', port);
+  assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [port] })).status, 201);
+  for (let i = 0; i < 30; i++) {
+    assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: `filler-service-${i}`, type: 'private_service', ports: [8000 + i] })).status, 201);
+  }
+  const inst = await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '127.1.0.9' });
+  assert.equal(inst.status, 202);
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const state = (await d.api('GET', `/v1/accounts/acme/services/redis/instances/${inst.body.id}`)).body.state;
+    if (state === 'live') {
+      // A write returns once every DNS process serves it, and changes apply in order: after
+      // this one every worker has the instance live.
+      assert.equal((await d.api('POST', '/v1/accounts/beta/services', { name: 'sync', type: 'private_service', ports: [1] })).status, 201);
+      return d;
+    }
+    await sleep(50);
+  }
+  throw new Error('instance never went live');
+}
+
+const daemonCache = new Map<string, Promise<TestDaemon>>();
+/** One daemon per setup, shared by the describes. */
+function daemon(s: Setup): Promise<TestDaemon> {
+  const key = `${s.upstreams}|${s.workers}`;
+  let d = daemonCache.get(key);
+  if (d === undefined) {
+    d = start(s);
+    daemonCache.set(key, d);
+  }
+  return d;
+}
+const noUpstreams = (): Promise<TestDaemon> => daemon({ upstreams: '', workers: 1 });
+
+
+describe('1. TC is set only when records were dropped to fit, never over TCP', () => {
+  it('REFUSED for names outside the zone without upstreams (a name, the root, a foreign reverse name, CH version.bind) has no TC', async () => {
+    const d = await noUpstreams();
+    for (const transport of TRANSPORTS) {
+      for (const q of [['example.com', 'A'], ['.', 'NS'], ['5.0.0.127.in-addr.arpa', 'PTR'], ['-c', 'CH', 'version.bind', 'TXT']]) {
+        const r = await ask(d, ACME, transport, q);
+        assert.equal(r.status, 'REFUSED', `${q.join(' ')} over ${transport}`);
+        assert.ok(!r.flags.has('tc'), `${q.join(' ')} over ${transport}: flags ${[...r.flags].join(' ')}`);
+        assert.equal(r.questions, 1, 'the question is echoed');
+      }
+    }
+  });
+
+  it('an answer too big for 512 bytes has TC over UDP and arrives whole, without TC, over TCP', async () => {
+    const d = await noUpstreams();
+    const udp = await ask(d, ACME, 'udp', ['+noedns', '_services.internal', 'TXT']);
+    assert.equal(udp.status, 'NOERROR');
+    assert.ok(udp.flags.has('tc'), `flags ${[...udp.flags].join(' ')}`);
+    assert.deepEqual(udp.answer, []);
+    const tcp = await ask(d, ACME, 'tcp', ['+noedns', '_services.internal', 'TXT']);
+    assert.ok(!tcp.flags.has('tc'), `flags ${[...tcp.flags].join(' ')}`);
+    assert.ok(tcp.answer.length >= 1 && tcp.text.includes('filler-service-29'), tcp.text);
+  });
+});
