@@ -13,6 +13,8 @@ export interface QueryOptions {
   /** EDNS UDP size; absent: no OPT record. */
   edns?: number;
   ednsVersion?: number;
+  /** Set DO in the OPT record. */
+  dnssecOk?: boolean;
   opcode?: number;
   qclass?: number;
 }
@@ -37,6 +39,7 @@ export function buildQuery(name: string, qtype: number, o: QueryOptions = {}): B
     opt.writeUInt16BE(41, 1);
     opt.writeUInt16BE(o.edns, 3);
     opt[6] = o.ednsVersion ?? 0;
+    if (o.dnssecOk === true) opt[7] = 0x80;
     parts.push(opt);
   }
   return Buffer.concat(parts);
