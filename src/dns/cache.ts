@@ -7,6 +7,7 @@ import {
   HEADER_LEN,
   OPT_RECORD,
   RCODE_NOERROR,
+  writeOpt,
   RCODE_NXDOMAIN,
   type Answer,
   type Query,
@@ -106,7 +107,7 @@ function nameEndAt(wire: Buffer): number {
 
 /**
  * The answer as one client receives it: its message ID, its RD bit, its question spelling,
- * an OPT record iff it sent one, and every TTL reduced by the whole seconds the answer has
+ * an OPT record iff it sent one (with its DO bit), and every TTL reduced by the whole seconds the answer has
  * been stored. Per served answer this is one buffer copy plus a few integer writes.
  */
 export function serveAnswer(stored: StoredAnswer, query: Buffer, q: Query, now: number): Buffer {
@@ -128,7 +129,7 @@ export function serveAnswer(stored: StoredAnswer, query: Buffer, q: Query, now: 
     }
   }
   if (addOpt) {
-    OPT_RECORD.copy(out, src.length);
+    writeOpt(out, src.length, q.dnssecOk);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
   }
   return out;

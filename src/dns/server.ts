@@ -81,7 +81,7 @@ export class QueryHandler {
   /** Pre-encoded private answers; null when the fast path is off. */
   private readonly answers: AnswerCache | null;
   /** The fast path's reading of the current query: one object, reused. */
-  private readonly fastQuestion: FastQuestion = { questionEnd: 0, ednsSize: 0, key: '' };
+  private readonly fastQuestion: FastQuestion = { questionEnd: 0, ednsSize: 0, dnssecOk: false, key: '' };
   /** Set by a fast-path miss: the general path stores its answer for this account and form. */
   private fillView: AccountView | null = null;
   private fillForm = 0;
@@ -157,7 +157,7 @@ export class QueryHandler {
     const view = this.index.bySource.lookup(addr);
     if (view === undefined) return null;
     const maxSize = this.maxSizeOf(transport, q.ednsSize);
-    const form = formOf(maxSize, q.ednsSize > 0);
+    const form = formOf(maxSize, q.ednsSize > 0, q.dnssecOk);
     const cached = this.answers!.lookup(view, q.key, form);
     // The general path would rotate by the next counter value; use the same, or leave the
     // counter alone and let the general path take (and cache) this rotation.

@@ -17,6 +17,8 @@ export const CLASS_ANY = 255;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 /** Extended rcode 16 (RFC 6891): the client's EDNS version is not 0. */
 export const RCODE_BADVERS = 16;
+/** EDNS flag DO (RFC 3225), in the low 16 bits of the OPT record's TTL field. */
+export const EDNS_DO = 0x8000;
 
 export const HEADER_LEN = 12;
 /** The UDP size of a client without EDNS (RFC 1035). */
@@ -41,6 +43,8 @@ export interface Query {
   ednsSize: number;
   /** The client's EDNS version, when ednsSize > 0. */
   ednsVersion: number;
+  /** The client set DO in its OPT record: the reply's OPT record carries it back (RFC 3225 §3). */
+  dnssecOk: boolean;
 }
 
 export type QueryVerdict =
@@ -89,6 +93,7 @@ export function readQuery(msg: Buffer): QueryVerdict {
   // accept (and skip) anything well-formed.
   let ednsSize = 0;
   let ednsVersion = 0;
+  let dnssecOk = false;
   const records = msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10);
   off = questionEnd;
   for (let i = 0; i < records; i++) {
@@ -102,13 +107,14 @@ export function readQuery(msg: Buffer): QueryVerdict {
       if (ednsSize > 0 || msg[nameStart] !== 0 || i < records - msg.readUInt16BE(10)) return formerr;
       ednsSize = Math.max(msg.readUInt16BE(off + 2), CLASSIC_UDP_SIZE);
       ednsVersion = msg[off + 5]!;
+      dnssecOk = (msg.readUInt16BE(off + 6) & EDNS_DO) !== 0;
     }
     off += RR_FIXED + rdlen;
     if (off > msg.length) return formerr;
   }
   return {
     kind: 'query',
-    query: { id, opcode, rd, cd: (msg[3]! & 0x10) !== 0, name, qtype, qclass, questionEnd, ednsSize, ednsVersion },
+    query: { id, opcode, rd, cd: (msg[3]! & 0x10) !== 0, name, qtype, qclass, questionEnd, ednsSize, ednsVersion, dnssecOk },
   };
 }
 
@@ -331,7 +337,8 @@ class Writer {
       b.writeUInt16BE(this.opts.udpPayload, o + 3);
       b[o + 5] = (rcode >> 4) & 0xff; // extended rcode, high 8 bits
       b[o + 6] = 0; // version 0
-      b.writeUInt16BE(0, o + 7); // flags: DO clear, we sign nothing
+      // Flags: DO as the client sent it (RFC 3225 §3), though nothing here is signed.
+      b.writeUInt16BE(q.dnssecOk ? EDNS_DO : 0, o + 7);
       b.writeUInt16BE(0, o + 9);
       this.off += 11;
       if (reply.ede !== undefined && !badvers) this.writeEde(reply.ede, o + 9);

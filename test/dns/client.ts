@@ -13,14 +13,14 @@ export interface QueryOptions {
   /** EDNS UDP size; absent: no OPT record. */
   edns?: number;
   ednsVersion?: number;
+  /** Set DO in the OPT record. */
+  dnssecOk?: boolean;
   opcode?: number;
   qclass?: number;
   /** Header bits: RD defaults to set, AD and CD to clear. */
   rd?: boolean;
   ad?: boolean;
   cd?: boolean;
-  /** The OPT record's DO bit. */
-  dnssecOk?: boolean;
   /** EDNS options in the OPT record, in order. */
   ednsOptions?: Array<{ code: number; data: Buffer }>;
 }

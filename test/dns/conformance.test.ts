@@ -148,7 +148,10 @@ function daemon(s: Setup): Promise<TestDaemon> {
   return d;
 }
 const noUpstreams = (): Promise<TestDaemon> => daemon({ upstreams: '', workers: 1 });
+const forwarding = (workers: 1 | 2): Promise<TestDaemon> => daemon({ upstreams: `127.0.0.1:${dnsmasqPort}`, workers });
 
+/** Repeats make the second and later answers come from the fast path or the forwarder's cache. */
+const REPEATS = 4;
 
 describe('1. TC is set only when records were dropped to fit, never over TCP', () => {
   it('REFUSED for names outside the zone without upstreams (a name, the root, a foreign reverse name, CH version.bind) has no TC', async () => {
@@ -172,5 +175,31 @@ describe('1. TC is set only when records were dropped to fit, never over TCP', (
     const tcp = await ask(d, ACME, 'tcp', ['+noedns', '_services.internal', 'TXT']);
     assert.ok(!tcp.flags.has('tc'), `flags ${[...tcp.flags].join(' ')}`);
     assert.ok(tcp.answer.length >= 1 && tcp.text.includes('filler-service-29'), tcp.text);
+  });
+});
+
+describe('2. the reply\'s OPT record carries the query\'s DO bit (RFC 3225 §3)', () => {
+  for (const workers of [1, 2] as const) {
+    it(`private and forwarded answers, first and repeated, with ${workers} DNS worker(s)`, async () => {
+      const d = await forwarding(workers);
+      for (const transport of TRANSPORTS) {
+        for (const q of [['redis.internal', 'A'], ['nosuch.internal', 'A'], ['host.example.test', 'A']]) {
+          for (let i = 0; i < REPEATS; i++) {
+            const withDo = await ask(d, ACME, transport, ['+dnssec', ...q]);
+            assert.notEqual(withDo.status, 'SERVFAIL', withDo.text);
+            assert.ok(withDo.ednsFlags?.has('do'), `${q.join(' ')} over ${transport}, try ${i}: EDNS flags ${[...(withDo.ednsFlags ?? [])].join(' ')}`);
+            const without = await ask(d, ACME, transport, ['+edns=0', ...q]);
+            assert.ok(without.ednsFlags !== null && !without.ednsFlags.has('do'), `${q.join(' ')} without DO over ${transport}`);
+          }
+        }
+      }
+    });
+  }
+
+  it('a forwarded answer cut to fit UDP keeps DO in its OPT record', async () => {
+    const d = await forwarding(1);
+    const r = await ask(d, ACME, 'udp', ['+dnssec', '+bufsize=512', 'big.example.test', 'TXT']);
+    assert.ok(r.flags.has('tc'), r.text);
+    assert.ok(r.ednsFlags?.has('do'), r.text);
   });
 });
