@@ -459,6 +459,14 @@ const INTENDED: Intended[] = [
       for (const s of ['answer', 'authority', 'additional'] as const) r.bind[s] = r.privdns[s];
     },
   },
+  {
+    what: 'RA on BADVERS and on other classes, to an account',
+    why: 'BIND answers these before it picks the client\'s view (its CHAOS view has no recursion), so its RA is 0; privdns sets RA wherever recursion is available to the source: an account\'s, with upstreams',
+    applies: (q, r) => q.account !== null && (r.bind.rcode === 16 || (q.qclass !== 1 && r.bind.rcode === 5)),
+    adjust(q, r) {
+      r.bind.flags.ra = q.forwarding ? 1 : 0;
+    },
+  },
 ];
 
 /** Which parts of two replies differ: `flags.ra`, `rcode`, `answer`, `opt.do`, … */
@@ -477,7 +485,15 @@ function differing(a: Norm, b: Norm): string[] {
 
 async function exchange(port: number, q: Q, name: string): Promise<Buffer | null> {
   const msg = buildQuery(name, q.qtype, q.opts);
-  if (!q.tcp) return udpExchange(port, msg, q.source, 2000);
+  if (!q.tcp) {
+    // A datagram lost on a loaded machine is asked again, as a stub resolver would: a
+    // server that never answers stays silent all three times.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const reply = await udpExchange(port, msg, q.source, 1500);
+      if (reply !== null) return reply;
+    }
+    return null;
+  }
   const c = await TcpClient.connect(port, q.source);
   try {
     c.send(msg);
