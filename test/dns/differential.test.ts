@@ -188,7 +188,27 @@ interface Q {
   bindName: string;
   /** Whether the servers forward names outside the zone (upstreams set). */
   forwarding: boolean;
+  /** A change to the query's bytes after it is built (MANGLES), if any. */
+  mangle?: keyof typeof MANGLES;
 }
+
+/** Queries that are not quite right, as a hostile or broken client sends them. */
+const MANGLES = {
+  /** No question at all. */
+  noQuestion: (m: Buffer): Buffer => { const h = Buffer.from(m.subarray(0, 12)); h.writeUInt16BE(0, 4); h.writeUInt16BE(0, 10); return h; },
+  /** QDCOUNT says 2 but one question follows. */
+  qdcountTwo: (m: Buffer): Buffer => { const c = Buffer.from(m); c.writeUInt16BE(2, 4); return c; },
+  /** The question cut in the middle of its type. */
+  cutQuestion: (m: Buffer): Buffer => { const c = Buffer.from(m.subarray(0, 12 + m.subarray(12).indexOf(0) + 2)); c.writeUInt16BE(0, 10); return c; },
+  /** A second, identical OPT record (RFC 6891 §6.1.1: FORMERR). */
+  twoOpt: (m: Buffer): Buffer => { const c = Buffer.concat([m, Buffer.from('0000290200000000000000', 'hex')]); c.writeUInt16BE(c.readUInt16BE(10) + 1, 10); return c; },
+  /** TC and the reserved Z bit set in the query. */
+  oddBits: (m: Buffer): Buffer => { const c = Buffer.from(m); c[2]! |= 0x02; c[3]! |= 0x40; return c; },
+  /** Bytes after the last record. */
+  trailing: (m: Buffer): Buffer => Buffer.concat([m, Buffer.from('deadbeef', 'hex')]),
+  /** A response (QR set): answering it could start a loop, so nothing is sent back. */
+  response: (m: Buffer): Buffer => { const c = Buffer.from(m); c[2]! |= 0x80; return c; },
+} as const;
 
 const T = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, DS: 43, IXFR: 251, AXFR: 252, ANY: 255 } as const;
 const TYPES = [T.A, T.A, T.A, T.AAAA, T.SRV, T.SRV, T.PTR, T.TXT, T.SOA, T.NS, T.ANY, T.AXFR, T.DS];
@@ -253,7 +273,8 @@ function planQueries(accounts: AccountPlan[], forwarding: boolean): Q[] {
     const lower = name.toLowerCase();
     const bare = account !== null && !lower.includes('.') || /^_[^.]+\._tcp$/.test(lower);
     const bindName = account !== null && bare && lower !== '' && bareInZone(account, lower) ? `${name}.${ZONE}` : name;
-    out.push({ n, name, qtype, qclass, opts, tcp: qtype === T.AXFR ? chance(0.7) : chance(0.3), source, account, bindName, forwarding });
+    const mangle = chance(0.05) ? pick(Object.keys(MANGLES) as Array<keyof typeof MANGLES>) : undefined;
+    out.push({ n, name, qtype, qclass, opts, tcp: qtype === T.AXFR ? chance(0.7) : chance(0.3), source, account, bindName, forwarding, ...(mangle ? { mangle } : {}) });
   }
   return out;
 }
@@ -262,7 +283,7 @@ function describeQuery(q: Q): string {
   const o = q.opts;
   const edns = o.edns === undefined ? 'no EDNS' : `EDNS v${o.ednsVersion} size ${o.edns}${o.dnssecOk ? ' DO' : ''}${(o.ednsOptions ?? []).map((x) => ` opt${x.code}`).join('')}`;
   const flags = [o.rd ? 'RD' : 'no RD', o.ad ? 'AD' : '', o.cd ? 'CD' : ''].filter(Boolean).join(' ');
-  return `#${q.n} "${q.name}" type ${q.qtype} class ${q.qclass} opcode ${o.opcode} ${flags} ${edns} over ${q.tcp ? 'TCP' : 'UDP'} from ${q.source} (${q.account?.name ?? 'outsider'})${q.bindName !== q.name ? `; BIND asked "${q.bindName}"` : ''}`;
+  return `#${q.n}${q.mangle ? ` [${q.mangle}]` : ''} "${q.name}" type ${q.qtype} class ${q.qclass} opcode ${o.opcode} ${flags} ${edns} over ${q.tcp ? 'TCP' : 'UDP'} from ${q.source} (${q.account?.name ?? 'outsider'})${q.bindName !== q.name ? `; BIND asked "${q.bindName}"` : ''}`;
 }
 
 // ---- decoding (dns2) and the one normalisation ------------------------------------------
@@ -484,11 +505,12 @@ function differing(a: Norm, b: Norm): string[] {
 // ---- the run ------------------------------------------------------------------------------
 
 async function exchange(port: number, q: Q, name: string): Promise<Buffer | null> {
-  const msg = buildQuery(name, q.qtype, q.opts);
+  const built = buildQuery(name, q.qtype, q.opts);
+  const msg = q.mangle ? MANGLES[q.mangle](built) : built;
   if (!q.tcp) {
     // A datagram lost on a loaded machine is asked again, as a stub resolver would: a
     // server that never answers stays silent all three times.
-    for (let attempt = 0; attempt < 3; attempt++) {
+    for (let attempt = 0; attempt < (q.mangle === 'response' ? 1 : 3); attempt++) {
       const reply = await udpExchange(port, msg, q.source, 1500);
       if (reply !== null) return reply;
     }
