@@ -203,3 +203,33 @@ describe('2. the reply\'s OPT record carries the query\'s DO bit (RFC 3225 §3)'
     assert.ok(r.ednsFlags?.has('do'), r.text);
   });
 });
+
+describe('3. forwarded answers are not authoritative: AA=0 whatever the upstream set', () => {
+  it('the upstream (dnsmasq) itself sets AA=1 on these names', async () => {
+    const r = parseDig(await new Promise<string>((resolve) => execFile('dig', ['@127.0.0.1', '-p', String(dnsmasqPort), '+tries=1', '+time=2', 'host.example.test'], (_e, out) => resolve(out))));
+    assert.ok(r.flags.has('aa'), r.text);
+  });
+
+  for (const workers of [1, 2] as const) {
+    it(`first answer, cache hits and a cut answer, with ${workers} DNS worker(s)`, async () => {
+      const d = await forwarding(workers);
+      for (const transport of TRANSPORTS) {
+        for (const args of [['host.example.test', 'A'], ['+dnssec', 'host.example.test', 'A'], ['www.lan', 'A']]) {
+          for (let i = 0; i < REPEATS; i++) {
+            const r = await ask(d, ACME, transport, args);
+            assert.equal(r.status, 'NOERROR', r.text);
+            assert.ok(r.answer.length > 0, r.text);
+            assert.ok(!r.flags.has('aa'), `${args.join(' ')} over ${transport}, try ${i}: flags ${[...r.flags].join(' ')}`);
+          }
+        }
+      }
+      for (let i = 0; i < REPEATS; i++) {
+        const cut = await ask(d, ACME, 'udp', ['+noedns', 'big.example.test', 'TXT']);
+        assert.ok(cut.flags.has('tc'), cut.text);
+        assert.ok(!cut.flags.has('aa'), cut.text);
+      }
+      // Private answers stay authoritative.
+      assert.ok((await ask(d, ACME, 'udp', ['redis.internal'])).flags.has('aa'));
+    });
+  }
+});
