@@ -13,6 +13,7 @@ import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 import { freePort } from '../helpers/ports.js';
 import { buildQuery, udpExchange } from './client.js';
+import { StubUpstream } from './upstream-stub.js';
 
 const TRANSPORTS = ['udp', 'tcp'] as const;
 type Transport = (typeof TRANSPORTS)[number];
@@ -74,6 +75,7 @@ let dnsmasq: ChildProcess;
 let dnsmasqPort: number;
 const daemons: TestDaemon[] = [];
 const listeners = new ServiceListeners();
+const stubs: StubUpstream[] = [];
 
 before(async () => {
   dnsmasqPort = await freePort();
@@ -96,6 +98,7 @@ before(async () => {
 after(async () => {
   for (const d of daemons) await d.dispose();
   listeners.closeAll();
+  for (const s of stubs) await s.close();
   if (dnsmasq?.pid !== undefined && dnsmasq.exitCode === null) process.kill(dnsmasq.pid, 'SIGKILL');
 });
 
@@ -232,4 +235,21 @@ describe('3. forwarded answers are not authoritative: AA=0 whatever the upstream
       assert.ok((await ask(d, ACME, 'udp', ['redis.internal'])).flags.has('aa'));
     });
   }
+});
+
+describe('4. EDNS version other than 0 gets BADVERS, and a forwarded name is then not forwarded (RFC 6891 §6.1.3)', () => {
+  it('forwarded and private names, UDP and TCP, nothing reaches the upstream', async () => {
+    const stub = await StubUpstream.start(() => null);
+    stubs.push(stub);
+    const d = await daemon({ upstreams: `127.0.0.1:${stub.address.port}`, workers: 1 });
+    for (const transport of TRANSPORTS) {
+      for (const name of ['host.example.test', 'redis.internal', 'lan']) {
+        const r = await ask(d, ACME, transport, ['+edns=1', name]);
+        assert.equal(r.status, 'BADVERS', `${name} over ${transport}:\n${r.text}`);
+        assert.deepEqual(r.answer, []);
+        assert.ok(!r.flags.has('aa'), r.text);
+      }
+    }
+    assert.deepEqual(stub.queries.map((q) => q.name), []);
+  });
 });
