@@ -5,7 +5,7 @@
 // sides are untrusted network input. It works on the bytes and allocates only the small
 // result objects: it runs once per forwarded query and once per upstream answer.
 
-import { EDNS_DO, HEADER_LEN, RCODE, TYPE } from './wire.js';
+import { EDNS_DO, HEADER_LEN, RCODE, TYPE, writeReplyFlags } from './wire.js';
 
 // The wire constants are wire.ts's; these names are what the forwarder's modules read.
 export { HEADER_LEN };
@@ -236,14 +236,12 @@ export function errorAnswer(query: Buffer, q: Query | null, rcode: number): Buff
     // Not even a question to echo: a bare header.
     const out = Buffer.alloc(HEADER_LEN);
     if (query.length >= 2) query.copy(out, 0, 0, 2);
-    out[2] = 0x80 | ((query[2] ?? 0) & 0x01);
-    out[3] = 0x80 | rcode;
+    writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: ((query[2] ?? 0) & 0x01) !== 0, ra: true, ad: false, cd: false, rcode });
     return out;
   }
   const out = Buffer.alloc(q.questionEnd + (q.edns ? OPT_RECORD.length : 0));
   query.copy(out, 0, 0, q.questionEnd);
-  out[2] = 0x80 | (q.rd ? 0x01 : 0);
-  out[3] = 0x80 | (q.cd ? FLAG_CD : 0) | rcode;
+  writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: q.rd, ra: true, ad: false, cd: q.cd, rcode });
   out.writeUInt16BE(1, 4);
   out.writeUInt16BE(0, 6);
   out.writeUInt16BE(0, 8);

@@ -28,6 +28,7 @@ import {
   headerOnlyReply,
   questionReply,
   RCODE,
+  RCODE_BADVERS,
   readQuery,
   truncateForwarded,
   type Query,
@@ -189,6 +190,17 @@ export class QueryHandler {
     if (view !== null && explain === undefined) this.stats?.account(view.name);
     // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
     const sourceText = addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source;
+    const opts = this.encodeOpts(transport, query);
+    if (query.ednsSize > 0 && query.ednsVersion > 0) {
+      // RFC 6891 §6.1.3: an EDNS version we do not speak is answered BADVERS before the name
+      // is looked at, so nothing is forwarded either.
+      if (explain) {
+        explain.account = view?.name ?? null;
+        explain.operator = operator;
+        explain.reason = `BADVERS: EDNS version ${query.ednsVersion}; only version 0 is served`;
+      }
+      return questionReply(raw, query, RCODE_BADVERS, opts);
+    }
     const fill = this.fillView !== null && this.fillView === view && !operator ? new SourceWatch(sourceText, view) : null;
     const asker: Asker = fill ?? { source: sourceText, view, operator: operator ? this.index.accounts : null };
     const res = this.zone.answer(asker, query.name, query.qtype, query.qclass);
@@ -197,7 +209,6 @@ export class QueryHandler {
       explain.operator = operator;
       explain.reason = res.reason;
     }
-    const opts = this.encodeOpts(transport, query);
     if (res.kind === 'reply') {
       this.rotation = (this.rotation + 1) & 0x3fff_ffff;
       const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation });

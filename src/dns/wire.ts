@@ -271,11 +271,11 @@ export function headerOnlyReply(id: number, opcode: number, rd: boolean, rcode: 
 /**
  * A forwarded answer too big for the client's UDP size becomes its header and question with
  * TC set; the client asks again over TCP, where the forwarder's whole answer goes through.
+ * Not authoritative, whatever the upstream said.
  */
 export function truncateForwarded(raw: Buffer, query: Query, upstreamReply: Buffer, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
   const rcode = upstreamReply.length >= 4 ? upstreamReply[3]! & 0x0f : RCODE.SERVFAIL;
-  const aa = upstreamReply.length >= 3 && (upstreamReply[2]! & 0x04) !== 0;
-  return truncatedReply(raw, query, rcode, aa, opts);
+  return truncatedReply(raw, query, rcode, false, opts);
 }
 
 /**

@@ -13,6 +13,7 @@ import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 import { freePort } from '../helpers/ports.js';
 import { buildQuery, udpExchange } from './client.js';
+import { StubUpstream } from './upstream-stub.js';
 
 const TRANSPORTS = ['udp', 'tcp'] as const;
 type Transport = (typeof TRANSPORTS)[number];
@@ -74,6 +75,7 @@ let dnsmasq: ChildProcess;
 let dnsmasqPort: number;
 const daemons: TestDaemon[] = [];
 const listeners = new ServiceListeners();
+const stubs: StubUpstream[] = [];
 
 before(async () => {
   dnsmasqPort = await freePort();
@@ -96,6 +98,7 @@ before(async () => {
 after(async () => {
   for (const d of daemons) await d.dispose();
   listeners.closeAll();
+  for (const s of stubs) await s.close();
   if (dnsmasq?.pid !== undefined && dnsmasq.exitCode === null) process.kill(dnsmasq.pid, 'SIGKILL');
 });
 
@@ -201,5 +204,52 @@ describe('2. the reply\'s OPT record carries the query\'s DO bit (RFC 3225 §3)'
     const r = await ask(d, ACME, 'udp', ['+dnssec', '+bufsize=512', 'big.example.test', 'TXT']);
     assert.ok(r.flags.has('tc'), r.text);
     assert.ok(r.ednsFlags?.has('do'), r.text);
+  });
+});
+
+describe('3. forwarded answers are not authoritative: AA=0 whatever the upstream set', () => {
+  it('the upstream (dnsmasq) itself sets AA=1 on these names', async () => {
+    const r = parseDig(await new Promise<string>((resolve) => execFile('dig', ['@127.0.0.1', '-p', String(dnsmasqPort), '+tries=1', '+time=2', 'host.example.test'], (_e, out) => resolve(out))));
+    assert.ok(r.flags.has('aa'), r.text);
+  });
+
+  for (const workers of [1, 2] as const) {
+    it(`first answer, cache hits and a cut answer, with ${workers} DNS worker(s)`, async () => {
+      const d = await forwarding(workers);
+      for (const transport of TRANSPORTS) {
+        for (const args of [['host.example.test', 'A'], ['+dnssec', 'host.example.test', 'A'], ['www.lan', 'A']]) {
+          for (let i = 0; i < REPEATS; i++) {
+            const r = await ask(d, ACME, transport, args);
+            assert.equal(r.status, 'NOERROR', r.text);
+            assert.ok(r.answer.length > 0, r.text);
+            assert.ok(!r.flags.has('aa'), `${args.join(' ')} over ${transport}, try ${i}: flags ${[...r.flags].join(' ')}`);
+          }
+        }
+      }
+      for (let i = 0; i < REPEATS; i++) {
+        const cut = await ask(d, ACME, 'udp', ['+noedns', 'big.example.test', 'TXT']);
+        assert.ok(cut.flags.has('tc'), cut.text);
+        assert.ok(!cut.flags.has('aa'), cut.text);
+      }
+      // Private answers stay authoritative.
+      assert.ok((await ask(d, ACME, 'udp', ['redis.internal'])).flags.has('aa'));
+    });
+  }
+});
+
+describe('4. EDNS version other than 0 gets BADVERS, and a forwarded name is then not forwarded (RFC 6891 §6.1.3)', () => {
+  it('forwarded and private names, UDP and TCP, nothing reaches the upstream', async () => {
+    const stub = await StubUpstream.start(() => null);
+    stubs.push(stub);
+    const d = await daemon({ upstreams: `127.0.0.1:${stub.address.port}`, workers: 1 });
+    for (const transport of TRANSPORTS) {
+      for (const name of ['host.example.test', 'redis.internal', 'lan']) {
+        const r = await ask(d, ACME, transport, ['+edns=1', name]);
+        assert.equal(r.status, 'BADVERS', `${name} over ${transport}:\n${r.text}`);
+        assert.deepEqual(r.answer, []);
+        assert.ok(!r.flags.has('aa'), r.text);
+      }
+    }
+    assert.deepEqual(stub.queries.map((q) => q.name), []);
   });
 });
