@@ -488,6 +488,22 @@ const INTENDED: Intended[] = [
       r.bind.flags.ra = q.forwarding ? 1 : 0;
     },
   },
+  {
+    what: 'the question of a FORMERR',
+    why: 'privdns answers a malformed query with its header alone: it does not echo a question from a message it could not read; BIND echoes it when it got that far',
+    applies: (_q, r) => r.privdns.rcode === 1 && r.bind.rcode === 1,
+    adjust(_q, r) {
+      r.bind.question = [];
+    },
+  },
+  {
+    what: 'a malformed query with an opcode other than QUERY',
+    why: 'privdns reads the opcode first and says NOTIMP without reading the rest; BIND parses the whole message first and says FORMERR',
+    applies: (q, r) => q.mangle !== undefined && (q.opts.opcode ?? 0) !== 0 && r.bind.rcode === 1,
+    adjust(_q, r) {
+      r.bind.rcode = 4;
+    },
+  },
 ];
 
 /** Which parts of two replies differ: `flags.ra`, `rcode`, `answer`, `opt.do`, … */
