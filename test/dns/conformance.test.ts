@@ -18,6 +18,7 @@ import { StubUpstream } from './upstream-stub.js';
 const TRANSPORTS = ['udp', 'tcp'] as const;
 type Transport = (typeof TRANSPORTS)[number];
 const ACME = '127.1.0.5';
+const OUTSIDER = '127.9.0.5';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What dig printed about one reply. */
@@ -251,5 +252,21 @@ describe('4. EDNS version other than 0 gets BADVERS, and a forwarded name is the
       }
     }
     assert.deepEqual(stub.queries.map((q) => q.name), []);
+  });
+});
+
+describe('5. recursion is not available to sources in no account: RA=0 on their REFUSED', () => {
+  it('outsiders see RA=0 with upstreams set, insiders RA=1', async () => {
+    const d = await forwarding(1);
+    for (const transport of TRANSPORTS) {
+      for (const name of ['host.example.test', 'redis.internal', 'redis']) {
+        const r = await ask(d, OUTSIDER, transport, [name]);
+        assert.equal(r.status, 'REFUSED');
+        assert.ok(!r.flags.has('ra'), `${name} over ${transport}: flags ${[...r.flags].join(' ')}`);
+        assert.ok(!r.flags.has('tc') && !r.flags.has('aa'), r.text);
+      }
+      assert.ok((await ask(d, ACME, transport, ['host.example.test'])).flags.has('ra'));
+      assert.ok((await ask(d, ACME, transport, ['redis.internal'])).flags.has('ra'));
+    }
   });
 });
