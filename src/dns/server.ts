@@ -129,7 +129,7 @@ export class QueryHandler {
     }
     if (verdict.kind === 'error') {
       if (explain) explain.reason = verdict.rcode === RCODE.NOTIMP ? `NOTIMP: opcode ${verdict.opcode}` : 'FORMERR: malformed query';
-      return headerOnlyReply(verdict.id, verdict.opcode, verdict.rd, verdict.rcode);
+      return headerOnlyReply(verdict, this.maxUdpPayload);
     }
     const query = verdict.query;
     try {

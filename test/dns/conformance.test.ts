@@ -270,3 +270,28 @@ describe('5. recursion is not available to sources in no account: RA=0 on their 
     }
   });
 });
+
+describe('6. an unknown opcode gets NOTIMP with BIND 9\'s header: QR only, opcode echoed, no question, OPT iff sent', () => {
+  // BIND 9.18 (named with a one-zone config, `dig +opcode=3 [+dnssec] [+norecurse]`):
+  //   ;; ->>HEADER<<- opcode: RESERVED3, status: NOTIMP   ;; flags: qr; QUERY: 0, ANSWER: 0, AUTHORITY: 0
+  //   ; EDNS: version: 0, flags: do; udp: 1232           (only when the query had an OPT record)
+  it('opcodes 3, 6 and 15, with and without RD, EDNS and DO, from insiders and outsiders', async () => {
+    const d = await forwarding(1);
+    for (const transport of TRANSPORTS) {
+      for (const opcode of [3, 6, 15]) {
+        for (const extra of [[], ['+norecurse'], ['+noedns'], ['+dnssec']]) {
+          for (const source of [ACME, OUTSIDER]) {
+            const r = await ask(d, source, transport, [`+opcode=${opcode}`, ...extra, 'redis.internal']);
+            const what = `opcode ${opcode} ${extra.join(' ')} over ${transport} from ${source}`;
+            assert.equal(r.status, 'NOTIMP', what);
+            assert.ok(r.text.includes(`opcode: RESERVED${opcode},`), r.text);
+            assert.deepEqual([...r.flags], ['qr'], `${what}: flags ${[...r.flags].join(' ')}`);
+            assert.equal(r.questions, 0, what);
+            if (extra[0] === '+noedns') assert.equal(r.ednsFlags, null, what);
+            else assert.deepEqual([...r.ednsFlags ?? ['no OPT']], extra[0] === '+dnssec' ? ['do'] : [], what);
+          }
+        }
+      }
+    }
+  });
+});
