@@ -11,10 +11,10 @@
 //
 // Nothing here throws on network input: readQuery returns a verdict for every byte string.
 
-export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, ANY: 255 } as const;
+export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
 export const CLASS_IN = 1;
 export const CLASS_ANY = 255;
-export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, NOTAUTH: 9 } as const;
 /** Extended rcode 16 (RFC 6891): the client's EDNS version is not 0. */
 export const RCODE_BADVERS = 16;
 /** EDNS flag DO (RFC 3225), in the low 16 bits of the OPT record's TTL field. */
