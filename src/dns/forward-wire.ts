@@ -5,7 +5,7 @@
 // sides are untrusted network input. It works on the bytes and allocates only the small
 // result objects: it runs once per forwarded query and once per upstream answer.
 
-import { EDNS_DO, HEADER_LEN, RCODE, TYPE, writeReplyFlags } from './wire.js';
+import { EDNS_DO, HEADER_LEN, RCODE, TYPE, writeOptRecord, writeReplyFlags } from './wire.js';
 
 // The wire constants are wire.ts's; these names are what the forwarder's modules read.
 export { HEADER_LEN };
@@ -224,8 +224,11 @@ export function readAnswer(msg: Buffer, id: number, lowerName: Buffer, qtype: nu
   return answer;
 }
 
+/** The UDP payload size the forwarder advertises, to upstreams and in answers it relays. */
+const FORWARDER_UDP_PAYLOAD = 1232;
 /** A minimal OPT record: root name, type OPT, 1232-byte UDP payload, no flags, no options. */
-export const OPT_RECORD = Buffer.from([0, 0, TYPE_OPT, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+export const OPT_RECORD = Buffer.alloc(11);
+writeOptRecord(OPT_RECORD, 0, FORWARDER_UDP_PAYLOAD, 0, false);
 
 /**
  * An error answer (SERVFAIL, FORMERR) built from the client's query: its ID, RD and
@@ -252,8 +255,7 @@ export function errorAnswer(query: Buffer, q: Query | null, rcode: number): Buff
 
 /** Our OPT record at `off`, carrying the client's DO bit back (RFC 3225 §3). */
 export function writeOpt(out: Buffer, off: number, dnssecOk: boolean): void {
-  OPT_RECORD.copy(out, off);
-  if (dnssecOk) out.writeUInt16BE(EDNS_DO, off + 7);
+  writeOptRecord(out, off, FORWARDER_UDP_PAYLOAD, 0, dnssecOk);
 }
 
 /**

@@ -129,7 +129,7 @@ export class QueryHandler {
     }
     if (verdict.kind === 'error') {
       if (explain) explain.reason = verdict.rcode === RCODE.NOTIMP ? `NOTIMP: opcode ${verdict.opcode}` : 'FORMERR: malformed query';
-      return headerOnlyReply(verdict.id, verdict.opcode, verdict.rd, verdict.rcode);
+      return headerOnlyReply(verdict, this.maxUdpPayload);
     }
     const query = verdict.query;
     try {
@@ -137,7 +137,9 @@ export class QueryHandler {
     } catch (err) {
       // A bug must cost one SERVFAIL, not the server.
       this.logger?.error({ err, name: query.name, qtype: query.qtype }, 'DNS query failed');
-      return questionReply(raw, query, RCODE.SERVFAIL, this.encodeOpts(transport, query));
+      const addr = parseSourceAddress(source);
+      const insider = addr !== null && (this.index.bySource.lookup(addr) !== undefined || this.operators?.lookup(addr) === true);
+      return questionReply(raw, query, RCODE.SERVFAIL, this.encodeOpts(transport, query, insider));
     }
   }
 
@@ -190,7 +192,8 @@ export class QueryHandler {
     if (view !== null && explain === undefined) this.stats?.account(view.name);
     // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
     const sourceText = addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source;
-    const opts = this.encodeOpts(transport, query);
+    // Recursion is available only to sources that may use the forwarder (RFC 1035 §4.1.1 RA).
+    const opts = this.encodeOpts(transport, query, view !== null || operator);
     if (query.ednsSize > 0 && query.ednsVersion > 0) {
       // RFC 6891 §6.1.3: an EDNS version we do not speak is answered BADVERS before the name
       // is looked at, so nothing is forwarded either.
@@ -241,8 +244,9 @@ export class QueryHandler {
     );
   }
 
-  private encodeOpts(transport: Transport, query: Query): { maxSize: number; recursionAvailable: boolean; udpPayload: number } {
-    return { maxSize: this.maxSizeOf(transport, query.ednsSize), recursionAvailable: this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
+  /** `insider`: the source is in an account or an operator subnet, so it may use the forwarder. */
+  private encodeOpts(transport: Transport, query: Query, insider: boolean): { maxSize: number; recursionAvailable: boolean; udpPayload: number } {
+    return { maxSize: this.maxSizeOf(transport, query.ednsSize), recursionAvailable: insider && this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
   }
 
   /** The largest reply allowed: 65535 over TCP, else the client's EDNS size capped, or 512. */

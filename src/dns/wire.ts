@@ -11,10 +11,10 @@
 //
 // Nothing here throws on network input: readQuery returns a verdict for every byte string.
 
-export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, ANY: 255 } as const;
+export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
 export const CLASS_IN = 1;
 export const CLASS_ANY = 255;
-export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, NOTAUTH: 9 } as const;
 /** Extended rcode 16 (RFC 6891): the client's EDNS version is not 0. */
 export const RCODE_BADVERS = 16;
 /** EDNS flag DO (RFC 3225), in the low 16 bits of the OPT record's TTL field. */
@@ -51,8 +51,11 @@ export type QueryVerdict =
   | { kind: 'query'; query: Query }
   /** Not worth an answer: too short for a header, or itself a response (QR set). */
   | { kind: 'drop' }
-  /** A header we can answer with an error rcode (FORMERR, NOTIMP); question not echoed. */
-  | { kind: 'error'; id: number; opcode: number; rd: boolean; rcode: number };
+  /**
+   * A header we can answer with an error rcode (FORMERR, NOTIMP); question not echoed. `opt`:
+   * the query's OPT record, read for NOTIMP only (whose reply carries one, as BIND 9's does).
+   */
+  | { kind: 'error'; id: number; opcode: number; rd: boolean; rcode: number; opt: { dnssecOk: boolean } | null };
 
 /**
  * Reads a query. Every offset is checked against the message length, the question name
@@ -67,8 +70,8 @@ export function readQuery(msg: Buffer): QueryVerdict {
   const id = msg.readUInt16BE(0);
   const opcode = (flags >> 3) & 0x0f;
   const rd = (flags & 0x01) !== 0;
-  if (opcode !== 0) return { kind: 'error', id, opcode, rd, rcode: RCODE.NOTIMP };
-  const formerr: QueryVerdict = { kind: 'error', id, opcode, rd, rcode: RCODE.FORMERR };
+  if (opcode !== 0) return { kind: 'error', id, opcode, rd, rcode: RCODE.NOTIMP, opt: findOpt(msg) };
+  const formerr: QueryVerdict = { kind: 'error', id, opcode, rd, rcode: RCODE.FORMERR, opt: null };
   if (msg.readUInt16BE(4) !== 1) return formerr;
 
   // Question name: labels of 1-63 bytes, ending in the root label.
@@ -119,6 +122,32 @@ export function readQuery(msg: Buffer): QueryVerdict {
 }
 
 const DROP: QueryVerdict = { kind: 'drop' };
+
+/**
+ * The OPT record of a message of any opcode, walked over its question and record counts as
+ * far as the bytes go; null if there is none or the walk does not fit the message.
+ */
+function findOpt(msg: Buffer): { dnssecOk: boolean } | null {
+  let off = HEADER_LEN;
+  const qd = msg.readUInt16BE(4);
+  for (let i = 0; i < qd; i++) {
+    off = skipName(msg, off);
+    if (off < 0 || off + 4 > msg.length) return null;
+    off += 4;
+  }
+  const an = msg.readUInt16BE(6) + msg.readUInt16BE(8);
+  const records = an + msg.readUInt16BE(10);
+  for (let i = 0; i < records; i++) {
+    const nameStart = off;
+    off = skipName(msg, off);
+    if (off < 0 || off + RR_FIXED > msg.length) return null;
+    if (i >= an && msg[nameStart] === 0 && msg.readUInt16BE(off) === TYPE.OPT) {
+      return { dnssecOk: (msg.readUInt16BE(off + 6) & EDNS_DO) !== 0 };
+    }
+    off += RR_FIXED + msg.readUInt16BE(off + 8);
+  }
+  return null;
+}
 
 function lowerLabel(msg: Buffer, start: number, len: number): string {
   let s = '';
@@ -259,13 +288,37 @@ export function questionReply(raw: Buffer, query: Query, rcode: number, opts: Om
   return w.write({ rcode, authoritative: false, answer: [], authority: [], additional: [] }, false);
 }
 
-/** An error reply that does not echo the question (FORMERR, NOTIMP for a bad header). */
-export function headerOnlyReply(id: number, opcode: number, rd: boolean, rcode: number): Buffer {
-  const out = Buffer.alloc(HEADER_LEN);
-  out.writeUInt16BE(id, 0);
-  out[2] = 0x80 | (opcode << 3) | (rd ? 1 : 0);
-  out[3] = rcode & 0x0f;
+/**
+ * An error reply that does not echo the question (FORMERR, NOTIMP for a bad header). NOTIMP
+ * is BIND 9's: QR and the opcode only (RD clear, RA clear), no question, and an OPT record
+ * with the query's DO bit when the query had one.
+ */
+export function headerOnlyReply(v: { id: number; opcode: number; rd: boolean; rcode: number; opt: { dnssecOk: boolean } | null }, udpPayload: number): Buffer {
+  const out = Buffer.alloc(HEADER_LEN + (v.opt !== null ? OPT_FIXED : 0));
+  out.writeUInt16BE(v.id, 0);
+  writeReplyFlags(out, { opcode: v.opcode, aa: false, tc: false, rd: v.rcode === RCODE.FORMERR && v.rd, ra: false, ad: false, cd: false, rcode: v.rcode });
+  if (v.opt !== null) {
+    writeOptRecord(out, HEADER_LEN, udpPayload, v.rcode, v.opt.dnssecOk);
+    out.writeUInt16BE(1, 10);
+  }
   return out;
+}
+
+/** Bytes of an OPT record without options: root owner, type, class, TTL, rdlength. */
+export const OPT_FIXED = 11;
+
+/**
+ * An OPT record without options at `off` (RFC 6891 §6.1.2): our UDP payload size, the high
+ * bits of the rcode, version 0, and DO as the client sent it (RFC 3225 §3).
+ */
+export function writeOptRecord(out: Buffer, off: number, udpPayload: number, rcode: number, dnssecOk: boolean): void {
+  out[off] = 0;
+  out.writeUInt16BE(TYPE.OPT, off + 1);
+  out.writeUInt16BE(udpPayload, off + 3);
+  out[off + 5] = (rcode >> 4) & 0xff;
+  out[off + 6] = 0;
+  out.writeUInt16BE(dnssecOk ? EDNS_DO : 0, off + 7);
+  out.writeUInt16BE(0, off + 9);
 }
 
 /**
@@ -328,19 +381,11 @@ class Writer {
       }
     }
     if (edns) {
-      this.ensure(11);
+      this.ensure(OPT_FIXED);
       // Not the `b` above: writing the records may have moved the message to a bigger buffer.
-      const b = this.buf;
       const o = this.off;
-      b[o] = 0; // root owner
-      b.writeUInt16BE(TYPE.OPT, o + 1);
-      b.writeUInt16BE(this.opts.udpPayload, o + 3);
-      b[o + 5] = (rcode >> 4) & 0xff; // extended rcode, high 8 bits
-      b[o + 6] = 0; // version 0
-      // Flags: DO as the client sent it (RFC 3225 §3), though nothing here is signed.
-      b.writeUInt16BE(q.dnssecOk ? EDNS_DO : 0, o + 7);
-      b.writeUInt16BE(0, o + 9);
-      this.off += 11;
+      writeOptRecord(this.buf, o, this.opts.udpPayload, rcode, q.dnssecOk);
+      this.off += OPT_FIXED;
       if (reply.ede !== undefined && !badvers) this.writeEde(reply.ede, o + 9);
       ar++;
     }

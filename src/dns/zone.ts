@@ -85,6 +85,12 @@ export class Zone {
     // Only class IN is served or forwarded: a CHAOS question such as version.bind would
     // otherwise reach the upstream and report its software to every account.
     if (!classOk(qclass)) return refused(`class ${qclass} is not served; privdns answers and forwards class IN`);
+    if (qtype === TYPE.AXFR || qtype === TYPE.IXFR) {
+      // As BIND 9 with allow-transfer { none; }: the zone is never transferred (its content
+      // depends on who asks), and no other name is a zone served here.
+      if (name === this.name) return refused(`zone transfers (${typeName(qtype)}) of "${this.name}" are not offered`);
+      return { kind: 'reply', reply: { rcode: RCODE.NOTAUTH, authoritative: false, answer: [], authority: [], additional: [] }, reason: `NOTAUTH: "${name}" is no zone served here` };
+    }
     let relative: string;
     if (name === this.name) relative = '';
     else if (name.endsWith(this.suffix)) relative = name.slice(0, name.length - this.suffix.length);
@@ -349,7 +355,7 @@ export function txtRdata(strings: string[]): Buffer {
   return Buffer.concat(parts);
 }
 
-const TYPE_NAMES: Record<number, string> = { 1: 'A', 2: 'NS', 6: 'SOA', 12: 'PTR', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 255: 'ANY' };
+const TYPE_NAMES: Record<number, string> = { 1: 'A', 2: 'NS', 6: 'SOA', 12: 'PTR', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 251: 'IXFR', 252: 'AXFR', 255: 'ANY' };
 
 export function typeName(t: number): string {
   return TYPE_NAMES[t] ?? `TYPE${t}`;

@@ -12,12 +12,13 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 import { freePort } from '../helpers/ports.js';
-import { buildQuery, udpExchange } from './client.js';
+import { buildQuery, TcpClient, udpExchange } from './client.js';
 import { StubUpstream } from './upstream-stub.js';
 
 const TRANSPORTS = ['udp', 'tcp'] as const;
 type Transport = (typeof TRANSPORTS)[number];
 const ACME = '127.1.0.5';
+const OUTSIDER = '127.9.0.5';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What dig printed about one reply. */
@@ -69,6 +70,22 @@ function ask(d: TestDaemon, source: string, transport: Transport, args: string[]
       }
     });
   });
+}
+
+/** Sends hand-built query bytes and returns the reply's bytes (for what dig cannot send or show). */
+async function rawAsk(d: TestDaemon, source: string, transport: Transport, msg: Buffer): Promise<Buffer> {
+  if (transport === 'udp') {
+    const r = await udpExchange(d.dnsPort, msg, source, 3000);
+    if (r === null) throw new Error('no UDP reply');
+    return r;
+  }
+  const c = await TcpClient.connect(d.dnsPort, source);
+  try {
+    c.send(msg);
+    return await c.next(3000);
+  } finally {
+    c.close();
+  }
 }
 
 let dnsmasq: ChildProcess;
@@ -251,5 +268,79 @@ describe('4. EDNS version other than 0 gets BADVERS, and a forwarded name is the
       }
     }
     assert.deepEqual(stub.queries.map((q) => q.name), []);
+  });
+});
+
+describe('5. recursion is not available to sources in no account: RA=0 on their REFUSED', () => {
+  it('outsiders see RA=0 with upstreams set, insiders RA=1', async () => {
+    const d = await forwarding(1);
+    for (const transport of TRANSPORTS) {
+      for (const name of ['host.example.test', 'redis.internal', 'redis']) {
+        const r = await ask(d, OUTSIDER, transport, [name]);
+        assert.equal(r.status, 'REFUSED');
+        assert.ok(!r.flags.has('ra'), `${name} over ${transport}: flags ${[...r.flags].join(' ')}`);
+        assert.ok(!r.flags.has('tc') && !r.flags.has('aa'), r.text);
+      }
+      assert.ok((await ask(d, ACME, transport, ['host.example.test'])).flags.has('ra'));
+      assert.ok((await ask(d, ACME, transport, ['redis.internal'])).flags.has('ra'));
+    }
+  });
+});
+
+describe('6. an unknown opcode gets NOTIMP with BIND 9\'s header: QR only, opcode echoed, no question, OPT iff sent', () => {
+  // BIND 9.18 (named with a one-zone config, `dig +opcode=3 [+dnssec] [+norecurse]`):
+  //   ;; ->>HEADER<<- opcode: RESERVED3, status: NOTIMP   ;; flags: qr; QUERY: 0, ANSWER: 0, AUTHORITY: 0
+  //   ; EDNS: version: 0, flags: do; udp: 1232           (only when the query had an OPT record)
+  it('opcodes 3, 6 and 15, with and without RD, EDNS and DO, from insiders and outsiders', async () => {
+    const d = await forwarding(1);
+    for (const transport of TRANSPORTS) {
+      for (const opcode of [3, 6, 15]) {
+        for (const extra of [[], ['+norecurse'], ['+noedns'], ['+dnssec']]) {
+          for (const source of [ACME, OUTSIDER]) {
+            const r = await ask(d, source, transport, [`+opcode=${opcode}`, ...extra, 'redis.internal']);
+            const what = `opcode ${opcode} ${extra.join(' ')} over ${transport} from ${source}`;
+            assert.equal(r.status, 'NOTIMP', what);
+            assert.ok(r.text.includes(`opcode: RESERVED${opcode},`), r.text);
+            assert.deepEqual([...r.flags], ['qr'], `${what}: flags ${[...r.flags].join(' ')}`);
+            assert.equal(r.questions, 0, what);
+            if (extra[0] === '+noedns') assert.equal(r.ednsFlags, null, what);
+            else assert.deepEqual([...r.ednsFlags ?? ['no OPT']], extra[0] === '+dnssec' ? ['do'] : [], what);
+          }
+        }
+      }
+    }
+  });
+});
+
+describe('7. zone transfers are refused as BIND 9 refuses them with allow-transfer { none; }', () => {
+  // BIND 9.18: AXFR/IXFR of its zone → REFUSED (qr rd ra, no records); of a name that is no
+  // zone it serves (redis.internal, example.com) → NOTAUTH; over UDP and TCP alike.
+  const AXFR = 252;
+  const IXFR = 251;
+  const header = (r: Buffer): { rcode: number; aa: boolean; tc: boolean; qd: number; an: number; ns: number } =>
+    ({ rcode: r[3]! & 0x0f, aa: (r[2]! & 0x04) !== 0, tc: (r[2]! & 0x02) !== 0, qd: r.readUInt16BE(4), an: r.readUInt16BE(6), ns: r.readUInt16BE(8) });
+
+  for (const workers of [1, 2] as const) {
+    it(`AXFR and IXFR of the zone get REFUSED, of other names NOTAUTH, with ${workers} DNS worker(s)`, async () => {
+      const d = await forwarding(workers);
+      for (const transport of TRANSPORTS) {
+        for (const qtype of [AXFR, IXFR]) {
+          for (const edns of [undefined, 1232]) {
+            for (const [name, rcode] of [['internal', 5], ['Internal', 5], ['redis.internal', 9], ['redis', 9], ['example.test', 9]] as const) {
+              const what = `${name} ${qtype} over ${transport}${edns ? ' with EDNS' : ''}`;
+              const r = header(await rawAsk(d, ACME, transport, buildQuery(name, qtype, edns === undefined ? {} : { edns })));
+              assert.deepEqual(r, { rcode, aa: false, tc: false, qd: 1, an: 0, ns: 0 }, what);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  it('kdig reports the transfer refused by the server', async () => {
+    const d = await noUpstreams();
+    const out = await new Promise<string>((resolve) =>
+      execFile('kdig', ['-b', ACME, '@127.0.0.1', '-p', String(d.dnsPort), '+retry=0', '+timeout=2', 'internal', 'AXFR'], (_e, stdout, stderr) => resolve(`${stdout}${stderr}`)));
+    assert.match(out, /server replied with error 'REFUSED'/);
   });
 });
