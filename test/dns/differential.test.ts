@@ -435,9 +435,9 @@ const INTENDED: Intended[] = [
     },
   },
   {
-    what: 'the addresses of SRV targets',
-    why: 'they are optional glue (RFC 2782, RFC 2181 §9): BIND leaves them out of large answers and of some small EDNS ones, privdns adds every target\'s address while the reply fits. Whatever BIND does add must be there',
-    applies: (_q, r) => r.bind.answer.some((x) => / 33 1 /.test(x)) && r.bind.additional.every((x) => r.privdns.additional.includes(x)),
+    what: 'addresses in the additional section',
+    why: 'they are optional glue (RFC 2181 §9, RFC 2782): BIND leaves the SRV targets\' addresses out of large answers, and the glue out of some small EDNS replies with DO; privdns adds every address while the reply fits. Whatever BIND does add must be there',
+    applies: (_q, r) => r.bind.answer.length > 0 && r.bind.additional.every((x) => r.privdns.additional.includes(x)) && r.privdns.additional.every((x) => / (1|28) 1 /.test(x)),
     adjust(_q, r) {
       r.bind.additional = r.privdns.additional;
     },
@@ -478,6 +478,22 @@ const INTENDED: Intended[] = [
       r.bind.rcode = r.privdns.rcode;
       r.bind.flags.aa = r.privdns.flags.aa;
       for (const s of ['answer', 'authority', 'additional'] as const) r.bind[s] = r.privdns[s];
+    },
+  },
+  {
+    what: 'zone transfers asked by outsiders or in another class',
+    why: 'BIND says NOTAUTH for a transfer before it picks a view; privdns refuses outsiders everything and every class but IN',
+    applies: (q, r) => (q.qtype === T.AXFR || q.qtype === T.IXFR) && (q.account === null || q.qclass !== 1) && r.bind.rcode === 9,
+    adjust(_q, r) {
+      r.bind.rcode = 5;
+    },
+  },
+  {
+    what: 'an opcode other than QUERY with an EDNS version other than 0',
+    why: 'privdns reads the opcode first and says NOTIMP; BIND checks the EDNS version first and says BADVERS',
+    applies: (q, r) => (q.opts.opcode ?? 0) !== 0 && r.privdns.rcode === 4 && r.bind.rcode === 16,
+    adjust(_q, r) {
+      r.bind.rcode = 4;
     },
   },
   {
