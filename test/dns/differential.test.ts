@@ -127,7 +127,8 @@ function reverseZoneFile(i: InstancePlan, s: ServicePlan): string {
   return [`$TTL ${s.ttl ?? 5}`, `@ SOA ns.${ZONE}. hostmaster.${ZONE}. 1 3600 600 86400 30`, `@ NS ns.${ZONE}.`, `@ PTR ${i.id}.${s.name}.${ZONE}.`].join('\n') + '\n';
 }
 
-const LOCALHOST_ZONE = ['$TTL 604800', '@ SOA localhost. root.localhost. 1 604800 86400 2419200 604800', '@ NS localhost.', '@ A 127.0.0.1', '@ AAAA ::1'].join('\n') + '\n';
+/** RFC 6761 §6.3: localhost is the loopback address, answered locally (SOA as Unbound's). */
+const LOCALHOST_ZONE = ['$TTL 86400', '@ SOA localhost. nobody.invalid. 1 3600 1200 604800 86400', '@ NS localhost.', '@ A 127.0.0.1', '@ AAAA ::1'].join('\n') + '\n';
 
 /** The BIND configuration of the registry: forwarding to `upstreamPort`, or (null) to nothing. */
 function bindConfig(accounts: AccountPlan[], upstreamPort: number | null): { config: string; files: Record<string, string> } {
@@ -214,12 +215,17 @@ const T = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, DS: 43, IX
 const TYPES = [T.A, T.A, T.A, T.AAAA, T.SRV, T.SRV, T.PTR, T.TXT, T.SOA, T.NS, T.ANY, T.AXFR, T.DS];
 const CLASS_CH = 3;
 
-/** Single-label names privdns reads as the asking account's zone (its services and _services). */
+/**
+ * Bare names privdns reads as the asking account's zone: its services (workers too), their
+ * discovery names, `_services`, and `_<svc>._tcp` of a service with ports. Any other bare
+ * name is outside the zone, as `com` is.
+ */
 function bareInZone(a: AccountPlan, label: string): boolean {
   if (label === '_services') return true;
   const names = new Set(a.services.map((s) => s.name));
   if (names.has(label)) return true;
-  if (/^_.+\._tcp$/.test(label)) return true;
+  const srv = /^_(.+)\._tcp$/.exec(label);
+  if (srv) return a.services.some((s) => s.name === srv[1] && s.type !== 'background_worker');
   return label.endsWith('-discovery') && names.has(label.slice(0, -'-discovery'.length));
 }
 
@@ -383,9 +389,10 @@ interface Intended {
 }
 
 const isForwarded = (q: Q): boolean => q.forwarding && q.account !== null && !isPrivate(q);
+/** A name privdns answers itself (given an account): the zone, own reverse names, localhost. */
 function isPrivate(q: Q): boolean {
   const n = q.bindName.toLowerCase();
-  return n === ZONE || n.endsWith(`.${ZONE}`) || isOwnReverse(q);
+  return n === ZONE || n.endsWith(`.${ZONE}`) || n === 'localhost' || isOwnReverse(q);
 }
 function isOwnReverse(q: Q): boolean {
   const n = q.bindName.toLowerCase();
@@ -409,7 +416,7 @@ const INTENDED: Intended[] = [
   },
   {
     what: 'EDE on negative answers in the zone',
-    why: 'privdns explains every NXDOMAIN and NODATA it gives for a name in the zone with an RFC 8914 Extended DNS Error (INFO-CODE 0, "Other") whose text is its own reason; BIND gives none',
+    why: 'privdns explains every NXDOMAIN and NODATA it gives for a name it answers itself with an RFC 8914 Extended DNS Error (INFO-CODE 0, "Other") whose text is its own reason; BIND gives none',
     applies: (q, r) => isPrivate(q) && r.privdns.opt !== null && r.privdns.answer.length === 0,
     adjust(_q, r) {
       r.privdns.opt!.options = r.privdns.opt!.options.filter((o) => !ede(o));
@@ -486,6 +493,21 @@ const INTENDED: Intended[] = [
     applies: (q, r) => (q.qtype === T.AXFR || q.qtype === T.IXFR) && (q.account === null || q.qclass !== 1) && r.bind.rcode === 9,
     adjust(_q, r) {
       r.bind.rcode = 5;
+    },
+  },
+  {
+    what: 'localhost SOA, NS and transfers',
+    why: 'privdns answers localhost as one name (RFC 6761 §6.3), not as a zone: SOA and NS are NODATA with its SOA, and a transfer is NOTAUTH as for any name that is not the private zone; BIND needs a zone, with SOA and NS at its apex, whose transfer it refuses',
+    applies: (q, r) => q.account !== null && q.name.toLowerCase() === 'localhost' && ([T.SOA, T.NS, T.AXFR] as number[]).includes(q.qtype) && q.qclass === 1 && (q.opts.opcode ?? 0) === 0 && (r.bind.rcode === 0 || r.bind.rcode === 5),
+    adjust(q, r) {
+      r.bind.answer = [];
+      r.bind.additional = [];
+      if (q.qtype === T.AXFR) {
+        r.bind.rcode = 9;
+        r.bind.flags.aa = 0;
+      } else {
+        r.bind.authority = ['localhost. 6 1 localhost nobody.invalid'];
+      }
     },
   },
   {
