@@ -55,7 +55,7 @@ export type QueryVerdict =
    * A header we can answer with an error rcode (FORMERR, NOTIMP); question not echoed. `opt`:
    * the query's OPT record, read for NOTIMP only (whose reply carries one, as BIND 9's does).
    */
-  | { kind: 'error'; id: number; opcode: number; rd: boolean; rcode: number; opt: { dnssecOk: boolean } | null };
+  | { kind: 'error'; id: number; opcode: number; rd: boolean; cd: boolean; rcode: number; opt: { dnssecOk: boolean } | null };
 
 /**
  * Reads a query. Every offset is checked against the message length, the question name
@@ -70,8 +70,9 @@ export function readQuery(msg: Buffer): QueryVerdict {
   const id = msg.readUInt16BE(0);
   const opcode = (flags >> 3) & 0x0f;
   const rd = (flags & 0x01) !== 0;
-  if (opcode !== 0) return { kind: 'error', id, opcode, rd, rcode: RCODE.NOTIMP, opt: findOpt(msg) };
-  const formerr: QueryVerdict = { kind: 'error', id, opcode, rd, rcode: RCODE.FORMERR, opt: null };
+  const cd = (msg[3]! & 0x10) !== 0;
+  if (opcode !== 0) return { kind: 'error', id, opcode, rd, cd, rcode: RCODE.NOTIMP, opt: findOpt(msg) };
+  const formerr: QueryVerdict = { kind: 'error', id, opcode, rd, cd, rcode: RCODE.FORMERR, opt: null };
   if (msg.readUInt16BE(4) !== 1) return formerr;
 
   // Question name: labels of 1-63 bytes, ending in the root label.
@@ -289,14 +290,15 @@ export function questionReply(raw: Buffer, query: Query, rcode: number, opts: Om
 }
 
 /**
- * An error reply that does not echo the question (FORMERR, NOTIMP for a bad header). NOTIMP
+ * An error reply that does not echo the question (FORMERR, NOTIMP for a bad header). FORMERR
+ * copies RD and CD (RFC 4035 §3.2.2: CD is copied into every response). NOTIMP
  * is BIND 9's: QR and the opcode only (RD clear, RA clear), no question, and an OPT record
  * with the query's DO bit when the query had one.
  */
-export function headerOnlyReply(v: { id: number; opcode: number; rd: boolean; rcode: number; opt: { dnssecOk: boolean } | null }, udpPayload: number): Buffer {
+export function headerOnlyReply(v: { id: number; opcode: number; rd: boolean; cd: boolean; rcode: number; opt: { dnssecOk: boolean } | null }, udpPayload: number): Buffer {
   const out = Buffer.alloc(HEADER_LEN + (v.opt !== null ? OPT_FIXED : 0));
   out.writeUInt16BE(v.id, 0);
-  writeReplyFlags(out, { opcode: v.opcode, aa: false, tc: false, rd: v.rcode === RCODE.FORMERR && v.rd, ra: false, ad: false, cd: false, rcode: v.rcode });
+  writeReplyFlags(out, { opcode: v.opcode, aa: false, tc: false, rd: v.rcode === RCODE.FORMERR && v.rd, ra: false, ad: false, cd: v.rcode === RCODE.FORMERR && v.cd, rcode: v.rcode });
   if (v.opt !== null) {
     writeOptRecord(out, HEADER_LEN, udpPayload, v.rcode, v.opt.dnssecOk);
     out.writeUInt16BE(1, 10);

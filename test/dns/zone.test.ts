@@ -241,6 +241,12 @@ describe('errors', () => {
       const out = handler.handle(bad, ACME, 'udp');
       assert.ok(out instanceof Buffer);
       assert.equal(out[3]! & 0x0f, 1, 'FORMERR');
+      assert.equal(out[3]! & 0x10, 0, 'CD clear as asked');
+      const withCd = Buffer.from(bad);
+      withCd[3]! |= 0x10;
+      const cdOut = handler.handle(withCd, ACME, 'udp');
+      assert.ok(cdOut instanceof Buffer);
+      assert.equal(cdOut[3]! & 0x10, 0x10, 'FORMERR copies CD (RFC 4035 §3.2.2)');
     }
     assert.equal(handler.handle(q.subarray(0, 11), ACME, 'udp'), null);
     const response = Buffer.from(q);
