@@ -536,10 +536,11 @@ const INTENDED: Intended[] = [
   },
   {
     what: 'a malformed query with an opcode other than QUERY',
-    why: 'privdns reads the opcode first and says NOTIMP without reading the rest; BIND parses the whole message first and says FORMERR',
+    why: 'privdns reads the opcode first and says NOTIMP without reading the rest, with the OPT record of any NOTIMP when it finds one; BIND parses the whole message first and says FORMERR, without OPT',
     applies: (q, r) => q.mangle !== undefined && (q.opts.opcode ?? 0) !== 0 && r.bind.rcode === 1,
     adjust(_q, r) {
       r.bind.rcode = 4;
+      if (r.privdns.opt !== null && r.bind.opt === null) r.bind.opt = r.privdns.opt;
     },
   },
 ];
