@@ -7,10 +7,12 @@ import {
   HEADER_LEN,
   OPT_RECORD,
   RCODE_NOERROR,
+  writeOpt,
   RCODE_NXDOMAIN,
   type Answer,
   type Query,
 } from './forward-wire.js';
+import { writeReplyFlags } from './wire.js';
 
 export interface TtlPolicy {
   /** Shortest time an answer is kept and the lowest TTL served, seconds. */
@@ -105,8 +107,8 @@ function nameEndAt(wire: Buffer): number {
 }
 
 /**
- * The answer as one client receives it: its message ID, its RD bit, its question spelling,
- * an OPT record iff it sent one, and every TTL reduced by the whole seconds the answer has
+ * The answer as one client receives it: its message ID, its RD bit, AA clear, its question spelling,
+ * an OPT record iff it sent one (with its DO bit), and every TTL reduced by the whole seconds the answer has
  * been stored. Per served answer this is one buffer copy plus a few integer writes.
  */
 export function serveAnswer(stored: StoredAnswer, query: Buffer, q: Query, now: number): Buffer {
@@ -115,9 +117,10 @@ export function serveAnswer(stored: StoredAnswer, query: Buffer, q: Query, now: 
   const out = Buffer.allocUnsafe(src.length + (addOpt ? OPT_RECORD.length : 0));
   src.copy(out, 0);
   out.writeUInt16BE(q.id, 0);
-  out[2] = (out[2]! & 0xfe) | (q.rd ? 0x01 : 0);
-  // A resolver answers with RA set, whatever the upstream said.
-  out[3] = out[3]! | 0x80;
+  // The upstream's rcode, AD and CD; the client's RD. RA set, whatever the upstream said, and
+  // AA clear: privdns is not authoritative for names it forwards (RFC 1035 §4.1.1).
+  const f = src[3]!;
+  writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: q.rd, ra: true, ad: (f & 0x20) !== 0, cd: (f & 0x10) !== 0, rcode: f & 0x0f });
   query.copy(out, HEADER_LEN, HEADER_LEN, q.nameEnd);
   const elapsed = Math.floor((now - stored.storedAt) / 1000);
   if (elapsed > 0) {
@@ -128,7 +131,7 @@ export function serveAnswer(stored: StoredAnswer, query: Buffer, q: Query, now: 
     }
   }
   if (addOpt) {
-    OPT_RECORD.copy(out, src.length);
+    writeOpt(out, src.length, q.dnssecOk);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
   }
   return out;

@@ -7,6 +7,7 @@ import { randomInt } from 'node:crypto';
 import { PrivdnsError } from '../errors.js';
 import { AddressSyntaxError, parseAddress } from '../registry/subnets.js';
 import type { Explanation, QueryHandler } from './server.js';
+import { RCODE_NAMES } from './stats.js';
 import { typeFromName, typeName } from './zone.js';
 
 export interface ExplainQuery {
@@ -40,7 +41,6 @@ export interface ExplainResult {
   ede: { infoCode: number; extraText: string } | null;
 }
 
-const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
 export function createExplainer(handler: QueryHandler): (q: ExplainQuery) => Promise<ExplainResult> {
   return async (q) => {
@@ -122,7 +122,7 @@ export function decodeReply(msg: Buffer): Decoded | null {
     }
     const rcode = msg[3]! & 0x0f;
     return {
-      rcode: RCODES[rcode] ?? `RCODE${rcode}`,
+      rcode: RCODE_NAMES[rcode] ?? `RCODE${rcode}`,
       flags: { aa: (msg[2]! & 0x04) !== 0, tc: (msg[2]! & 0x02) !== 0, ra: (msg[3]! & 0x80) !== 0 },
       answer: sections[0]!,
       authority: sections[1]!,

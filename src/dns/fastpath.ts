@@ -13,7 +13,7 @@
 //   - the question's name lower-cased, its type and class: the key string is the wire form
 //     of the question (lower-cased labels, qtype, qclass) read as latin1, so no dotted name
 //     is built per query;
-//   - the size limit and EDNS presence (the "form": UDP 512, the client's EDNS size capped
+//   - the size limit, EDNS presence and the DO bit (the "form": UDP 512, the client's EDNS size capped
 //     at dns.maxUdpPayload, or TCP's 65535), which decide between a whole answer, one
 //     without its additional section, and header+question with TC;
 //   - the rotation of the answer section (per-query counter mod the answer count): each
@@ -35,6 +35,8 @@ export interface FastQuestion {
   questionEnd: number;
   /** The client's EDNS UDP size (at least 512), or 0 without an OPT record. */
   ednsSize: number;
+  /** The client set DO, which the reply's OPT record echoes. */
+  dnssecOk: boolean;
   /** Wire form of the lower-cased question (labels, qtype, qclass) as a latin1 string. */
   key: string;
 }
@@ -44,8 +46,8 @@ const TYPE_OPT = 41;
 const MAX_NAME_WIRE = 255;
 /** The most rotations of one answer cached; bigger answer sets take the general path. */
 export const MAX_ROTATIONS = 64;
-/** Size/EDNS forms cached per question (a client may vary its EDNS size at will). */
-const MAX_FORMS = 6;
+/** Size/EDNS/DO forms cached per question (a client may vary its EDNS size at will). */
+const MAX_FORMS = 8;
 /** Questions cached per account; past it the account's cache starts over. */
 const MAX_QUESTIONS_PER_ACCOUNT = 10_000;
 /** Questions cached in all; past it the whole cache starts over. */
@@ -96,6 +98,7 @@ export function readFastQuestion(msg: Buffer, out: FastQuestion): boolean {
   if (questionEnd > len) return false;
 
   let ednsSize = 0;
+  let dnssecOk = false;
   if (arcount === 0) {
     if (questionEnd !== len) return false;
   } else {
@@ -106,6 +109,7 @@ export function readFastQuestion(msg: Buffer, out: FastQuestion): boolean {
     if (o + 11 + ((msg[o + 9]! << 8) | msg[o + 10]!) !== len) return false;
     const size = (msg[o + 3]! << 8) | msg[o + 4]!;
     ednsSize = size < 512 ? 512 : size;
+    dnssecOk = (msg[o + 7]! & 0x80) !== 0;
   }
 
   if (!upper) {
@@ -127,12 +131,13 @@ export function readFastQuestion(msg: Buffer, out: FastQuestion): boolean {
   }
   out.questionEnd = questionEnd;
   out.ednsSize = ednsSize;
+  out.dnssecOk = dnssecOk;
   return true;
 }
 
 /** One size/EDNS form of one question's answer: an encoding per rotation, filled lazily. */
 export interface CachedForm {
-  /** maxSize * 2 + (EDNS ? 1 : 0). */
+  /** formOf(maxSize, EDNS, DO). */
   form: number;
   /** Rotations that give distinct answers: the answer count (1 if 0). */
   rotations: number;
@@ -144,9 +149,9 @@ interface AccountAnswers {
   questions: Map<string, CachedForm[]>;
 }
 
-/** The form number of a size limit with or without EDNS. */
-export function formOf(maxSize: number, edns: boolean): number {
-  return maxSize * 2 + (edns ? 1 : 0);
+/** The form number of a size limit with or without EDNS, and with or without DO. */
+export function formOf(maxSize: number, edns: boolean, dnssecOk: boolean): number {
+  return maxSize * 4 + (dnssecOk ? 2 : 0) + (edns ? 1 : 0);
 }
 
 /**

@@ -5,7 +5,7 @@
 // sides are untrusted network input. It works on the bytes and allocates only the small
 // result objects: it runs once per forwarded query and once per upstream answer.
 
-import { HEADER_LEN, RCODE, TYPE } from './wire.js';
+import { EDNS_DO, HEADER_LEN, RCODE, TYPE, writeOptRecord, writeReplyFlags } from './wire.js';
 
 // The wire constants are wire.ts's; these names are what the forwarder's modules read.
 export { HEADER_LEN };
@@ -16,8 +16,6 @@ export const RCODE_FORMERR = RCODE.FORMERR;
 export const RCODE_SERVFAIL = RCODE.SERVFAIL;
 export const RCODE_NXDOMAIN = RCODE.NXDOMAIN;
 
-/** EDNS flag bit DO (RFC 3225), in the low 16 bits of the OPT record's TTL field. */
-const EDNS_DO = 0x8000;
 /** Header flag bits in the second flags byte (offset 3). */
 const FLAG_CD = 0x10;
 
@@ -226,32 +224,38 @@ export function readAnswer(msg: Buffer, id: number, lowerName: Buffer, qtype: nu
   return answer;
 }
 
+/** The UDP payload size the forwarder advertises, to upstreams and in answers it relays. */
+const FORWARDER_UDP_PAYLOAD = 1232;
 /** A minimal OPT record: root name, type OPT, 1232-byte UDP payload, no flags, no options. */
-export const OPT_RECORD = Buffer.from([0, 0, TYPE_OPT, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+export const OPT_RECORD = Buffer.alloc(11);
+writeOptRecord(OPT_RECORD, 0, FORWARDER_UDP_PAYLOAD, 0, false);
 
 /**
  * An error answer (SERVFAIL, FORMERR) built from the client's query: its ID, RD and
- * question, RA set, plus an OPT record if the client sent one.
+ * question, RA set, plus an OPT record (with the client's DO) if the client sent one.
  */
 export function errorAnswer(query: Buffer, q: Query | null, rcode: number): Buffer {
   if (q === null) {
     // Not even a question to echo: a bare header.
     const out = Buffer.alloc(HEADER_LEN);
     if (query.length >= 2) query.copy(out, 0, 0, 2);
-    out[2] = 0x80 | ((query[2] ?? 0) & 0x01);
-    out[3] = 0x80 | rcode;
+    writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: ((query[2] ?? 0) & 0x01) !== 0, ra: true, ad: false, cd: false, rcode });
     return out;
   }
   const out = Buffer.alloc(q.questionEnd + (q.edns ? OPT_RECORD.length : 0));
   query.copy(out, 0, 0, q.questionEnd);
-  out[2] = 0x80 | (q.rd ? 0x01 : 0);
-  out[3] = 0x80 | (q.cd ? FLAG_CD : 0) | rcode;
+  writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: q.rd, ra: true, ad: false, cd: q.cd, rcode });
   out.writeUInt16BE(1, 4);
   out.writeUInt16BE(0, 6);
   out.writeUInt16BE(0, 8);
   out.writeUInt16BE(q.edns ? 1 : 0, 10);
-  if (q.edns) OPT_RECORD.copy(out, q.questionEnd);
+  if (q.edns) writeOpt(out, q.questionEnd, q.dnssecOk);
   return out;
+}
+
+/** Our OPT record at `off`, carrying the client's DO bit back (RFC 3225 §3). */
+export function writeOpt(out: Buffer, off: number, dnssecOk: boolean): void {
+  writeOptRecord(out, off, FORWARDER_UDP_PAYLOAD, 0, dnssecOk);
 }
 
 /**
@@ -271,7 +275,6 @@ export function upstreamQuery(q: Query): Buffer {
   out.writeUInt16BE(q.qtype, off);
   out.writeUInt16BE(q.qclass, off + 2);
   off += 4;
-  OPT_RECORD.copy(out, off);
-  if (q.dnssecOk) out.writeUInt16BE(EDNS_DO, off + 7);
+  writeOpt(out, off, q.dnssecOk);
   return out;
 }

@@ -27,10 +27,11 @@ import {
   CLASSIC_UDP_SIZE,
   encodeReply,
   headerOnlyReply,
+  questionReply,
   RCODE,
+  RCODE_BADVERS,
   readQuery,
   truncateForwarded,
-  truncatedReply,
   type Query,
 } from './wire.js';
 
@@ -86,14 +87,14 @@ export class QueryHandler {
   /** Pre-encoded private answers; null when the fast path is off. */
   private readonly answers: AnswerCache | null;
   /** The fast path's reading of the current query: one object, reused. */
-  private readonly fastQuestion: FastQuestion = { questionEnd: 0, ednsSize: 0, key: '' };
+  private readonly fastQuestion: FastQuestion = { questionEnd: 0, ednsSize: 0, dnssecOk: false, key: '' };
   /** Set by a fast-path miss: the general path stores its answer for this account and form. */
   private fillView: AccountView | null = null;
   private fillForm = 0;
   /**
-   * Keys of fast-readable questions the zone places outside itself (not reverse names, whose
-   * place depends on the asker): their repeats go straight to the forwarder's cache. Whether
-   * a name is in the zone depends on the name alone, so one set serves every account.
+   * Keys of fast-readable questions the zone places outside itself by their name alone (not
+   * reverse or bare names, which may be the asker's own): their repeats go straight to the
+   * forwarder's cache. Those depend on the name only, so one set serves every account.
    */
   private readonly outside = new Set<string>();
   /** Queries answered from pre-encoded replies (tests and metrics read it). */
@@ -141,7 +142,7 @@ export class QueryHandler {
     }
     if (verdict.kind === 'error') {
       if (explain) explain.reason = verdict.rcode === RCODE.NOTIMP ? `NOTIMP: opcode ${verdict.opcode}` : 'FORMERR: malformed query';
-      return headerOnlyReply(verdict.id, verdict.opcode, verdict.rd, verdict.rcode);
+      return headerOnlyReply(verdict, this.maxUdpPayload);
     }
     const query = verdict.query;
     try {
@@ -149,7 +150,9 @@ export class QueryHandler {
     } catch (err) {
       // A bug must cost one SERVFAIL, not the server.
       this.logger?.error({ err, name: query.name, qtype: query.qtype }, 'DNS query failed');
-      return truncatedReply(raw, query, RCODE.SERVFAIL, false, this.encodeOpts(transport, query));
+      const addr = parseSourceAddress(source);
+      const insider = addr !== null && (this.index.bySource.lookup(addr) !== undefined || this.operators?.lookup(addr) === true);
+      return questionReply(raw, query, RCODE.SERVFAIL, this.encodeOpts(transport, query, insider));
     }
   }
 
@@ -170,7 +173,7 @@ export class QueryHandler {
     const view = this.index.bySource.lookup(addr);
     if (view === undefined) return null;
     const maxSize = this.maxSizeOf(transport, q.ednsSize);
-    const form = formOf(maxSize, q.ednsSize > 0);
+    const form = formOf(maxSize, q.ednsSize > 0, q.dnssecOk);
     const cached = this.answers!.lookup(view, q.key, form);
     // The general path would rotate by the next counter value; use the same, or leave the
     // counter alone and let the general path take (and cache) this rotation.
@@ -202,6 +205,18 @@ export class QueryHandler {
     if (view !== null && explain === undefined) this.stats?.account(view.name);
     // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
     const sourceText = addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source;
+    // Recursion is available only to sources that may use the forwarder (RFC 1035 §4.1.1 RA).
+    const opts = this.encodeOpts(transport, query, view !== null || operator);
+    if (query.ednsSize > 0 && query.ednsVersion > 0) {
+      // RFC 6891 §6.1.3: an EDNS version we do not speak is answered BADVERS before the name
+      // is looked at, so nothing is forwarded either.
+      if (explain) {
+        explain.account = view?.name ?? null;
+        explain.operator = operator;
+        explain.reason = `BADVERS: EDNS version ${query.ednsVersion}; only version 0 is served`;
+      }
+      return questionReply(raw, query, RCODE_BADVERS, opts);
+    }
     const fill = this.fillView !== null && this.fillView === view && !operator ? new SourceWatch(sourceText, view) : null;
     const asker: Asker = fill ?? { source: sourceText, view, operator: operator ? this.index.accounts : null };
     const res = this.zone.answer(asker, query.name, query.qtype, query.qclass);
@@ -210,7 +225,6 @@ export class QueryHandler {
       explain.operator = operator;
       explain.reason = res.reason;
     }
-    const opts = this.encodeOpts(transport, query);
     if (res.kind === 'reply') {
       this.rotation = (this.rotation + 1) & 0x3fff_ffff;
       const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation, ...(this.maxAnswers === undefined ? {} : { maxAnswers: this.maxAnswers }) });
@@ -221,13 +235,13 @@ export class QueryHandler {
     // Outside the zone. zone.answer already refused sources in no account.
     if (!this.forwarder) {
       if (explain) explain.reason = `REFUSED: ${res.reason}, and no upstreams are configured`;
-      return truncatedReply(raw, query, RCODE.REFUSED, false, opts);
+      return questionReply(raw, query, RCODE.REFUSED, opts);
     }
     if (explain) {
       explain.forwarded = true;
       explain.reason = `forwarded: ${res.reason}`;
     }
-    if (this.fillView !== null && !query.name.endsWith('.arpa')) {
+    if (this.fillView !== null && res.byName) {
       if (this.outside.size >= MAX_OUTSIDE_KEYS) this.outside.clear();
       this.outside.add(this.fastQuestion.key);
     }
@@ -238,13 +252,14 @@ export class QueryHandler {
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
       (err: unknown) => {
         this.logger?.warn({ err }, 'forwarder failed');
-        return truncatedReply(raw, query, RCODE.SERVFAIL, false, opts);
+        return questionReply(raw, query, RCODE.SERVFAIL, opts);
       },
     );
   }
 
-  private encodeOpts(transport: Transport, query: Query): { maxSize: number; recursionAvailable: boolean; udpPayload: number } {
-    return { maxSize: this.maxSizeOf(transport, query.ednsSize), recursionAvailable: this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
+  /** `insider`: the source is in an account or an operator subnet, so it may use the forwarder. */
+  private encodeOpts(transport: Transport, query: Query, insider: boolean): { maxSize: number; recursionAvailable: boolean; udpPayload: number } {
+    return { maxSize: this.maxSizeOf(transport, query.ednsSize), recursionAvailable: insider && this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
   }
 
   /** The largest reply allowed: 65535 over TCP, else the client's EDNS size capped, or 512. */

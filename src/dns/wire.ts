@@ -11,12 +11,14 @@
 //
 // Nothing here throws on network input: readQuery returns a verdict for every byte string.
 
-export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, ANY: 255 } as const;
+export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
 export const CLASS_IN = 1;
 export const CLASS_ANY = 255;
-export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, NOTAUTH: 9 } as const;
 /** Extended rcode 16 (RFC 6891): the client's EDNS version is not 0. */
 export const RCODE_BADVERS = 16;
+/** EDNS flag DO (RFC 3225), in the low 16 bits of the OPT record's TTL field. */
+export const EDNS_DO = 0x8000;
 
 export const HEADER_LEN = 12;
 /** The UDP size of a client without EDNS (RFC 1035). */
@@ -41,14 +43,19 @@ export interface Query {
   ednsSize: number;
   /** The client's EDNS version, when ednsSize > 0. */
   ednsVersion: number;
+  /** The client set DO in its OPT record: the reply's OPT record carries it back (RFC 3225 §3). */
+  dnssecOk: boolean;
 }
 
 export type QueryVerdict =
   | { kind: 'query'; query: Query }
   /** Not worth an answer: too short for a header, or itself a response (QR set). */
   | { kind: 'drop' }
-  /** A header we can answer with an error rcode (FORMERR, NOTIMP); question not echoed. */
-  | { kind: 'error'; id: number; opcode: number; rd: boolean; rcode: number };
+  /**
+   * A header we can answer with an error rcode (FORMERR, NOTIMP); question not echoed. `opt`:
+   * the query's OPT record, read for NOTIMP only (whose reply carries one, as BIND 9's does).
+   */
+  | { kind: 'error'; id: number; opcode: number; rd: boolean; cd: boolean; rcode: number; opt: { dnssecOk: boolean } | null };
 
 /**
  * Reads a query. Every offset is checked against the message length, the question name
@@ -63,8 +70,9 @@ export function readQuery(msg: Buffer): QueryVerdict {
   const id = msg.readUInt16BE(0);
   const opcode = (flags >> 3) & 0x0f;
   const rd = (flags & 0x01) !== 0;
-  if (opcode !== 0) return { kind: 'error', id, opcode, rd, rcode: RCODE.NOTIMP };
-  const formerr: QueryVerdict = { kind: 'error', id, opcode, rd, rcode: RCODE.FORMERR };
+  const cd = (msg[3]! & 0x10) !== 0;
+  if (opcode !== 0) return { kind: 'error', id, opcode, rd, cd, rcode: RCODE.NOTIMP, opt: findOpt(msg) };
+  const formerr: QueryVerdict = { kind: 'error', id, opcode, rd, cd, rcode: RCODE.FORMERR, opt: null };
   if (msg.readUInt16BE(4) !== 1) return formerr;
 
   // Question name: labels of 1-63 bytes, ending in the root label.
@@ -89,6 +97,7 @@ export function readQuery(msg: Buffer): QueryVerdict {
   // accept (and skip) anything well-formed.
   let ednsSize = 0;
   let ednsVersion = 0;
+  let dnssecOk = false;
   const records = msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10);
   off = questionEnd;
   for (let i = 0; i < records; i++) {
@@ -102,17 +111,44 @@ export function readQuery(msg: Buffer): QueryVerdict {
       if (ednsSize > 0 || msg[nameStart] !== 0 || i < records - msg.readUInt16BE(10)) return formerr;
       ednsSize = Math.max(msg.readUInt16BE(off + 2), CLASSIC_UDP_SIZE);
       ednsVersion = msg[off + 5]!;
+      dnssecOk = (msg.readUInt16BE(off + 6) & EDNS_DO) !== 0;
     }
     off += RR_FIXED + rdlen;
     if (off > msg.length) return formerr;
   }
   return {
     kind: 'query',
-    query: { id, opcode, rd, cd: (msg[3]! & 0x10) !== 0, name, qtype, qclass, questionEnd, ednsSize, ednsVersion },
+    query: { id, opcode, rd, cd: (msg[3]! & 0x10) !== 0, name, qtype, qclass, questionEnd, ednsSize, ednsVersion, dnssecOk },
   };
 }
 
 const DROP: QueryVerdict = { kind: 'drop' };
+
+/**
+ * The OPT record of a message of any opcode, walked over its question and record counts as
+ * far as the bytes go; null if there is none or the walk does not fit the message.
+ */
+function findOpt(msg: Buffer): { dnssecOk: boolean } | null {
+  let off = HEADER_LEN;
+  const qd = msg.readUInt16BE(4);
+  for (let i = 0; i < qd; i++) {
+    off = skipName(msg, off);
+    if (off < 0 || off + 4 > msg.length) return null;
+    off += 4;
+  }
+  const an = msg.readUInt16BE(6) + msg.readUInt16BE(8);
+  const records = an + msg.readUInt16BE(10);
+  for (let i = 0; i < records; i++) {
+    const nameStart = off;
+    off = skipName(msg, off);
+    if (off < 0 || off + RR_FIXED > msg.length) return null;
+    if (i >= an && msg[nameStart] === 0 && msg.readUInt16BE(off) === TYPE.OPT) {
+      return { dnssecOk: (msg.readUInt16BE(off + 6) & EDNS_DO) !== 0 };
+    }
+    off += RR_FIXED + msg.readUInt16BE(off + 8);
+  }
+  return null;
+}
 
 function lowerLabel(msg: Buffer, start: number, len: number): string {
   let s = '';
@@ -209,6 +245,32 @@ export interface EncodeOptions {
   maxAnswers?: number;
 }
 
+/** The flags of a reply header (RFC 1035 §4.1.1, RFC 4035 §3.2 for AD and CD). QR is implied. */
+export interface ReplyFlags {
+  opcode: number;
+  /** Set on answers from the private zone only. */
+  aa: boolean;
+  /** Set only when records were left out to fit the UDP size. */
+  tc: boolean;
+  rd: boolean;
+  /** Recursion is available to this client: upstreams exist and it may use them. */
+  ra: boolean;
+  ad: boolean;
+  cd: boolean;
+  /** The low 4 bits go in the header; the rest belong in the OPT record. */
+  rcode: number;
+}
+
+/**
+ * Writes bytes 2 and 3 of a reply's header. Every reply privdns sends gets its flags here
+ * (encoded answers, error headers, forwarded and cached answers), so a flag means the same
+ * on every path.
+ */
+export function writeReplyFlags(out: Buffer, f: ReplyFlags): void {
+  out[2] = 0x80 | ((f.opcode & 0x0f) << 3) | (f.aa ? 0x04 : 0) | (f.tc ? 0x02 : 0) | (f.rd ? 0x01 : 0);
+  out[3] = (f.ra ? 0x80 : 0) | (f.ad ? 0x20 : 0) | (f.cd ? 0x10 : 0) | (f.rcode & 0x0f);
+}
+
 /**
  * Encodes a reply to `query` (whose raw bytes are `raw`). If it does not fit maxSize, the
  * additional section (optional glue, RFC 2181 §9) is dropped first; if it still does not
@@ -224,31 +286,63 @@ export function encodeReply(raw: Buffer, query: Query, reply: Reply, opts: Encod
   return truncatedReply(raw, query, reply.rcode, reply.authoritative, opts);
 }
 
-/** Header, question and OPT only, TC set. */
+/**
+ * Header, question and OPT only, TC set: for a reply whose records were dropped to fit the
+ * UDP size (and rate limiting's slip, which asks the client to come back over TCP).
+ */
 export function truncatedReply(raw: Buffer, query: Query, rcode: number, aa: boolean, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
   const w = new Writer(raw, query, { ...opts, maxSize: 65_535, rotation: 0 });
-  const out = w.write({ rcode, authoritative: aa, answer: [], authority: [], additional: [] }, false);
-  out[2]! |= 0x02;
+  return w.write({ rcode, authoritative: aa, answer: [], authority: [], additional: [] }, false, true);
+}
+
+/** Header, question and OPT only, not authoritative, TC clear: REFUSED, SERVFAIL and the like. */
+export function questionReply(raw: Buffer, query: Query, rcode: number, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
+  const w = new Writer(raw, query, { ...opts, maxSize: 65_535, rotation: 0 });
+  return w.write({ rcode, authoritative: false, answer: [], authority: [], additional: [] }, false);
+}
+
+/**
+ * An error reply that does not echo the question (FORMERR, NOTIMP for a bad header). FORMERR
+ * copies RD and CD (RFC 4035 §3.2.2: CD is copied into every response). NOTIMP
+ * is BIND 9's: QR and the opcode only (RD clear, RA clear), no question, and an OPT record
+ * with the query's DO bit when the query had one.
+ */
+export function headerOnlyReply(v: { id: number; opcode: number; rd: boolean; cd: boolean; rcode: number; opt: { dnssecOk: boolean } | null }, udpPayload: number): Buffer {
+  const out = Buffer.alloc(HEADER_LEN + (v.opt !== null ? OPT_FIXED : 0));
+  out.writeUInt16BE(v.id, 0);
+  writeReplyFlags(out, { opcode: v.opcode, aa: false, tc: false, rd: v.rcode === RCODE.FORMERR && v.rd, ra: false, ad: false, cd: v.rcode === RCODE.FORMERR && v.cd, rcode: v.rcode });
+  if (v.opt !== null) {
+    writeOptRecord(out, HEADER_LEN, udpPayload, v.rcode, v.opt.dnssecOk);
+    out.writeUInt16BE(1, 10);
+  }
   return out;
 }
 
-/** An error reply that does not echo the question (FORMERR, NOTIMP for a bad header). */
-export function headerOnlyReply(id: number, opcode: number, rd: boolean, rcode: number): Buffer {
-  const out = Buffer.alloc(HEADER_LEN);
-  out.writeUInt16BE(id, 0);
-  out[2] = 0x80 | (opcode << 3) | (rd ? 1 : 0);
-  out[3] = rcode & 0x0f;
-  return out;
+/** Bytes of an OPT record without options: root owner, type, class, TTL, rdlength. */
+export const OPT_FIXED = 11;
+
+/**
+ * An OPT record without options at `off` (RFC 6891 §6.1.2): our UDP payload size, the high
+ * bits of the rcode, version 0, and DO as the client sent it (RFC 3225 §3).
+ */
+export function writeOptRecord(out: Buffer, off: number, udpPayload: number, rcode: number, dnssecOk: boolean): void {
+  out[off] = 0;
+  out.writeUInt16BE(TYPE.OPT, off + 1);
+  out.writeUInt16BE(udpPayload, off + 3);
+  out[off + 5] = (rcode >> 4) & 0xff;
+  out[off + 6] = 0;
+  out.writeUInt16BE(dnssecOk ? EDNS_DO : 0, off + 7);
+  out.writeUInt16BE(0, off + 9);
 }
 
 /**
  * A forwarded answer too big for the client's UDP size becomes its header and question with
  * TC set; the client asks again over TCP, where the forwarder's whole answer goes through.
+ * Not authoritative, whatever the upstream said.
  */
 export function truncateForwarded(raw: Buffer, query: Query, upstreamReply: Buffer, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
   const rcode = upstreamReply.length >= 4 ? upstreamReply[3]! & 0x0f : RCODE.SERVFAIL;
-  const aa = upstreamReply.length >= 3 && (upstreamReply[2]! & 0x04) !== 0;
-  return truncatedReply(raw, query, rcode, aa, opts);
+  return truncatedReply(raw, query, rcode, false, opts);
 }
 
 /**
@@ -269,7 +363,7 @@ class Writer {
     this.names.clear();
   }
 
-  write(reply: Reply, withAdditional: boolean): Buffer {
+  write(reply: Reply, withAdditional: boolean, truncated = false): Buffer {
     const q = this.query;
     const edns = q.ednsSize > 0;
     const badvers = edns && q.ednsVersion > 0;
@@ -277,8 +371,7 @@ class Writer {
     this.ensure(HEADER_LEN + (q.questionEnd - HEADER_LEN));
     const b = this.buf;
     b.writeUInt16BE(q.id, 0);
-    b[2] = 0x80 | (reply.authoritative && !badvers ? 0x04 : 0) | (q.rd ? 0x01 : 0);
-    b[3] = (this.opts.recursionAvailable ? 0x80 : 0) | (q.cd ? 0x10 : 0) | (rcode & 0x0f);
+    writeReplyFlags(b, { opcode: 0, aa: reply.authoritative && !badvers, tc: truncated, rd: q.rd, ra: this.opts.recursionAvailable, ad: false, cd: q.cd, rcode });
     b.writeUInt16BE(1, 4);
     // The question, byte for byte as asked; its name is the first compression target.
     this.raw.copy(b, HEADER_LEN, HEADER_LEN, q.questionEnd);
@@ -311,18 +404,11 @@ class Writer {
       }
     }
     if (edns) {
-      this.ensure(11);
+      this.ensure(OPT_FIXED);
       // Not the `b` above: writing the records may have moved the message to a bigger buffer.
-      const b = this.buf;
       const o = this.off;
-      b[o] = 0; // root owner
-      b.writeUInt16BE(TYPE.OPT, o + 1);
-      b.writeUInt16BE(this.opts.udpPayload, o + 3);
-      b[o + 5] = (rcode >> 4) & 0xff; // extended rcode, high 8 bits
-      b[o + 6] = 0; // version 0
-      b.writeUInt16BE(0, o + 7); // flags: DO clear, we sign nothing
-      b.writeUInt16BE(0, o + 9);
-      this.off += 11;
+      writeOptRecord(this.buf, o, this.opts.udpPayload, rcode, q.dnssecOk);
+      this.off += OPT_FIXED;
       if (reply.ede !== undefined && !badvers) this.writeEde(reply.ede, o + 9);
       ar++;
     }

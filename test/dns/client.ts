@@ -13,15 +13,24 @@ export interface QueryOptions {
   /** EDNS UDP size; absent: no OPT record. */
   edns?: number;
   ednsVersion?: number;
+  /** Set DO in the OPT record. */
+  dnssecOk?: boolean;
   opcode?: number;
   qclass?: number;
+  /** Header bits: RD defaults to set, AD and CD to clear. */
+  rd?: boolean;
+  ad?: boolean;
+  cd?: boolean;
+  /** EDNS options in the OPT record, in order. */
+  ednsOptions?: Array<{ code: number; data: Buffer }>;
 }
 
 export function buildQuery(name: string, qtype: number, o: QueryOptions = {}): Buffer {
   const parts: Buffer[] = [];
   const h = Buffer.alloc(12);
   h.writeUInt16BE(o.id ?? 0x1234, 0);
-  h[2] = ((o.opcode ?? 0) << 3) | 0x01;
+  h[2] = ((o.opcode ?? 0) << 3) | (o.rd === false ? 0 : 0x01);
+  h[3] = (o.ad ? 0x20 : 0) | (o.cd ? 0x10 : 0);
   h.writeUInt16BE(1, 4);
   if (o.edns !== undefined) h.writeUInt16BE(1, 10);
   parts.push(h);
@@ -33,11 +42,20 @@ export function buildQuery(name: string, qtype: number, o: QueryOptions = {}): B
   q.writeUInt16BE(o.qclass ?? 1, 3);
   parts.push(q);
   if (o.edns !== undefined) {
+    const options = (o.ednsOptions ?? []).map(({ code, data }) => {
+      const b = Buffer.alloc(4 + data.length);
+      b.writeUInt16BE(code, 0);
+      b.writeUInt16BE(data.length, 2);
+      data.copy(b, 4);
+      return b;
+    });
     const opt = Buffer.alloc(11);
     opt.writeUInt16BE(41, 1);
     opt.writeUInt16BE(o.edns, 3);
     opt[6] = o.ednsVersion ?? 0;
-    parts.push(opt);
+    if (o.dnssecOk) opt[7] = 0x80;
+    opt.writeUInt16BE(options.reduce((n, b) => n + b.length, 0), 9);
+    parts.push(opt, ...options);
   }
   return Buffer.concat(parts);
 }

@@ -180,7 +180,7 @@ describe('the fast path answers byte for byte what the general path answers', ()
       const edns = pick(EDNS);
       const q = buildQuery(randomCase(randomName()), pick(TYPES), {
         id: Math.floor(rnd() * 65_536),
-        ...(edns !== undefined ? { edns, ...(rnd() < 0.05 ? { ednsVersion: 1 } : {}) } : {}),
+        ...(edns !== undefined ? { edns, dnssecOk: rnd() < 0.3, ...(rnd() < 0.05 ? { ednsVersion: 1 } : {}) } : {}),
         qclass: rnd() < 0.93 ? 1 : pick([3, 255, 254]),
       });
       q[2] = (q[2]! & 0xfe) | (rnd() < 0.8 ? 1 : 0); // RD
@@ -225,17 +225,18 @@ describe('the fast path answers byte for byte what the general path answers', ()
     }
     const hits = pairs.reduce((n, p) => n + p.fast.fastHits, 0);
     assert.ok(queries > 30_000, `${queries} queries`);
-    // The comparison means something only if the fast path answered a good share of them.
-    assert.ok(hits > queries / 8, `${hits} fast-path answers of ${queries}`);
+    // The comparison means something only if the fast path answered a good share of them
+    // (bare names an account lacks are outside the zone, so never fast-path answers).
+    assert.ok(hits > queries / 10, `${hits} fast-path answers of ${queries}`);
     process.stderr.write(`fast path: ${hits} of ${queries} answers (seed ${seed})\n`);
   });
 });
 
 describe('the fast path reads only plain queries', () => {
-  const q: FastQuestion = { questionEnd: 0, ednsSize: 0, key: '' };
+  const q: FastQuestion = { questionEnd: 0, ednsSize: 0, dnssecOk: false, key: '' };
   it('keys a name by its lower-cased wire form, type and class', () => {
     assert.ok(readFastQuestion(buildQuery('ReDiS.Internal', TYPE.A), q));
-    const lower: FastQuestion = { questionEnd: 0, ednsSize: 0, key: '' };
+    const lower: FastQuestion = { questionEnd: 0, ednsSize: 0, dnssecOk: false, key: '' };
     assert.ok(readFastQuestion(buildQuery('redis.internal', TYPE.A), lower));
     assert.equal(q.key, lower.key);
     assert.equal(q.ednsSize, 0);
@@ -245,6 +246,9 @@ describe('the fast path reads only plain queries', () => {
   it('reads the EDNS size and leaves other versions, responses, other opcodes and lying counts alone', () => {
     assert.ok(readFastQuestion(buildQuery('redis', TYPE.A, { edns: 100 }), q));
     assert.equal(q.ednsSize, 512);
+    assert.equal(q.dnssecOk, false);
+    assert.ok(readFastQuestion(buildQuery('redis', TYPE.A, { edns: 1232, dnssecOk: true }), q));
+    assert.equal(q.dnssecOk, true);
     assert.equal(readFastQuestion(buildQuery('redis', TYPE.A, { edns: 1232, ednsVersion: 1 }), q), false);
     assert.equal(readFastQuestion(buildQuery('redis', TYPE.A, { opcode: 2 }), q), false);
     const resp = buildQuery('redis', TYPE.A);

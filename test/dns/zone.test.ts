@@ -180,7 +180,9 @@ describe('NXDOMAIN, NODATA and isolation', () => {
     assert.equal(r.authority[0]!.ttl, 2);
   });
   it('acme never sees beta\'s names, addresses, PTRs or existence', () => {
-    assert.equal(ask(ACME, 'secret', TYPE.A).rcode, 'NXDOMAIN');
+    assert.equal(ask(ACME, 'secret.internal', TYPE.A).rcode, 'NXDOMAIN');
+    // Bare, beta's name is for acme a name outside the zone like any other: REFUSED here.
+    assert.equal(ask(ACME, 'secret', TYPE.A).rcode, 'REFUSED');
     assert.equal(ask(ACME, 'redis.beta.internal', TYPE.A).rcode, 'NXDOMAIN');
     assert.equal(ask(ACME, 'secret.beta.internal', TYPE.A).rcode, 'NXDOMAIN');
     assert.equal(ask(ACME, `${ids.b1}.redis.internal`, TYPE.A).rcode, 'NXDOMAIN');
@@ -194,7 +196,7 @@ describe('NXDOMAIN, NODATA and isolation', () => {
   it('operator subnets may ask <service>.<account>.internal', () => {
     assert.deepEqual(ask(OPERATOR, 'redis.beta.internal', TYPE.A).data, ['127.2.0.10']);
     assert.deepEqual(ask(OPERATOR, `${ids.s1}.secret.beta.internal`, TYPE.A).data, ['127.2.0.20']);
-    assert.equal(ask(OPERATOR, 'redis', TYPE.A).rcode, 'NXDOMAIN');
+    assert.equal(ask(OPERATOR, 'redis.internal', TYPE.A).rcode, 'NXDOMAIN');
   });
 });
 
@@ -208,6 +210,21 @@ describe('errors', () => {
   });
   it('a name outside the zone with no forwarder is REFUSED', () => {
     assert.equal(ask(ACME, 'example.com', TYPE.A).rcode, 'REFUSED');
+  });
+  it('a class other than IN is REFUSED, outside the zone too: never forwarded', async () => {
+    const forwarded: Buffer[] = [];
+    const forwarding = new QueryHandler({
+      index,
+      zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }),
+      maxUdpPayload: 1232,
+      forwarder: { forward: async (q) => { forwarded.push(q); return q; } },
+    });
+    for (const name of ['version.bind', 'example.com', 'redis.internal', '10.0.1.127.in-addr.arpa']) {
+      const out = await forwarding.handle(buildQuery(name, TYPE.TXT, { qclass: 3 }), ACME, 'udp');
+      assert.ok(out instanceof Buffer);
+      assert.equal(decodeReply(out)?.rcode, 'REFUSED', name);
+    }
+    assert.equal(forwarded.length, 0, 'no CHAOS question reached the upstream');
   });
   it('opcodes other than QUERY get NOTIMP', () => {
     const out = handler.handle(buildQuery('redis', TYPE.A, { opcode: 2 }), ACME, 'udp') as Buffer;
@@ -226,6 +243,12 @@ describe('errors', () => {
       const out = handler.handle(bad, ACME, 'udp');
       assert.ok(out instanceof Buffer);
       assert.equal(out[3]! & 0x0f, 1, 'FORMERR');
+      assert.equal(out[3]! & 0x10, 0, 'CD clear as asked');
+      const withCd = Buffer.from(bad);
+      withCd[3]! |= 0x10;
+      const cdOut = handler.handle(withCd, ACME, 'udp');
+      assert.ok(cdOut instanceof Buffer);
+      assert.equal(cdOut[3]! & 0x10, 0x10, 'FORMERR copies CD (RFC 4035 §3.2.2)');
     }
     assert.equal(handler.handle(q.subarray(0, 11), ACME, 'udp'), null);
     const response = Buffer.from(q);
@@ -264,7 +287,7 @@ describe('the index follows the registry', () => {
     assert.equal(ask(ACME, 'cache', TYPE.A).rcode, 'NXDOMAIN');
     assert.equal(ask(ACME, '60.0.1.127.in-addr.arpa', TYPE.PTR).rcode, 'REFUSED');
     reg.deleteService('acme', 'cache');
-    assert.equal(ask(ACME, 'cache', TYPE.A).rcode, 'NXDOMAIN');
+    assert.equal(ask(ACME, 'cache.internal', TYPE.A).rcode, 'NXDOMAIN');
   });
   it('new subnets and deleted accounts take effect at once', () => {
     reg.createAccount('gamma', ['127.4.0.0/16']);
