@@ -87,9 +87,9 @@ export class QueryHandler {
   private fillView: AccountView | null = null;
   private fillForm = 0;
   /**
-   * Keys of fast-readable questions the zone places outside itself (not reverse names, whose
-   * place depends on the asker): their repeats go straight to the forwarder's cache. Whether
-   * a name is in the zone depends on the name alone, so one set serves every account.
+   * Keys of fast-readable questions the zone places outside itself by their name alone (not
+   * reverse or bare names, which may be the asker's own): their repeats go straight to the
+   * forwarder's cache. Those depend on the name only, so one set serves every account.
    */
   private readonly outside = new Set<string>();
   /** Queries answered from pre-encoded replies (tests and metrics read it). */
@@ -228,7 +228,7 @@ export class QueryHandler {
       explain.forwarded = true;
       explain.reason = `forwarded: ${res.reason}`;
     }
-    if (this.fillView !== null && !query.name.endsWith('.arpa')) {
+    if (this.fillView !== null && res.byName) {
       if (this.outside.size >= MAX_OUTSIDE_KEYS) this.outside.clear();
       this.outside.add(this.fastQuestion.key);
     }

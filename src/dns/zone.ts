@@ -18,7 +18,10 @@
 //   <svc>.<account>.<zone>                only from dns.operatorSubnets
 //
 // A single-label name (and `_<svc>._tcp`) is read as relative to the zone, so a container's search list works
-// with any ndots. Lookups read only the asker's own AccountView: another account's names
+// with any ndots, but only when it names something of the asker's account: any other bare
+// name (`com`, `test`) is outside the zone, forwarded or REFUSED like `example.com`, never an
+// NXDOMAIN that RFC 8020 would read as "nothing exists below this TLD". `localhost` and the
+// names below it are loopback (RFC 6761 §6.3), answered here. Lookups read only the asker's own AccountView: another account's names
 // are never consulted, so their existence cannot show (operators excepted).
 //
 // answerQuery is a pure function of (asker's view, name, qtype) (whoami also reads the
@@ -55,8 +58,12 @@ export interface Asker {
 export type Resolution =
   /** An answer from the private zone (AA) or an error decided here. */
   | { kind: 'reply'; reply: Reply; reason: string }
-  /** A name outside the zone: forwarded when there is a forwarder, else REFUSED. */
-  | { kind: 'outside'; reason: string };
+  /**
+   * A name outside the zone: forwarded when there is a forwarder, else REFUSED. `byName`:
+   * the name alone puts it outside, for every asker (not so for reverse and bare names,
+   * which may be another account's own).
+   */
+  | { kind: 'outside'; reason: string; byName: boolean };
 
 export class Zone {
   readonly name: string;
@@ -88,26 +95,32 @@ export class Zone {
       if (name === this.name) return refused(`zone transfers (${typeName(qtype)}) of "${this.name}" are not offered`);
       return { kind: 'reply', reply: { rcode: RCODE.NOTAUTH, authoritative: false, answer: [], authority: [], additional: [] }, reason: `NOTAUTH: "${name}" is no zone served here` };
     }
+    if (name === LOCALHOST || name.endsWith(LOCALHOST_SUFFIX)) return this.localhost(name, qtype, qclass);
     let relative: string;
+    let bare = false;
     if (name === this.name) relative = '';
     else if (name.endsWith(this.suffix)) relative = name.slice(0, name.length - this.suffix.length);
-    else if (isBare(name)) relative = name;
+    else if (isBare(name)) {
+      relative = name;
+      bare = true;
+    }
     else if (asker.view !== null && (name.endsWith('.in-addr.arpa') || name.endsWith('.ip6.arpa'))) {
       const inst = asker.view.byReverseName.get(name);
       if (inst && (qtype === TYPE.PTR || qtype === TYPE.ANY) && classOk(qclass)) {
         return reply(RCODE.NOERROR, [{ name, type: TYPE.PTR, ttl: this.ttlOf(asker.view.services.get(inst.service)), data: { kind: 'name', target: this.instanceName(inst) } }], [], [],
           `PTR of live instance ${inst.id} of service "${inst.service}" in account "${asker.view.name}"`);
       }
-      return { kind: 'outside', reason: 'a reverse name that is no live instance of the account' };
+      return { kind: 'outside', reason: 'a reverse name that is no live instance of the account', byName: false };
     } else {
-      return { kind: 'outside', reason: `"${name}" is outside the zone "${this.name}"` };
+      return { kind: 'outside', reason: `"${name}" is outside the zone "${this.name}"`, byName: true };
     }
     if (!classOk(qclass)) return refused(`class ${qclass} is not served; the zone is class IN`);
     const labels = relative === '' ? [] : relative.split('.');
-    return this.answerInZone(asker, name, labels, qtype);
+    return this.answerInZone(asker, name, labels, qtype, bare);
   }
 
-  private answerInZone(asker: Asker, name: string, labels: string[], qtype: number): Resolution {
+  /** `bare`: the name was asked without the zone (`redis`), so only the account's own names match. */
+  private answerInZone(asker: Asker, name: string, labels: string[], qtype: number, bare: boolean): Resolution {
     const view = asker.view;
     const first = labels[0];
     if (labels.length === 0) return this.apex(view, qtype);
@@ -137,6 +150,7 @@ export class Zone {
       if (first === '_tcp' && view !== null && hasLiveService(view)) {
         return this.nodata(view, '_tcp holds the SRV names of the account\'s services');
       }
+      if (bare) return outsideBare(name, view);
       return this.nxdomain(view, view ? `account "${view.name}" has no service "${first}"` : 'operator sources see only <service>.<account> names');
     }
 
@@ -147,6 +161,7 @@ export class Zone {
         const svc = view.services.get(a.slice(1));
         if (svc) return this.serviceAnswer(view, svc, name, qtype, 'srv');
       }
+      if (bare) return outsideBare(name, view);
       // <instance>.<svc>
       const svc = view?.services.get(b);
       const inst = svc?.live.get(a);
@@ -175,6 +190,17 @@ export class Zone {
       if (other && svc && inst) return this.instanceAnswer(other, svc, inst, name, qtype);
     }
     return this.nxdomain(view, 'no such name in the zone');
+  }
+
+  /** `localhost` and names below it (RFC 6761 §6.3): loopback addresses, NODATA otherwise. */
+  private localhost(name: string, qtype: number, qclass: number): Resolution {
+    if (!classOk(qclass)) return refused(`class ${qclass} is not served for localhost`);
+    const answer: Rr[] = [];
+    if (qtype === TYPE.A || qtype === TYPE.ANY) answer.push({ name, type: TYPE.A, ttl: LOCALHOST_TTL, data: { kind: 'bytes', bytes: LOOPBACK_4 } });
+    if (qtype === TYPE.AAAA || qtype === TYPE.ANY) answer.push({ name, type: TYPE.AAAA, ttl: LOCALHOST_TTL, data: { kind: 'bytes', bytes: LOOPBACK_6 } });
+    if (answer.length > 0) return reply(RCODE.NOERROR, answer, [], [], 'localhost is the loopback address (RFC 6761)');
+    const why = 'localhost has only A and AAAA records, the loopback addresses (RFC 6761)';
+    return reply(RCODE.NOERROR, [], [LOCALHOST_SOA], [], `NODATA: ${why}`, why);
   }
 
   private apex(view: AccountView | null, qtype: number): Resolution {
@@ -304,6 +330,25 @@ function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], r
 function refused(reason: string): Resolution {
   return { kind: 'reply', reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [] }, reason: `REFUSED: ${reason}` };
 }
+
+/** A bare name that is nothing of the asker's account: outside the zone, as `com` is. */
+function outsideBare(name: string, view: AccountView | null): Resolution {
+  const whose = view === null ? 'the operator sources\' view' : `account "${view.name}"`;
+  return { kind: 'outside', reason: `"${name}" is a single-label name that names nothing in ${whose}`, byName: false };
+}
+
+const LOCALHOST = 'localhost';
+const LOCALHOST_SUFFIX = '.localhost';
+const LOCALHOST_TTL = 86_400;
+const LOOPBACK_4 = Buffer.from([127, 0, 0, 1]);
+const LOOPBACK_6 = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+/** The SOA of NODATA for localhost names, as Unbound serves its built-in localhost zone. */
+const LOCALHOST_SOA: Rr = {
+  name: LOCALHOST,
+  type: TYPE.SOA,
+  ttl: LOCALHOST_TTL,
+  data: { kind: 'soa', mname: LOCALHOST, rname: 'nobody.invalid', serial: 1, refresh: 3600, retry: 1200, expire: 604_800, minimum: LOCALHOST_TTL },
+};
 
 /** `1 pending, 0 failed[, 1 unhealthy][, 1 draining]`: why a service has no live instance. */
 function notLiveCounts(svc: ServiceView): string {

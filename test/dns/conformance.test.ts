@@ -18,6 +18,7 @@ import { StubUpstream } from './upstream-stub.js';
 const TRANSPORTS = ['udp', 'tcp'] as const;
 type Transport = (typeof TRANSPORTS)[number];
 const ACME = '127.1.0.5';
+const BETA = '127.2.0.5';
 const OUTSIDER = '127.9.0.5';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -342,5 +343,68 @@ describe('7. zone transfers are refused as BIND 9 refuses them with allow-transf
     const out = await new Promise<string>((resolve) =>
       execFile('kdig', ['-b', ACME, '@127.0.0.1', '-p', String(d.dnsPort), '+retry=0', '+timeout=2', 'internal', 'AXFR'], (_e, stdout, stderr) => resolve(`${stdout}${stderr}`)));
     assert.match(out, /server replied with error 'REFUSED'/);
+  });
+});
+
+describe('8. single-label names that are no service of the asker are not NXDOMAIN of the zone (RFC 8020)', () => {
+  it('without upstreams: REFUSED like other names outside the zone; the account\'s bare services still answer', async () => {
+    const d = await noUpstreams();
+    for (const transport of TRANSPORTS) {
+      for (const q of [['com', 'SOA'], ['test', 'DS'], ['lan', 'A'], ['nosuch', 'A']]) {
+        const r = await ask(d, ACME, transport, q);
+        assert.equal(r.status, 'REFUSED', `${q.join(' ')} over ${transport}:\n${r.text}`);
+        assert.ok(!r.flags.has('aa'), r.text);
+        assert.deepEqual(r.authority, [], r.text);
+      }
+      const bare = await ask(d, ACME, transport, ['redis']);
+      assert.equal(bare.status, 'NOERROR');
+      assert.deepEqual(bare.answer, ['127.1.0.9']);
+      // The zone form keeps its explained NXDOMAIN with the zone's SOA.
+      const inZone = await ask(d, ACME, transport, ['nosuch.internal']);
+      assert.equal(inZone.status, 'NXDOMAIN');
+      assert.ok(inZone.flags.has('aa'));
+      assert.deepEqual(inZone.authority, ['internal. SOA']);
+      assert.match(inZone.text, /no service "nosuch"/);
+    }
+  });
+
+  for (const workers of [1, 2] as const) {
+    it(`with upstreams: forwarded, and one account's forwarded bare name never answers another's service (${workers} worker(s))`, async () => {
+      const d = await forwarding(workers);
+      for (const transport of TRANSPORTS) {
+        for (let i = 0; i < REPEATS; i++) {
+          const lan = await ask(d, ACME, transport, ['lan', 'A']);
+          assert.equal(lan.status, 'NOERROR', lan.text);
+          assert.deepEqual(lan.answer, ['192.0.2.4']);
+          // beta has no service redis: its `redis` is the upstream's; acme's is its own.
+          const beta = await ask(d, BETA, transport, ['redis', 'A']);
+          assert.deepEqual(beta.answer, ['192.0.2.66'], beta.text);
+          assert.ok(!beta.flags.has('aa'));
+          const acme = await ask(d, ACME, transport, ['redis', 'A']);
+          assert.deepEqual(acme.answer, ['127.1.0.9'], acme.text);
+          assert.ok(acme.flags.has('aa'));
+        }
+      }
+    });
+  }
+
+  it('localhost and names below it are loopback, answered here (RFC 6761 §6.3)', async () => {
+    for (const d of [await noUpstreams(), await forwarding(1)]) {
+      for (const transport of TRANSPORTS) {
+        for (const name of ['localhost', 'LocalHost', 'foo.localhost', 'a.b.localhost']) {
+          const a = await ask(d, ACME, transport, [name, 'A']);
+          assert.equal(a.status, 'NOERROR', a.text);
+          assert.deepEqual(a.answer, ['127.0.0.1'], a.text);
+          const aaaa = await ask(d, ACME, transport, [name, 'AAAA']);
+          assert.deepEqual(aaaa.answer, ['::1'], aaaa.text);
+          const txt = await ask(d, ACME, transport, [name, 'TXT']);
+          assert.equal(txt.status, 'NOERROR', txt.text);
+          assert.deepEqual(txt.answer, []);
+          // Owner names compress to the question, so they come back in its case.
+          assert.deepEqual(txt.authority.map((x) => x.toLowerCase()), ['localhost. soa'], txt.text);
+        }
+        assert.equal((await ask(d, OUTSIDER, transport, ['localhost'])).status, 'REFUSED');
+      }
+    }
   });
 });

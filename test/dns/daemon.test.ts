@@ -186,7 +186,7 @@ describe('TCP carries many queries per connection', () => {
       await new Promise((r) => setImmediate(r));
     }
     assert.equal((await c.next()).readUInt16BE(0), 7);
-    c.sock.write(Buffer.concat([TcpClient.frame(buildQuery('redis', 1, { id: 8 })), TcpClient.frame(buildQuery('nope', 1, { id: 9 }))]));
+    c.sock.write(Buffer.concat([TcpClient.frame(buildQuery('redis', 1, { id: 8 })), TcpClient.frame(buildQuery('nope.internal', 1, { id: 9 }))]));
     const [a, b] = [await c.next(), await c.next()];
     assert.deepEqual([a.readUInt16BE(0), b.readUInt16BE(0)], [8, 9]);
     assert.equal(decodeReply(b)!.rcode, 'NXDOMAIN');
@@ -205,9 +205,9 @@ describe('changes are visible in the very next query', () => {
   });
   it('a deleted account is REFUSED at once', async () => {
     assert.equal((await d.api('POST', '/v1/accounts', { name: 'gone', subnets: ['127.6.0.0/16'] })).status, 201);
-    assert.equal(digStatus(await q('127.6.0.5', 'x', 'A')), 'NXDOMAIN');
+    assert.equal(digStatus(await q('127.6.0.5', 'x.internal', 'A')), 'NXDOMAIN');
     assert.equal((await d.api('DELETE', '/v1/accounts/gone')).status, 204);
-    assert.equal(digStatus(await q('127.6.0.5', 'x', 'A')), 'REFUSED');
+    assert.equal(digStatus(await q('127.6.0.5', 'x.internal', 'A')), 'REFUSED');
   });
 });
 

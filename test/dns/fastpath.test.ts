@@ -225,8 +225,9 @@ describe('the fast path answers byte for byte what the general path answers', ()
     }
     const hits = pairs.reduce((n, p) => n + p.fast.fastHits, 0);
     assert.ok(queries > 30_000, `${queries} queries`);
-    // The comparison means something only if the fast path answered a good share of them.
-    assert.ok(hits > queries / 8, `${hits} fast-path answers of ${queries}`);
+    // The comparison means something only if the fast path answered a good share of them
+    // (bare names an account lacks are outside the zone, so never fast-path answers).
+    assert.ok(hits > queries / 10, `${hits} fast-path answers of ${queries}`);
     process.stderr.write(`fast path: ${hits} of ${queries} answers (seed ${seed})\n`);
   });
 });

@@ -163,7 +163,7 @@ describe('registry revision: read-your-writes', () => {
 
 describe('negative answers say why, from the asker\'s own view (RFC 8914 EDE)', () => {
   it('an unknown name', async () => {
-    const r = await ask('nosuch', 1);
+    const r = await ask('nosuch.internal', 1);
     assert.equal(r.rcode, 'NXDOMAIN');
     assert.deepEqual(r.ede, { infoCode: 0, extraText: 'account "acme" has no service "nosuch"' });
   });
@@ -198,7 +198,7 @@ describe('negative answers say why, from the asker\'s own view (RFC 8914 EDE)', 
   });
 
   it('/v1/resolve shows the same reason and EDE', async () => {
-    for (const name of ['queue', 'jobs', 'nosuch']) {
+    for (const name of ['queue', 'jobs', 'nosuch.internal']) {
       const wire = await ask(name, 1);
       const r = await api('GET', `/v1/resolve?source=127.1.0.5&name=${name}&type=A`, undefined, 200);
       assert.deepEqual(r.ede, wire.ede);
@@ -207,10 +207,10 @@ describe('negative answers say why, from the asker\'s own view (RFC 8914 EDE)', 
   });
 
   it('another account\'s name is answered byte for byte like an unknown name', async () => {
-    const theirs = await ask('secret', 1);
+    const theirs = await ask('secret.internal', 1);
     assert.equal((await ask('secret', 1, '127.2.0.5')).answer.length, 1, 'beta does have it');
     await api('DELETE', '/v1/accounts/beta/services/secret', undefined, 204);
-    const unknown = await ask('secret', 1);
+    const unknown = await ask('secret.internal', 1);
     assert.equal(theirs.raw.toString('hex'), unknown.raw.toString('hex'));
     const t = await udpExchange(port, buildQuery(`${ids['127.2.0.20']}.secret.internal`, 1, { edns: 1232, id: 7 }));
     await api('POST', '/v1/accounts/beta/services', { name: 'secret', type: 'private_service', ports: [svcPort] }, 201);
@@ -226,7 +226,7 @@ describe('TTLs per state', () => {
   };
 
   it('unknown names 30 s, registered but not live 2 s (SOA TTL and minimum)', async () => {
-    assert.deepEqual(soaTtls(await ask('nosuch', 1)), { ttl: 30, minimum: 30 });
+    assert.deepEqual(soaTtls(await ask('nosuch.internal', 1)), { ttl: 30, minimum: 30 });
     assert.deepEqual(soaTtls(await ask('jobs', 1)), { ttl: 30, minimum: 30 });
     assert.deepEqual(soaTtls(await ask('queue', 1)), { ttl: 2, minimum: 2 });
   });
@@ -259,7 +259,7 @@ describe('Render-style names', () => {
       const out = (await q('127.1.0.5', '+short', name, 'A')).trim().split('\n').sort();
       assert.deepEqual(out, ['127.1.0.10', '127.1.0.11'], name);
     }
-    assert.equal(digStatus(await q('127.2.0.5', 'redis-discovery')), 'NXDOMAIN');
+    assert.equal(digStatus(await q('127.2.0.5', 'redis-discovery.internal')), 'NXDOMAIN');
     assert.equal(digStatus(await q('127.1.0.5', 'queue-discovery')), 'NXDOMAIN');
   });
 

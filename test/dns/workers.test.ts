@@ -131,13 +131,13 @@ describe('a write acknowledged by the admin API is in every worker\'s answers', 
       const source = `127.60.${round * 25 + i}.5`;
       const created = await d.api('POST', '/v1/accounts', { name: `churn${round}-${i}`, subnets: [`127.60.${round * 25 + i}.0/24`] });
       assert.equal(created.status, 201);
-      const answers = await Promise.all(Array.from({ length: 16 }, () => ask(source, 'nothing-here')));
+      const answers = await Promise.all(Array.from({ length: 16 }, () => ask(source, 'nothing-here.internal')));
       for (const r of answers) {
         assert.equal(r.rcode, 'NXDOMAIN', `a query right after account churn${i} was acknowledged got rcode ${r.rcode}`);
         assert.ok(soaSerial(r) >= created.body.revision, `SOA serial ${soaSerial(r)} older than the acknowledged revision ${created.body.revision}`);
       }
       assert.equal((await d.api('DELETE', `/v1/accounts/churn${round}-${i}`)).status, 204);
-      const gone = await Promise.all(Array.from({ length: 16 }, () => ask(source, 'nothing-here')));
+      const gone = await Promise.all(Array.from({ length: 16 }, () => ask(source, 'nothing-here.internal')));
       for (const r of gone) assert.equal(r.rcode, 'REFUSED', `a query right after deleting churn${i} got rcode ${r.rcode}`);
     }
     const after = await perWorker();
@@ -203,7 +203,7 @@ describe('worker processes are supervised', () => {
     // The new process answers: the slot's count grows past what the killed one had sent.
     let now = before;
     for (let i = 0; i < 50 && !(now[slot]! > before[slot]!); i++) {
-      const replies = await Promise.all(Array.from({ length: 20 }, () => ask('127.70.0.5', 'nothing-here')));
+      const replies = await Promise.all(Array.from({ length: 20 }, () => ask('127.70.0.5', 'nothing-here.internal')));
       for (const r of replies) assert.equal(r.rcode, 'NXDOMAIN');
       now = await perWorker();
     }
@@ -249,7 +249,7 @@ describe('dns.workers: 1 answers in the daemon\'s own process', () => {
     for (let i = 0; i < 5; i++) {
       const created = await one.api('POST', '/v1/accounts', { name: `solo${i}`, subnets: [`127.80.${i}.0/24`] });
       assert.equal(created.status, 201);
-      const r = decodeReply((await udpExchange(onePort, buildQuery('nothing-here', A), `127.80.${i}.5`, 2000))!);
+      const r = decodeReply((await udpExchange(onePort, buildQuery('nothing-here.internal', A), `127.80.${i}.5`, 2000))!);
       assert.equal(r?.rcode, 'NXDOMAIN');
     }
     const metrics = String((await one.api('GET', '/metrics')).body);
