@@ -9,6 +9,8 @@
 // has nothing to do and the figure is the registry's write path (HTTP, validation, commit,
 // change events), not the checker's. Loopback only: the admin API on 127.0.0.1.
 import { Agent, request } from 'node:http';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
@@ -104,7 +106,10 @@ async function main(): Promise<void> {
   const count = Number(values.instances);
   const levels = (values.concurrency ?? '64').split(',').map(Number);
   if (count * levels.length > 65_000) throw new Error('at most 65,000 instances in all (one /16 of addresses)');
-  const daemon = await TestDaemon.start({ env: { PRIVDNS_LOG_LEVEL: 'warn', ...(process.env.PRIVDNS_DNS_WORKERS ? { PRIVDNS_DNS_WORKERS: process.env.PRIVDNS_DNS_WORKERS } : {}) } });
+  // Room for every level's keep-alive sockets above admin.maxConnections' default (256).
+  const configFile = join(mkdtempSync(join(tmpdir(), 'privdns-bench-')), 'privdns.yaml');
+  writeFileSync(configFile, `admin:\n  maxConnections: ${Math.max(256, 2 * Math.max(...levels) + 16)}\n`);
+  const daemon = await TestDaemon.start({ configFile, env: { PRIVDNS_LOG_LEVEL: 'warn', ...(process.env.PRIVDNS_DNS_WORKERS ? { PRIVDNS_DNS_WORKERS: process.env.PRIVDNS_DNS_WORKERS } : {}) } });
   const ids: string[] = [];
   try {
     const a = await daemon.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] });

@@ -106,7 +106,8 @@ function zoneFile(a: AccountPlan): string {
     `@ NS ns.${ZONE}.`,
     'ns A 127.0.0.1',
     `whoami TXT "${WHOAMI_PLACEHOLDER}"`,
-    `_services TXT ${servicesTxt(a).map((s) => JSON.stringify(s)).join(' ')}`,
+    // One TXT record per service, so no account's list can outgrow one record's rdata.
+    ...servicesTxt(a).map((s) => `_services TXT ${JSON.stringify(s)}`),
   ];
   for (const s of a.services) {
     const up = live(s);
