@@ -4,7 +4,6 @@
 // SIGKILL while writes stream in, and the daemon must stay up, replace the worker and answer.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { TestDaemon } from '../helpers/daemon.js';
 import { buildQuery, decodeReply, udpExchange } from './client.js';
 
@@ -16,16 +15,6 @@ before(async () => {
 });
 after(() => d?.dispose());
 
-function workerPids(): number[] {
-  let text = '';
-  try {
-    text = execFileSync('ps', ['-o', 'pid=', '--ppid', String(d.proc.pid)], { encoding: 'utf8' });
-  } catch {
-    // ps exits 1 when the daemon has no children at this moment
-  }
-  return text.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
-}
-
 describe('a worker killed while changes are posted to it', () => {
   it(`${ROUNDS} rounds of SIGKILL during a stream of writes: the daemon stays up and answers`, async () => {
     const daemonPid = d.proc.pid;
@@ -33,14 +22,15 @@ describe('a worker killed while changes are posted to it', () => {
     for (let round = 0; round < ROUNDS; round++) {
       let pids: number[] = [];
       for (let i = 0; i < 200 && pids.length < 2; i++) {
-        pids = workerPids();
+        pids = d.workerPids();
         if (pids.length < 2) await new Promise((r) => setTimeout(r, 50));
       }
       assert.equal(pids.length, 2, `round ${round}: two workers before the kill`);
       const writes: Promise<unknown>[] = [];
       // Writes before, at and after the kill: some are posted while the worker is dying.
       for (let i = 0; i < 20; i++) {
-        if (i === 5) process.kill(pids[round % 2]!, 'SIGKILL');
+        // A planned kill: the daemon's watch expects this exit and the replacement.
+        if (i === 5) d.killWorker(pids[round % 2]!);
         n++;
         writes.push(d.api('POST', '/v1/accounts', { name: `a${n}`, subnets: [`10.${1 + Math.floor(n / 250)}.${n % 250}.0/24`] }).catch((err: Error) => err));
         await new Promise((r) => setImmediate(r));
