@@ -23,7 +23,8 @@ before(async () => {
   const config = join(dataDir, 'tcp.yaml');
   // Timeouts far longer than the test: any connection closed here was closed on purpose.
   writeFileSync(config, `dns:\n  tcp:\n    maxConnections: ${MAX_CONNECTIONS}\n    maxConnectionsPerSource: ${PER_CLIENT}\n    idleTimeoutMs: 60000\n    readTimeoutMs: 60000\n`);
-  d = await TestDaemon.start({ dataDir, configFile: config, env: { PRIVDNS_DNS_WORKERS: '1', PRIVDNS_LOG_LEVEL: 'warn' } });
+  // A low descriptor limit, as the abuse suite runs every daemon: the caps must hold before it does.
+  d = await TestDaemon.start({ dataDir, configFile: config, fdLimit: 256, env: { PRIVDNS_DNS_WORKERS: '1', PRIVDNS_LOG_LEVEL: 'warn' } });
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] })).status, 201);
 });
 

@@ -54,6 +54,7 @@ for (const workers of [1, 2]) {
       writeFileSync(configFile, `forward:\n  timeoutMs: 4000\n  totalTimeoutMs: 8000\n  maxInflight: ${MAX_INFLIGHT}\n`);
       const d = await TestDaemon.start({
         configFile,
+        fdLimit: 256, // every flooded question holds a socket: the share must bind before descriptors run out
         env: { PRIVDNS_UPSTREAMS: `127.0.0.1:${upstream.address.port}`, PRIVDNS_DNS_WORKERS: String(workers) },
       });
       daemons.push(d);
