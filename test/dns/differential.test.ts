@@ -20,6 +20,7 @@ import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 import { freePort } from '../helpers/ports.js';
 import { buildQuery, TcpClient, udpExchange, type QueryOptions } from './client.js';
+import { mulberry32 } from '../helpers/random.js';
 
 const SEED = 0x1d1ff;
 const QUERIES = 700;
@@ -29,16 +30,6 @@ const PARALLEL = 6;
 
 // ---- seeded randomness ------------------------------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 let rand = mulberry32(SEED);
 /** Starts the stream of random numbers over: each configuration gets the same queries. */
 const reseed = (seed: number): void => { rand = mulberry32(seed); };

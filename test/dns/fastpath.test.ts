@@ -16,18 +16,8 @@ import { Zone } from '../../src/dns/zone.js';
 import { Registry } from '../../src/registry/store.js';
 import { parseSubnet } from '../../src/registry/subnets.js';
 import { buildQuery, decodeReply } from './client.js';
+import { mulberry32 } from '../helpers/random.js';
 
-/** mulberry32: a seeded PRNG, so a failure names the seed that reproduces it. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 /** A deterministic upstream answer derived from the query. */
 function upstreamAnswer(query: Buffer): Buffer {
@@ -90,7 +80,7 @@ describe('the fast path answers byte for byte what the general path answers', ()
 
   it('over 3,000 random registry states and 30,000+ random queries, from every kind of source, over UDP and TCP', async () => {
     const seed = Number(process.env.PRIVDNS_FASTPATH_SEED ?? 0x5eed);
-    const rnd = prng(seed);
+    const rnd = mulberry32(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
     const pairs = [pair(index, true), pair(index, false), pair(index, true, 4096)];
 

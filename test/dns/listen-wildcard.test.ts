@@ -10,12 +10,13 @@
 // Skips, saying why, when not root or when the kernel does not allow network namespaces.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { TestDaemon } from '../helpers/daemon.js';
+import { ip, netnsUnavailable } from '../helpers/netns.js';
 import { freePort } from '../helpers/ports.js';
 import { digStatus } from './client.js';
 
@@ -31,21 +32,6 @@ const ADMIN = `10.78.${N}.2`;
 const FIRST6 = `fd77:${N.toString(16)}::1`;
 const POLL_MS = 300;
 
-function skipReason(): string | null {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces (run as root, as .ci/run does)';
-  const probe = `privdns-probe-${TAG}`;
-  try {
-    execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe' });
-    execFileSync('ip', ['netns', 'del', probe], { stdio: 'pipe' });
-  } catch (err) {
-    return `\`ip netns add\` is not permitted here: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`;
-  }
-  return null;
-}
-
-const ip = (...args: string[]): void => {
-  execFileSync('ip', args, { stdio: 'pipe' });
-};
 
 /** dig inside the namespace: whoami.internal TXT from `source` to `server`, one try. */
 function digIn(source: string, server: string, extra: string[] = []): Promise<string> {
@@ -62,7 +48,7 @@ async function assertAnswered(source: string, server: string, extra: string[] = 
   assert.match(out, new RegExp(`"source=${source.replace(/\./g, '\\.')}" "account=acme"`));
 }
 
-const reason = skipReason();
+const reason = netnsUnavailable(`privdns-probe-${TAG}`);
 
 describe('dns.listen on a wildcard in a namespace with several addresses', { skip: reason ?? false }, () => {
   let dir: string;

@@ -14,9 +14,10 @@
 // Skips, saying why, when not root or when the kernel does not allow network namespaces.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { TestDaemon } from '../helpers/daemon.js';
+import { ip, netnsUnavailable } from '../helpers/netns.js';
 
 const N = 100 + (process.pid % 150);
 const TAG = `pd${process.pid % 100_000}`;
@@ -25,26 +26,6 @@ const NETS = [
   { ns: `${TAG}b`, host: `${TAG}hb`, peer: `${TAG}nb`, hostAddr: `10.200.${N}.5`, nsAddr: `10.200.${N}.6`, subnet: `10.200.${N}.4/30`, account: 'beta' },
 ];
 
-function skipReason(): string | null {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces (run as root, as .ci/run does)';
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-  } catch {
-    return '`ip` (iproute2) is not installed';
-  }
-  const probe = `${TAG}p`;
-  try {
-    execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe' });
-    execFileSync('ip', ['netns', 'del', probe], { stdio: 'pipe' });
-  } catch (err) {
-    return `\`ip netns add\` is not permitted here: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`;
-  }
-  return null;
-}
-
-const ip = (...args: string[]): void => {
-  execFileSync('ip', args, { stdio: 'pipe' });
-};
 
 function getent(ns: string, ...args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -54,7 +35,7 @@ function getent(ns: string, ...args: string[]): Promise<{ code: number; out: str
   });
 }
 
-const reason = skipReason();
+const reason = netnsUnavailable(`${TAG}p`);
 
 describe('containers in network namespaces resolve through glibc (getent)', { skip: reason ?? false }, () => {
   let d: TestDaemon | undefined;
