@@ -645,8 +645,14 @@ export class DnsServer {
         const started = stats === null ? 0 : performance.now();
         const out = this.handler.handle(msg, source, 'tcp');
         if (out === null) {
-          // Nothing answerable in this frame; the stream may still be in step, keep going.
           stats?.drop(1);
+          // An outsider has nothing to keep the connection for: unanswerable frames sent
+          // now and then would otherwise hold its slot past every timeout.
+          if (outsider) {
+            sock.destroy();
+            return;
+          }
+          // Nothing answerable in this frame; the stream may still be in step, keep going.
           continue;
         }
         if (!(out instanceof Promise)) {

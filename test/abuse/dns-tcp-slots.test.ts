@@ -81,6 +81,16 @@ describe('sources in no account cannot hold the DNS TCP slots', () => {
     await closeAll();
   });
 
+  it('an outsider whose frames get no reply (too short to be a query) is closed too, not kept alive by sending them', async () => {
+    const c = await connect('127.9.0.6');
+    assert.ok(c, 'outsider connects');
+    // Four bytes: no header, nothing to answer. Sent again and again, each would restart the
+    // idle timeout and hold an outsider slot for as long as the sender likes.
+    c.send(Buffer.from([0xde, 0xad, 0xbe, 0xef]));
+    await closedWithin(c, 5000, 'the outsider\'s connection after a frame with no reply (idle and read timeouts are 60 s)');
+    await closeAll();
+  });
+
   it(`120 outsider connections from 40 /24s, ${MAX_CONNECTIONS} slots: an account's client still connects and is answered`, async () => {
     // Three addresses in each of 40 prefixes: under any per-address or per-prefix share, together far more than every slot.
     const sources = Array.from({ length: 40 }, (_, p) => [1, 2, 3].map((h) => `127.9.${p + 1}.${h}`)).flat();
