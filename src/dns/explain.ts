@@ -5,7 +5,7 @@
 // as dig's does, so a negative answer's Extended DNS Error (RFC 8914) is shown as sent.
 import { randomInt } from 'node:crypto';
 import { PrivdnsError } from '../errors.js';
-import { AddressSyntaxError, parseAddress } from '../registry/subnets.js';
+import { AddressSyntaxError, parseAddress } from '../net/subnets.js';
 import type { Explanation, QueryHandler } from './server.js';
 import { RCODE_NAMES } from './stats.js';
 import { typeFromName, typeName } from './zone.js';

@@ -12,9 +12,10 @@
 // The index also tracks the registry revision it serves (the last change applied), which
 // GET /v1/revision?wait=N waits on.
 import type { IndexedInstance, Registry } from '../registry/store.js';
-import { parseAddress, parseSubnet, type Subnet } from '../registry/subnets.js';
+import { addressBytes } from '../net/ip.js';
+import { SubnetTable } from '../net/subnet-table.js';
+import { parseAddress, parseSubnet, type Subnet } from '../net/subnets.js';
 import type { Account, Instance, InstanceState, RegistryChange, Service, ServiceType } from '../registry/types.js';
-import { SubnetTable } from './accounts.js';
 import type { Rr } from './wire.js';
 
 export interface LiveInstance {
@@ -266,29 +267,12 @@ export class AccountIndex {
 }
 
 /**
- * A live instance with its address as A/AAAA rdata. Set-up code, but run for every instance
- * at start (100,000 of them): dotted quads (the registry's canonical IPv4 form) are read
- * here rather than by the general parser, and the rdata comes from Node's shared buffer pool
- * (allocUnsafe, every byte written) rather than a backing store of its own per instance.
+ * A live instance with its address as A/AAAA rdata. Run for every instance at start (100,000
+ * of them): parseAddress reads the registry's canonical dotted quads without the general parser.
  */
 function addressRdata(address: string, id: string, service: string): LiveInstance {
-  const parts = address.split('.');
-  if (parts.length === 4) {
-    const rdata = Buffer.allocUnsafe(4);
-    let ok = true;
-    for (let k = 0; k < 4; k++) {
-      const p = parts[k]!;
-      const n = Number(p);
-      if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || n > 255) ok = false;
-      rdata[k] = n;
-    }
-    if (ok) return { id, service, address, family: 4, rdata };
-  }
   const addr = parseAddress(address);
-  const rdata = Buffer.allocUnsafe(addr.family === 4 ? 4 : 16);
-  if (addr.family === 4) rdata.writeUInt32BE(Number(addr.value));
-  else for (let k = 0; k < 16; k++) rdata[k] = Number((addr.value >> BigInt(8 * (15 - k))) & 0xffn);
-  return { id, service, address: addr.text, family: addr.family, rdata };
+  return { id, service, address: addr.text, family: addr.family, rdata: addressBytes(addr) };
 }
 
 /** The live instances of a service of one family, memoised until the next change. */

@@ -13,7 +13,8 @@
 // bounded: accounts live in two generations of at most `maxSources` entries each; the older
 // generation is dropped every `window + 1` seconds (by then an untouched account has earned
 // back all its credit, so forgetting it changes nothing) or as soon as the newer one is full.
-import { parseSourceAddress, type SourceAddress } from './accounts.js';
+import { parseSourceAddress } from '../net/ip.js';
+import { prefixKey, type SourcePrefix } from '../net/subnet-table.js';
 import { readQuery, truncatedReply } from './wire.js';
 
 export interface RateLimitSettings extends SourcePrefix {
@@ -49,25 +50,6 @@ interface Account {
   at: number;
   /** Answers dropped while over the limit, for the slip cadence. */
   over: number;
-}
-
-const V6_MASK = (1n << 128n) - 1n;
-
-/** How sources are grouped into clients: the prefix lengths kept of IPv4 and IPv6 addresses. */
-export interface SourcePrefix {
-  ipv4PrefixLength: number;
-  ipv6PrefixLength: number;
-}
-
-/**
- * The key of the prefix `addr` belongs to (its first ipv4PrefixLength or ipv6PrefixLength
- * bits), equal for every address of one prefix; IPv4 keys are numbers, IPv6 keys bigints,
- * so the two never collide in one Map. Used wherever a client is one prefix, not one address:
- * rate limiting here, TCP connection caps in server.ts.
- */
-export function prefixKey(addr: SourceAddress, prefix: SourcePrefix): number | bigint {
-  if (addr.family === 4) return prefix.ipv4PrefixLength <= 0 ? 0 : addr.v4 >>> (32 - prefix.ipv4PrefixLength);
-  return (addr.v6 & V6_MASK) >> BigInt(128 - prefix.ipv6PrefixLength);
 }
 
 export class ResponseRateLimiter {

@@ -16,10 +16,12 @@ import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import type { HostPort } from '../config/config.js';
-import type { Subnet } from '../registry/subnets.js';
-import { formatSourceAddress, parseSourceAddress, SubnetTable } from './accounts.js';
+import { frame, FrameReader, MAX_FRAMED } from '../net/framing.js';
+import { formatSourceAddress, parseSourceAddress } from '../net/ip.js';
+import { prefixKey, SubnetTable, type SourcePrefix } from '../net/subnet-table.js';
+import type { Subnet } from '../net/subnets.js';
 import { AnswerCache, formOf, patchReply, readFastQuestion, type FastQuestion } from './fastpath.js';
-import { prefixKey, RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter, type SourcePrefix } from './ratelimit.js';
+import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './ratelimit.js';
 import type { QueryStats } from './stats.js';
 import type { AccountIndex, AccountView } from './index.js';
 import type { Asker, Zone } from './zone.js';
@@ -69,7 +71,6 @@ export interface Explanation {
   forwarded: boolean;
 }
 
-const TCP_MAX = 65_535;
 /** Bound on remembered out-of-zone question keys; past it the set starts over. */
 const MAX_OUTSIDE_KEYS = 100_000;
 
@@ -264,7 +265,7 @@ export class QueryHandler {
 
   /** The largest reply allowed: 65535 over TCP, else the client's EDNS size capped, or 512. */
   private maxSizeOf(transport: Transport, ednsSize: number): number {
-    if (transport === 'tcp') return TCP_MAX;
+    if (transport === 'tcp') return MAX_FRAMED;
     return ednsSize > 0 ? Math.min(ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
   }
 }
@@ -597,24 +598,20 @@ export class DnsServer {
     // closed here, as is one that keeps the connection open doing nothing.
     sock.setTimeout(outsider ? readTimeoutMs : this.opts.tcp.idleTimeoutMs, () => sock.destroy());
     const stats = this.stats;
-    let pending: Buffer | null = null;
     let inFlight = 0;
     let paused = false;
     let readTimer: NodeJS.Timeout | null = null;
 
     const send = (reply: Buffer): void => {
       if (sock.destroyed || sock.writableEnded) return;
-      const frame = Buffer.allocUnsafe(2 + reply.length);
-      frame.writeUInt16BE(reply.length, 0);
-      reply.copy(frame, 2);
       let flushed: boolean;
       try {
         if (outsider) {
           // Its REFUSED, then the end of the connection: the slot is free again at once.
-          sock.end(frame);
+          sock.end(frame(reply));
           return;
         }
-        flushed = sock.write(frame);
+        flushed = sock.write(frame(reply));
       } catch {
         // Whatever refuses the write, the connection cannot carry replies any more.
         sock.destroy();
@@ -633,52 +630,49 @@ export class DnsServer {
       }
     };
 
-    sock.on('data', (chunk: Buffer) => {
-      const buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
-      let off = 0;
+    const frames = new FrameReader((msg) => {
       // An outsider's connection ends with its first reply: later frames are not read.
-      while (buf.length - off >= 2 && !sock.writableEnded) {
-        const len = buf.readUInt16BE(off);
-        if (buf.length - off - 2 < len) break;
-        const msg = buf.subarray(off + 2, off + 2 + len);
-        off += 2 + len;
-        const started = stats === null ? 0 : performance.now();
-        const out = this.handler.handle(msg, source, 'tcp');
-        if (out === null) {
-          stats?.drop(1);
-          // An outsider has nothing to keep the connection for: unanswerable frames sent
-          // now and then would otherwise hold its slot past every timeout.
-          if (outsider) {
-            sock.destroy();
-            return;
-          }
-          // Nothing answerable in this frame; the stream may still be in step, keep going.
-          continue;
+      if (sock.writableEnded) return false;
+      const started = stats === null ? 0 : performance.now();
+      const out = this.handler.handle(msg, source, 'tcp');
+      if (out === null) {
+        stats?.drop(1);
+        // An outsider has nothing to keep the connection for: unanswerable frames sent
+        // now and then would otherwise hold its slot past every timeout.
+        if (outsider) {
+          sock.destroy();
+          return false;
         }
-        if (!(out instanceof Promise)) {
-          send(out);
-          stats?.reply(1, out, started);
-          continue;
-        }
-        inFlight++;
-        // A forwarded reply may come back after later ones: RFC 7766 §7 allows it, and the
-        // client matches replies by ID.
-        void out.then((reply) => {
-          inFlight--;
-          if (reply !== null) {
-            send(reply);
-            stats?.reply(1, reply, started);
-          }
-          resume();
-        });
-        if (inFlight >= TCP_MAX_IN_FLIGHT && !paused) {
-          paused = true;
-          sock.pause();
-        }
+        // Nothing answerable in this frame; the stream may still be in step, keep going.
+        return true;
       }
-      // Keep at most one partial frame (≤ 65 537 bytes): the length prefix bounds it.
-      pending = off >= buf.length ? null : Buffer.from(buf.subarray(off));
-      if (pending === null) {
+      if (!(out instanceof Promise)) {
+        send(out);
+        stats?.reply(1, out, started);
+        return true;
+      }
+      inFlight++;
+      // A forwarded reply may come back after later ones: RFC 7766 §7 allows it, and the
+      // client matches replies by ID.
+      void out.then((reply) => {
+        inFlight--;
+        if (reply !== null) {
+          send(reply);
+          stats?.reply(1, reply, started);
+        }
+        resume();
+      });
+      if (inFlight >= TCP_MAX_IN_FLIGHT && !paused) {
+        paused = true;
+        sock.pause();
+      }
+      return true;
+    });
+
+    sock.on('data', (chunk: Buffer) => {
+      frames.push(chunk);
+      if (sock.destroyed) return;
+      if (!frames.partial) {
         if (readTimer !== null) {
           clearTimeout(readTimer);
           readTimer = null;

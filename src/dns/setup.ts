@@ -9,7 +9,8 @@ import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { Registry } from '../registry/store.js';
-import { parseAddress } from '../registry/subnets.js';
+import { addressBytes } from '../net/ip.js';
+import { parseAddress } from '../net/subnets.js';
 import { createExplainer, type ExplainQuery, type ExplainResult } from './explain.js';
 import { Forwarder, type ForwarderStats } from './forward.js';
 import { AccountIndex } from './index.js';
@@ -185,9 +186,7 @@ function nsAddresses(hosts: string[]): Buffer[] {
     if (!isIPv4(h) && !isIPv6(h)) continue;
     const a = parseAddress(h);
     if (a.value === 0n) continue;
-    const b = Buffer.alloc(a.family === 4 ? 4 : 16);
-    for (let k = 0; k < b.length; k++) b[b.length - 1 - k] = Number((a.value >> BigInt(8 * k)) & 0xffn);
-    out.push(b);
+    out.push(addressBytes(a));
   }
   return out;
 }

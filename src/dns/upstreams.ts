@@ -7,6 +7,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect, isIPv6, type Socket as TcpSocket } from 'node:net';
 import type { HostPort } from '../config/config.js';
+import { frame, FrameReader } from '../net/framing.js';
 import { readAnswer, type Answer } from './forward-wire.js';
 
 export interface HealthPolicy {
@@ -133,33 +134,24 @@ export class Upstream {
     return new Promise<Exchange>((resolve) => {
       const sock: TcpSocket = connect({ host: this.target.host, port: this.target.port });
       const { finish, settled } = settleOnce(resolve, timeoutMs, cancels, () => sock.destroy());
-      const framed = Buffer.allocUnsafe(2 + query.length);
-      framed.writeUInt16BE(query.length, 0);
-      query.copy(framed, 2);
+      const framed = frame(query);
       sock.setNoDelay(true);
       sock.on('connect', () => {
         if (!settled()) sock.write(framed);
       });
       sock.on('error', (err) => finish({ kind: 'error', message: (err as NodeJS.ErrnoException).code ?? err.message }));
       sock.on('close', () => finish({ kind: 'error', message: 'connection closed before an answer' }));
-      // Answers are length-prefixed (RFC 1035 §4.2.2); collect until one whole message is in.
-      let buffered: Buffer = Buffer.alloc(0);
-      sock.on('data', (chunk: Buffer) => {
-        buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-        while (buffered.length >= 2) {
-          const len = buffered.readUInt16BE(0);
-          if (buffered.length < 2 + len) return;
-          const msg = buffered.subarray(2, 2 + len);
-          buffered = buffered.subarray(2 + len);
-          const answer = readAnswer(msg, id, expected.lowerName, expected.qtype, expected.qclass);
-          if (answer === null || answer.truncated) {
-            this.counters.dropped++;
-            continue;
-          }
-          finish({ kind: 'answer', wire: Buffer.from(msg), answer });
-          return;
+      // Messages that do not answer our question are skipped; the first that does settles it.
+      const frames = new FrameReader((msg) => {
+        const answer = readAnswer(msg, id, expected.lowerName, expected.qtype, expected.qclass);
+        if (answer === null || answer.truncated) {
+          this.counters.dropped++;
+          return true;
         }
+        finish({ kind: 'answer', wire: Buffer.from(msg), answer });
+        return false;
       });
+      sock.on('data', (chunk: Buffer) => frames.push(chunk));
     });
   }
 }

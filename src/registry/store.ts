@@ -21,7 +21,7 @@ import {
   unreachableAddress,
   unreachableSubnet,
   type Subnet,
-} from './subnets.js';
+} from '../net/subnets.js';
 import type {
   Account,
   Instance,

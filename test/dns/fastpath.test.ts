@@ -14,7 +14,7 @@ import { readFastQuestion, type FastQuestion } from '../../src/dns/fastpath.js';
 import { TYPE } from '../../src/dns/wire.js';
 import { Zone } from '../../src/dns/zone.js';
 import { Registry } from '../../src/registry/store.js';
-import { parseSubnet } from '../../src/registry/subnets.js';
+import { parseSubnet } from '../../src/net/subnets.js';
 import { buildQuery, decodeReply } from './client.js';
 import { mulberry32 } from '../helpers/random.js';
 

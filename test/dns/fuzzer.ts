@@ -37,7 +37,7 @@ import { AccountIndex } from '../../src/dns/index.js';
 import { QueryHandler, type Explanation, type Transport } from '../../src/dns/server.js';
 import { Zone } from '../../src/dns/zone.js';
 import { readQuery } from '../../src/dns/wire.js';
-import { parseSubnet } from '../../src/registry/subnets.js';
+import { parseSubnet } from '../../src/net/subnets.js';
 import { Registry } from '../../src/registry/store.js';
 import { buildQuery } from './client.js';
 

@@ -14,7 +14,7 @@ import net from 'node:net';
 import { AccountIndex } from '../../src/dns/index.js';
 import { QueryHandler } from '../../src/dns/server.js';
 import { Zone } from '../../src/dns/zone.js';
-import { parseSubnet, type Subnet } from '../../src/registry/subnets.js';
+import { parseSubnet, type Subnet } from '../../src/net/subnets.js';
 import { Registry } from '../../src/registry/store.js';
 import type { ServiceType } from '../../src/registry/types.js';
 import { TestDaemon } from '../helpers/daemon.js';

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { parseAddress } from '../../src/registry/subnets.js';
+import { parseAddress } from '../../src/net/subnets.js';
 import { TestDaemon } from '../helpers/daemon.js';
 import { metricValue } from '../helpers/metrics.js';
 import { freePort } from '../helpers/ports.js';

@@ -10,7 +10,7 @@ import { QueryHandler } from '../../src/dns/server.js';
 import { readQuery, TYPE } from '../../src/dns/wire.js';
 import { Zone } from '../../src/dns/zone.js';
 import { Registry } from '../../src/registry/store.js';
-import { parseSubnet } from '../../src/registry/subnets.js';
+import { parseSubnet } from '../../src/net/subnets.js';
 import { buildQuery, decodeReply, type QueryOptions } from './client.js';
 
 let dir: string;

@@ -8,7 +8,7 @@ import {
   parseSubnet,
   subnetContains,
   subnetsOverlap,
-} from '../../src/registry/subnets.js';
+} from '../../src/net/subnets.js';
 
 describe('addresses are parsed and normalised', () => {
   it('accepts IPv4 dotted quads as family 4', () => {

@@ -1,8 +1,10 @@
-// accounts.ts: source address → account by longest-prefix match, IPv4-mapped IPv6 as IPv4.
+// net/subnet-table.ts and net/ip.ts: source address → account by longest-prefix match,
+// IPv4-mapped IPv6 as IPv4; the client prefix key.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatSourceAddress, parseSourceAddress, SubnetTable } from '../../src/dns/accounts.js';
-import { parseSubnet } from '../../src/registry/subnets.js';
+import { formatSourceAddress, parseSourceAddress, sourceText } from '../../src/net/ip.js';
+import { prefixKey, SubnetTable } from '../../src/net/subnet-table.js';
+import { parseSubnet } from '../../src/net/subnets.js';
 
 function table(entries: Record<string, string>): SubnetTable<string> {
   const t = new SubnetTable<string>();
@@ -40,7 +42,9 @@ describe('source address → account', () => {
     assert.equal(t.lookupText('::ffff:127.1.0.5'), 'acme');
     assert.equal(t.lookupText('::ffff:7f01:5'), 'acme');
     assert.equal(t.lookupText('0:0:0:0:0:ffff:127.1.0.5'), 'acme');
-    assert.deepEqual(parseSourceAddress('::ffff:127.1.0.5'), { family: 4, v4: 0x7f010005 });
+    assert.deepEqual(parseSourceAddress('::ffff:127.1.0.5'), { family: 4, v4: 0x7f010005, text: '::ffff:127.1.0.5' });
+    assert.equal(sourceText(parseSourceAddress('::ffff:127.1.0.5')!), '127.1.0.5');
+    assert.equal(sourceText(parseSourceAddress('fe80::1%eth0')!), 'fe80::1%eth0');
   });
 
   it('deleting a subnet removes it, and a re-added one comes back', () => {
@@ -94,5 +98,19 @@ describe('source address → account', () => {
       assert.equal(b.gets, a.gets, `${address}: ${b.gets} probes with 10,000 accounts, ${a.gets} with one`);
       assert.ok(a.gets <= 2, `${a.gets} probes for one prefix length`);
     }
+  });
+
+  it('a client prefix key is equal across its prefix and differs outside it', () => {
+    const p = { ipv4PrefixLength: 24, ipv6PrefixLength: 56 };
+    const key = (a: string): number | bigint => prefixKey(parseSourceAddress(a)!, p);
+    assert.equal(key('10.1.2.3'), key('10.1.2.254'));
+    assert.notEqual(key('10.1.2.3'), key('10.1.3.3'));
+    assert.equal(key('::ffff:10.1.2.3'), key('10.1.2.9'));
+    assert.equal(key('fd00:1:2:3400::1'), key('fd00:1:2:34ff::9'));
+    assert.notEqual(key('fd00:1:2:3400::1'), key('fd00:1:2:3500::1'));
+    // /0 holds everything; /32 and /128 one address each.
+    assert.equal(prefixKey(parseSourceAddress('1.2.3.4')!, { ipv4PrefixLength: 0, ipv6PrefixLength: 0 }), 0);
+    assert.equal(prefixKey(parseSourceAddress('::1')!, { ipv4PrefixLength: 0, ipv6PrefixLength: 0 }), 0n);
+    assert.notEqual(prefixKey(parseSourceAddress('1.2.3.4')!, { ipv4PrefixLength: 32, ipv6PrefixLength: 128 }), prefixKey(parseSourceAddress('1.2.3.5')!, { ipv4PrefixLength: 32, ipv6PrefixLength: 128 }));
   });
 });
