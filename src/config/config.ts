@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../net/subnets.js';
 import { isDnsLabel } from '../registry/names.js';
-import type { RateLimitSettings } from '../dns/ratelimit.js';
+import type { RateLimitSettings } from '../dns/server/rate-limit.js';
 
 export interface HostPort {
   host: string;

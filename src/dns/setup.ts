@@ -11,14 +11,15 @@ import type { Config } from '../config/config.js';
 import type { Registry } from '../registry/store.js';
 import { addressBytes } from '../net/ip.js';
 import { parseAddress } from '../net/subnets.js';
-import { createExplainer, type ExplainQuery, type ExplainResult } from './explain.js';
-import { Forwarder, type ForwarderStats } from './forward.js';
-import { AccountIndex } from './index.js';
-import { ResponseRateLimiter } from './ratelimit.js';
-import { DnsServer, QueryHandler } from './server.js';
-import { QueryStats } from './stats.js';
-import { DnsWorkers } from './workers.js';
-import { Zone } from './zone.js';
+import { createExplainer, type ExplainQuery, type ExplainResult } from './server/explain.js';
+import { Forwarder, type ForwarderStats } from './forward/forwarder.js';
+import { AccountIndex } from './zone/account-index.js';
+import { ResponseRateLimiter } from './server/rate-limit.js';
+import { DnsServer } from './server/dns-server.js';
+import { QueryHandler } from './server/handler.js';
+import { QueryStats } from './server/counters.js';
+import { DnsWorkers } from './cluster/supervisor.js';
+import { Zone } from './zone/zone.js';
 
 /** The read side of the DNS query counters, as /metrics reads them. */
 export type DnsStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;

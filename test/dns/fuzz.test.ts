@@ -5,9 +5,9 @@
 // cross-account reply is a crash. `node dist/bench/fuzz.js --seconds 300` runs it longer.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeReply, readQuery, type Rr } from '../../src/dns/wire.js';
-import { buildQuery, decodeReply } from './client.js';
-import { runFuzz } from './fuzzer.js';
+import { encodeReply, readQuery, type Rr } from '../../src/dns/message/reply.js';
+import { buildQuery, decodeReply } from '../helpers/dns/client.js';
+import { runFuzz } from '../helpers/dns/fuzzer.js';
 
 const SECONDS = Number(process.env.PRIVDNS_FUZZ_SECONDS ?? 4);
 
