@@ -2,7 +2,7 @@
 // (when upstreams are configured), the query handler, and the UDP/TCP listeners.
 //
 // With dns.workers = 1 all of it runs in the daemon's process. With more, the listeners and
-// the query path run in that many worker processes (workers.ts, worker.ts), each with its own
+// the query path run in that many worker processes (cluster/), each with its own
 // index fed from this process's registry; this process keeps an index and a handler without
 // sockets for GET /v1/resolve.
 import { isIPv4, isIPv6 } from 'node:net';
@@ -12,22 +12,20 @@ import type { Registry } from '../registry/store.js';
 import { addressBytes } from '../net/ip.js';
 import { parseAddress } from '../net/subnets.js';
 import { createExplainer, type ExplainQuery, type ExplainResult } from './server/explain.js';
-import { Forwarder, type ForwarderStats } from './forward/forwarder.js';
+import { Forwarder } from './forward/forwarder.js';
+import type { ForwarderStats } from './forward/stats.js';
 import { AccountIndex } from './zone/account-index.js';
 import { ResponseRateLimiter } from './server/rate-limit.js';
 import { DnsServer } from './server/dns-server.js';
 import { QueryHandler } from './server/handler.js';
-import { QueryStats } from './server/counters.js';
+import { QueryStats, type QueryCountsView } from './server/counters.js';
 import { DnsWorkers } from './cluster/supervisor.js';
 import { Zone } from './zone/zone.js';
-
-/** The read side of the DNS query counters, as /metrics reads them. */
-export type DnsStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
 
 export interface DnsService {
   index: AccountIndex;
   /** Query counters, read by the metrics endpoint (summed over the workers). */
-  stats: DnsStatsView;
+  stats: QueryCountsView;
   /** The forwarder's counters; null without upstreams. */
   forwarder: { stats(): ForwarderStats } | null;
   handler: QueryHandler;

@@ -6,7 +6,7 @@
 import type { Config } from '../../config/config.js';
 import type { IndexedInstance } from '../../registry/store.js';
 import type { Account, RegistryChange, Service } from '../../registry/types.js';
-import type { ForwarderStats } from '../forward/forwarder.js';
+import type { ForwarderStats } from '../forward/stats.js';
 import type { QueryStatsData } from '../server/counters.js';
 
 export type ToWorker =

@@ -21,9 +21,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
 import type { IndexedInstance, Registry } from '../../registry/store.js';
 import type { Account, RegistryChange, Service } from '../../registry/types.js';
-import type { ForwarderStats } from '../forward/forwarder.js';
+import { emptyForwarderStats, sumForwarderStats, type ForwarderStats } from '../forward/stats.js';
 import type { AccountIndex } from '../zone/account-index.js';
-import { QueryStats, type QueryStatsData } from '../server/counters.js';
+import { QueryStats, type QueryCountsView, type QueryStatsData } from '../server/counters.js';
 import type { FromWorker, ToWorker } from './protocol.js';
 
 
@@ -92,7 +92,7 @@ export class DnsWorkers {
   private mergedForwarder: ForwarderStats | null = null;
 
   /** The summed counters, read by /metrics after collectStats(). */
-  readonly stats: Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'> = {
+  readonly stats: QueryCountsView = {
     replyCounts: () => this.merged.replyCounts(),
     truncatedCounts: () => this.merged.truncatedCounts(),
     droppedCounts: () => this.merged.droppedCounts(),
@@ -396,53 +396,4 @@ export class DnsWorkers {
       if (!this.stopping) this.fork(slot);
     }, delayMs);
   };
-}
-
-function emptyForwarderStats(): ForwarderStats {
-  return {
-    queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0, upstreamRcodes: {},
-    upstreamLatency: { buckets: [], counts: [], sumSeconds: 0, count: 0 },
-    upstreams: [],
-    cache: { entries: 0, bytes: 0, evictions: 0, expired: 0 },
-  };
-}
-
-/** The workers' forwarders as one: counters summed; an upstream is healthy while every worker finds it so. */
-function sumForwarderStats(all: ForwarderStats[]): ForwarderStats {
-  const out = emptyForwarderStats();
-  const first = all[0]!;
-  out.upstreamLatency = { buckets: [...first.upstreamLatency.buckets], counts: first.upstreamLatency.counts.map(() => 0), sumSeconds: 0, count: 0 };
-  const upstreams = new Map<string, ForwarderStats['upstreams'][number]>();
-  for (const f of all) {
-    out.queries += f.queries;
-    out.cacheHits += f.cacheHits;
-    out.cacheMisses += f.cacheMisses;
-    out.coalesced += f.coalesced;
-    out.servfails += f.servfails;
-    out.overloaded += f.overloaded;
-    for (const [rcode, n] of Object.entries(f.upstreamRcodes)) out.upstreamRcodes[rcode] = (out.upstreamRcodes[rcode] ?? 0) + n;
-    f.upstreamLatency.counts.forEach((n, i) => (out.upstreamLatency.counts[i] = (out.upstreamLatency.counts[i] ?? 0) + n));
-    out.upstreamLatency.sumSeconds += f.upstreamLatency.sumSeconds;
-    out.upstreamLatency.count += f.upstreamLatency.count;
-    for (const u of f.upstreams) {
-      const have = upstreams.get(u.address);
-      if (!have) {
-        upstreams.set(u.address, { ...u });
-        continue;
-      }
-      have.healthy &&= u.healthy;
-      have.queries += u.queries;
-      have.answers += u.answers;
-      have.failures += u.failures;
-      have.timeouts += u.timeouts;
-      have.dropped += u.dropped;
-      have.truncated += u.truncated;
-    }
-    out.cache.entries += f.cache.entries;
-    out.cache.bytes += f.cache.bytes;
-    out.cache.evictions += f.cache.evictions;
-    out.cache.expired += f.cache.expired;
-  }
-  out.upstreams = [...upstreams.values()];
-  return out;
 }

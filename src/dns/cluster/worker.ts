@@ -1,4 +1,4 @@
-// A DNS worker process (dns.workers > 1; forked by workers.ts). It answers queries on the
+// A DNS worker process (dns.workers > 1; forked by supervisor.ts). It answers queries on the
 // listeners it shares with the other workers, from its own AccountIndex, which the daemon's
 // process fills: a snapshot at start, then each batch of committed changes, every one acked
 // with the revision applied so the admin API can wait for it. It holds no database, and

@@ -6,26 +6,21 @@
 // totalTimeoutMs it resolves to SERVFAIL. It sends nothing anywhere but the configured
 // upstreams.
 //
-// Per query: read the question, look in the asking account's part of the cache, else join an
-// identical query of the same account already in flight, else ask the upstreams in order (skipping ones in back-off) with a random message
-// ID, over UDP with a TCP retry when the answer is truncated, or over TCP when the client
-// came over TCP.
+// Per query (read once, at the socket: the Query is handed in): look in the asking account's
+// part of the cache, else join an identical query of the same account already in flight,
+// else ask the upstreams in order (skipping ones in back-off) with a random message ID, over
+// UDP with a TCP retry when the answer is truncated, or over TCP when the client came over TCP.
 import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { HostPort } from '../../config/config.js';
-import { AnswerCache, serveAnswer, storeAnswer, type CacheStats, type StoredAnswer, type TtlPolicy } from './cache.js';
-import {
-  errorAnswer,
-  RCODE_FORMERR,
-  RCODE_NOERROR,
-  RCODE_NXDOMAIN,
-  RCODE_SERVFAIL,
-  readQuery,
-  upstreamQuery,
-  type Query,
-} from '../message/upstream.js';
-import { Upstream, type Cancels, type Exchange, type HealthPolicy, type UpstreamStats } from './upstream.js';
+import { FLAG_DAY_UDP_PAYLOAD, RCODE, type Transport } from '../message/constants.js';
+import type { Query } from '../message/query.js';
+import { questionReply } from '../message/reply.js';
+import { upstreamQuery } from '../message/upstream.js';
+import { ForwardCache, serveAnswer, storeAnswer, type StoredAnswer, type TtlPolicy } from './cache.js';
+import { ForwarderCounters, type ForwarderStats } from './stats.js';
+import { Upstream, type Cancels, type Exchange, type HealthPolicy } from './upstream.js';
 
 export interface ForwarderOptions {
   /** Resolvers to ask, in order of preference. IP literals only: nothing is looked up. */
@@ -59,48 +54,19 @@ export interface ForwarderOptions {
   logger?: Logger;
 }
 
-/** Upper bounds, in seconds, of the upstream latency histogram buckets (Prometheus style). */
-export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
-
-export interface ForwarderStats {
-  /** Queries handed to forward(). */
-  queries: number;
-  cacheHits: number;
-  cacheMisses: number;
-  /** Cache misses that joined an identical query already waiting on an upstream. */
-  coalesced: number;
-  /** Queries answered SERVFAIL because no upstream gave a usable answer in time. */
-  servfails: number;
-  /**
-   * Of those, the ones refused upstream work because maxInflight questions were waiting, or
-   * maxInflightPerAccount of the asking account's.
-   */
-  overloaded: number;
-  /** Upstream answers by rcode name (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...). */
-  upstreamRcodes: Record<string, number>;
-  /**
-   * Latency of upstream exchanges that got an answer. `counts[i]` is the number at or below
-   * `buckets[i]` seconds (cumulative, like a Prometheus histogram); `count` includes slower ones.
-   */
-  upstreamLatency: { buckets: number[]; counts: number[]; sumSeconds: number; count: number };
-  upstreams: UpstreamStats[];
-  cache: CacheStats;
-}
-
-const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 const MAX_PASSES = 3;
 
-/** Result of asking the upstreams: a usable answer, or null for SERVFAIL. */
-type Resolution = StoredAnswer | null;
+/** What asking the upstreams gave: a usable answer, or null for SERVFAIL. */
+type UpstreamOutcome = StoredAnswer | null;
 
 export class Forwarder {
   private readonly upstreams: Upstream[];
-  private readonly cache: AnswerCache;
+  private readonly cache: ForwardCache;
   private readonly policy: TtlPolicy;
   private readonly timeoutMs: number;
   private readonly totalTimeoutMs: number;
   private readonly logger: Logger | undefined;
-  private readonly inflight = new Map<string, Promise<Resolution>>();
+  private readonly inflight = new Map<string, Promise<UpstreamOutcome>>();
   private readonly cancels: Cancels = new Set();
   private closed = false;
   private readonly ids = new Uint16Array(512);
@@ -109,11 +75,7 @@ export class Forwarder {
   private readonly maxInflightPerAccount: number;
   /** Questions waiting on upstreams per account; an account with none has no entry. */
   private readonly inflightPerAccount = new Map<string, number>();
-  private readonly counters = { queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0 };
-  private readonly rcodes: Record<string, number> = {};
-  private readonly latencyCounts = new Array<number>(LATENCY_BUCKETS.length).fill(0);
-  private latencySum = 0;
-  private latencyCount = 0;
+  private readonly counters = new ForwarderCounters();
 
   constructor(opts: ForwarderOptions) {
     const health: HealthPolicy = {
@@ -122,7 +84,7 @@ export class Forwarder {
       backoffMaxMs: opts.backoffMaxMs ?? 30_000,
     };
     this.upstreams = opts.upstreams.map((u) => new Upstream(u, health));
-    this.cache = new AnswerCache(opts.cacheMaxEntries ?? 10_000, opts.cacheMaxBytes ?? 16 * 1024 * 1024);
+    this.cache = new ForwardCache(opts.cacheMaxEntries ?? 10_000, opts.cacheMaxBytes ?? 16 * 1024 * 1024);
     this.policy = { ttlFloor: opts.ttlFloor ?? 0, ttlCap: opts.ttlCap ?? 86_400, negativeTtlCap: opts.negativeTtlCap ?? 3600 };
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.totalTimeoutMs = opts.totalTimeoutMs ?? 2000;
@@ -139,25 +101,24 @@ export class Forwarder {
    * account can tell from a TTL what another looked up; its questions in flight count
    * against its own share of maxInflight.
    */
-  async forward(query: Buffer, transport: 'udp' | 'tcp', account: string): Promise<Buffer> {
-    this.counters.queries++;
-    const q = readQuery(query);
-    if (q === null) return errorAnswer(query, null, RCODE_FORMERR);
-    if (this.closed) return this.servfail(query, q);
+  async forward(raw: Buffer, q: Query, transport: Transport, account: string): Promise<Buffer> {
+    const counts = this.counters.counts;
+    counts.queries++;
+    if (this.closed) return this.servfail(raw, q);
     const key = cacheKey(account, q);
     const now = performance.now();
     const cached = this.cache.get(key, now);
     if (cached !== undefined) {
-      this.counters.cacheHits++;
-      return serveAnswer(cached, query, q, now);
+      counts.cacheHits++;
+      return serveAnswer(cached, raw, q, now);
     }
-    this.counters.cacheMisses++;
+    counts.cacheMisses++;
     let pending = this.inflight.get(key);
     if (pending === undefined) {
       const held = this.inflightPerAccount.get(account) ?? 0;
       if (this.inflight.size >= this.maxInflight || held >= this.maxInflightPerAccount) {
-        this.counters.overloaded++;
-        return this.servfail(query, q);
+        counts.overloaded++;
+        return this.servfail(raw, q);
       }
       pending = this.resolve(q, transport, key);
       this.inflight.set(key, pending);
@@ -170,28 +131,26 @@ export class Forwarder {
         else this.inflightPerAccount.delete(account);
       });
     } else {
-      this.counters.coalesced++;
+      counts.coalesced++;
     }
     const stored = await pending;
-    if (stored === null) return this.servfail(query, q);
-    return serveAnswer(stored, query, q, performance.now());
+    if (stored === null) return this.servfail(raw, q);
+    return serveAnswer(stored, raw, q, performance.now());
   }
 
   /**
-   * The cached answer to a client's query, synchronously, or null on a miss (or a query the
-   * forwarder cannot read), which forward() then handles and counts. Kept apart from
-   * forward() so the query path can answer cache hits without a promise.
+   * The cached answer to a client's query, synchronously, or null on a miss, which forward()
+   * then handles and counts. Kept apart from forward() so the query path can answer cache
+   * hits without a promise.
    */
-  cached(query: Buffer, account: string): Buffer | null {
+  cached(raw: Buffer, q: Query, account: string): Buffer | null {
     if (this.closed) return null;
-    const q = readQuery(query);
-    if (q === null) return null;
     const now = performance.now();
     const stored = this.cache.get(cacheKey(account, q), now);
     if (stored === undefined) return null;
-    this.counters.queries++;
-    this.counters.cacheHits++;
-    return serveAnswer(stored, query, q, now);
+    this.counters.counts.queries++;
+    this.counters.counts.cacheHits++;
+    return serveAnswer(stored, raw, q, now);
   }
 
   /** Aborts upstream exchanges in flight (their queries get SERVFAIL) and empties the cache. */
@@ -202,20 +161,13 @@ export class Forwarder {
   }
 
   stats(): ForwarderStats {
-    let cumulative = 0;
-    const counts = this.latencyCounts.map((n) => (cumulative += n));
-    return {
-      ...this.counters,
-      upstreamRcodes: { ...this.rcodes },
-      upstreamLatency: { buckets: [...LATENCY_BUCKETS], counts, sumSeconds: this.latencySum, count: this.latencyCount },
-      upstreams: this.upstreams.map((u) => u.stats()),
-      cache: this.cache.stats(),
-    };
+    return this.counters.stats(this.upstreams.map((u) => u.stats()), this.cache.stats());
   }
 
-  private servfail(query: Buffer, q: Query): Buffer {
-    this.counters.servfails++;
-    return errorAnswer(query, q, RCODE_SERVFAIL);
+  /** SERVFAIL for the client's question: its ID, RD, CD and question, RA set, and an OPT record iff it sent one. */
+  private servfail(raw: Buffer, q: Query): Buffer {
+    this.counters.counts.servfails++;
+    return questionReply(raw, q, RCODE.SERVFAIL, { recursionAvailable: true, udpPayload: FLAG_DAY_UDP_PAYLOAD });
   }
 
   /**
@@ -224,17 +176,16 @@ export class Forwarder {
    * answers. An upstream that answered SERVFAIL or REFUSED is not asked again for this query,
    * but its answer is relayed if no other upstream does better. Never rejects.
    */
-  private async resolve(q: Query, transport: 'udp' | 'tcp', key: string): Promise<Resolution> {
+  private async resolve(q: Query, transport: Transport, key: string): Promise<UpstreamOutcome> {
     const deadline = performance.now() + this.totalTimeoutMs;
     const template = upstreamQuery(q);
-    const expected = { lowerName: q.lowerName, qtype: q.qtype, qclass: q.qclass };
     const startNow = performance.now();
     const order = [
       ...this.upstreams.filter((u) => u.available(startNow)),
       ...this.upstreams.filter((u) => !u.available(startNow)),
     ];
     const answered = new Set<Upstream>();
-    let fallback: Resolution = null;
+    let fallback: UpstreamOutcome = null;
     try {
       for (let pass = 0; pass < MAX_PASSES; pass++) {
         for (const upstream of order) {
@@ -242,7 +193,7 @@ export class Forwarder {
           if (this.closed) return fallback;
           const remaining = deadline - performance.now();
           if (remaining < 1) return fallback;
-          const result = await this.ask(upstream, template, expected, transport, remaining);
+          const result = await this.ask(upstream, template, q.key, transport, remaining);
           if (result.kind !== 'answer') {
             if (upstream.failed(result.kind, performance.now())) {
               this.logger?.warn({ upstream: upstream.address, reason: result.kind === 'error' ? result.message : 'timeout' }, 'upstream marked down');
@@ -252,10 +203,9 @@ export class Forwarder {
           upstream.succeeded();
           answered.add(upstream);
           const { wire, answer } = result;
-          const rcodeName = RCODE_NAMES[answer.rcode] ?? `RCODE${answer.rcode}`;
-          this.rcodes[rcodeName] = (this.rcodes[rcodeName] ?? 0) + 1;
+          this.counters.upstreamRcode(answer.rcode);
           const stored = storeAnswer(wire, answer, this.policy, performance.now());
-          if (answer.rcode === RCODE_NOERROR || answer.rcode === RCODE_NXDOMAIN) {
+          if (answer.rcode === RCODE.NOERROR || answer.rcode === RCODE.NXDOMAIN) {
             if (!this.closed) this.cache.set(key, stored);
             return stored;
           }
@@ -275,8 +225,8 @@ export class Forwarder {
   private async ask(
     upstream: Upstream,
     template: Buffer,
-    expected: { lowerName: Buffer; qtype: number; qclass: number },
-    transport: 'udp' | 'tcp',
+    question: string,
+    transport: Transport,
     budgetMs: number,
   ): Promise<Exchange> {
     // A fresh random ID per try, so an answer to an earlier, timed-out try is never taken.
@@ -285,29 +235,18 @@ export class Forwarder {
     const started = performance.now();
     let result: Exchange;
     if (transport === 'udp') {
-      result = await upstream.udp(query, expected, Math.min(this.timeoutMs, budgetMs), this.cancels);
+      result = await upstream.udp(query, question, Math.min(this.timeoutMs, budgetMs), this.cancels);
       if (result.kind === 'answer' && result.answer.truncated) {
         query.writeUInt16BE(this.randomId(), 0);
         const left = budgetMs - (performance.now() - started);
-        result = left < 1 ? { kind: 'timeout' } : await upstream.tcp(query, expected, Math.min(this.timeoutMs * 2, left), this.cancels);
+        result = left < 1 ? { kind: 'timeout' } : await upstream.tcp(query, question, Math.min(this.timeoutMs * 2, left), this.cancels);
       }
     } else {
       // A TCP try includes the connection handshake, so it gets twice the UDP timeout.
-      result = await upstream.tcp(query, expected, Math.min(this.timeoutMs * 2, budgetMs), this.cancels);
+      result = await upstream.tcp(query, question, Math.min(this.timeoutMs * 2, budgetMs), this.cancels);
     }
-    if (result.kind === 'answer') this.observeLatency((performance.now() - started) / 1000);
+    if (result.kind === 'answer') this.counters.upstreamLatency((performance.now() - started) / 1000);
     return result;
-  }
-
-  private observeLatency(seconds: number): void {
-    this.latencySum += seconds;
-    this.latencyCount++;
-    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
-      if (seconds <= LATENCY_BUCKETS[i]!) {
-        this.latencyCounts[i]!++;
-        return;
-      }
-    }
   }
 
   /** Message IDs from the CSPRNG, drawn in batches to keep the per-query cost low. */
@@ -322,9 +261,9 @@ export class Forwarder {
 
 /**
  * Cache and coalescing key: the asking account (account names are DNS labels, so `|` cannot
- * occur in one), the question in lower case, and the bits that change what an upstream
- * returns (DO asks for DNSSEC records, CD for unvalidated data).
+ * occur in one), the question in lower case (Query.key: name, type, class), and the bits that
+ * change what an upstream returns (DO asks for DNSSEC records, CD for unvalidated data).
  */
 function cacheKey(account: string, q: Query): string {
-  return `${account}|${q.lowerName.toString('latin1')}|${q.qtype}|${q.qclass}|${q.dnssecOk ? 1 : 0}${q.cd ? 1 : 0}`;
+  return `${account}|${q.key}|${q.dnssecOk ? 1 : 0}${q.cd ? 1 : 0}`;
 }

@@ -36,13 +36,6 @@ export type Exchange =
   | { kind: 'timeout' }
   | { kind: 'error'; message: string };
 
-/** What an exchange needs to recognise its answer. */
-export interface Expected {
-  lowerName: Buffer;
-  qtype: number;
-  qclass: number;
-}
-
 /** Lets Forwarder.close() abort every exchange still waiting. */
 export type Cancels = Set<() => void>;
 
@@ -94,9 +87,9 @@ export class Upstream {
 
   /**
    * Sends `query` (whose first two bytes are the message ID to expect back) over UDP and
-   * waits up to `timeoutMs` for an answer to it.
+   * waits up to `timeoutMs` for an answer to `question` (a Query's key).
    */
-  udp(query: Buffer, expected: Expected, timeoutMs: number, cancels: Cancels): Promise<Exchange> {
+  udp(query: Buffer, question: string, timeoutMs: number, cancels: Cancels): Promise<Exchange> {
     this.counters.queries++;
     const id = query.readUInt16BE(0);
     return new Promise<Exchange>((resolve) => {
@@ -110,7 +103,7 @@ export class Upstream {
       });
       sock.on('error', (err) => finish({ kind: 'error', message: (err as NodeJS.ErrnoException).code ?? err.message }));
       sock.on('message', (msg: Buffer) => {
-        const answer = readAnswer(msg, id, expected.lowerName, expected.qtype, expected.qclass);
+        const answer = readAnswer(msg, id, question);
         if (answer === null) {
           this.counters.dropped++;
           return;
@@ -128,7 +121,7 @@ export class Upstream {
   }
 
   /** Sends `query` over a new TCP connection and waits up to `timeoutMs` for the answer. */
-  tcp(query: Buffer, expected: Expected, timeoutMs: number, cancels: Cancels): Promise<Exchange> {
+  tcp(query: Buffer, question: string, timeoutMs: number, cancels: Cancels): Promise<Exchange> {
     this.counters.queries++;
     const id = query.readUInt16BE(0);
     return new Promise<Exchange>((resolve) => {
@@ -143,7 +136,7 @@ export class Upstream {
       sock.on('close', () => finish({ kind: 'error', message: 'connection closed before an answer' }));
       // Messages that do not answer our question are skipped; the first that does settles it.
       const frames = new FrameReader((msg) => {
-        const answer = readAnswer(msg, id, expected.lowerName, expected.qtype, expected.qclass);
+        const answer = readAnswer(msg, id, question);
         if (answer === null || answer.truncated) {
           this.counters.dropped++;
           return true;

@@ -1,182 +1,13 @@
-// DNS wire format for the server: reading a client's query and writing our answers.
+// Writing replies: every reply privdns sends to a client is written here, whether encoded
+// from records (the zone's answers), patched from a pre-encoded one (the fast path), or cut
+// to header and question (errors, truncation, rate limiting's slip).
 //
-// Why our own and not dns2's Packet: a query needs only its header, one question and the
-// OPT record, and reading just those with bounds checks costs a few hundred nanoseconds,
-// never throws and can tell "drop" from "FORMERR" from "NOTIMP", which dns2's parser does
-// not (it throws on truncated input, follows compression pointers with no loop guard, and
-// drops the OPT record's class, i.e. the client's UDP size). Encoding writes straight into
-// one buffer with name compression; the question is copied byte for byte from the query,
-// so it is echoed exactly as asked (case included) and answer owner names that equal it
-// point back at it.
-//
-// Nothing here throws on network input: readQuery returns a verdict for every byte string.
-
-export const TYPE = { A: 1, NS: 2, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
-export const CLASS_IN = 1;
-export const CLASS_ANY = 255;
-export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, NOTAUTH: 9 } as const;
-/** Extended rcode 16 (RFC 6891): the client's EDNS version is not 0. */
-export const RCODE_BADVERS = 16;
-/** EDNS flag DO (RFC 3225), in the low 16 bits of the OPT record's TTL field. */
-export const EDNS_DO = 0x8000;
-
-export const HEADER_LEN = 12;
-/** The UDP size of a client without EDNS (RFC 1035). */
-export const CLASSIC_UDP_SIZE = 512;
-/** An RR header past the owner name: type, class, ttl, rdlength. */
-const RR_FIXED = 10;
-const MAX_NAME_WIRE = 255;
-
-/** A client's query, read far enough to answer it. */
-export interface Query {
-  id: number;
-  opcode: number;
-  rd: boolean;
-  cd: boolean;
-  /** The question name lower-cased, dotted, without the trailing dot ('' is the root). */
-  name: string;
-  qtype: number;
-  qclass: number;
-  /** Offset just past the question: bytes [12, questionEnd) are echoed in the answer. */
-  questionEnd: number;
-  /** The client's EDNS UDP payload size, or 0 when it sent no OPT record. */
-  ednsSize: number;
-  /** The client's EDNS version, when ednsSize > 0. */
-  ednsVersion: number;
-  /** The client set DO in its OPT record: the reply's OPT record carries it back (RFC 3225 §3). */
-  dnssecOk: boolean;
-}
-
-export type QueryVerdict =
-  | { kind: 'query'; query: Query }
-  /** Not worth an answer: too short for a header, or itself a response (QR set). */
-  | { kind: 'drop' }
-  /**
-   * A header we can answer with an error rcode (FORMERR, NOTIMP); question not echoed. `opt`:
-   * the query's OPT record, read for NOTIMP only (whose reply carries one, as BIND 9's does).
-   */
-  | { kind: 'error'; id: number; opcode: number; rd: boolean; cd: boolean; rcode: number; opt: { dnssecOk: boolean } | null };
-
-/**
- * Reads a query. Every offset is checked against the message length, the question name
- * must be uncompressed (a query has nothing earlier to point at) and at most 255 bytes,
- * and the records after the question are walked only as far as the bytes go, so a count
- * that lies costs at most one pass over the message.
- */
-export function readQuery(msg: Buffer): QueryVerdict {
-  if (msg.length < HEADER_LEN) return DROP;
-  const flags = msg[2]!;
-  if (flags & 0x80) return DROP; // a response: answering it could start a loop
-  const id = msg.readUInt16BE(0);
-  const opcode = (flags >> 3) & 0x0f;
-  const rd = (flags & 0x01) !== 0;
-  const cd = (msg[3]! & 0x10) !== 0;
-  if (opcode !== 0) return { kind: 'error', id, opcode, rd, cd, rcode: RCODE.NOTIMP, opt: findOpt(msg) };
-  const formerr: QueryVerdict = { kind: 'error', id, opcode, rd, cd, rcode: RCODE.FORMERR, opt: null };
-  if (msg.readUInt16BE(4) !== 1) return formerr;
-
-  // Question name: labels of 1-63 bytes, ending in the root label.
-  let off = HEADER_LEN;
-  let name = '';
-  for (;;) {
-    if (off >= msg.length) return formerr;
-    const len = msg[off]!;
-    if (len === 0) { off++; break; }
-    if (len > 63) return formerr; // a compression pointer or a reserved label type
-    if (off + 1 + len > msg.length || off + 1 + len - HEADER_LEN >= MAX_NAME_WIRE) return formerr;
-    if (name.length > 0) name += '.';
-    name += lowerLabel(msg, off + 1, len);
-    off += 1 + len;
-  }
-  if (off + 4 > msg.length) return formerr;
-  const qtype = msg.readUInt16BE(off);
-  const qclass = msg.readUInt16BE(off + 2);
-  const questionEnd = off + 4;
-
-  // Answer, authority and additional records: a query carries at most the OPT record, but
-  // accept (and skip) anything well-formed.
-  let ednsSize = 0;
-  let ednsVersion = 0;
-  let dnssecOk = false;
-  const records = msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10);
-  off = questionEnd;
-  for (let i = 0; i < records; i++) {
-    const nameStart = off;
-    off = skipName(msg, off);
-    if (off < 0 || off + RR_FIXED > msg.length) return formerr;
-    const type = msg.readUInt16BE(off);
-    const rdlen = msg.readUInt16BE(off + 8);
-    if (type === TYPE.OPT) {
-      // One OPT, owned by the root, in the additional section (RFC 6891 §6.1.1).
-      if (ednsSize > 0 || msg[nameStart] !== 0 || i < records - msg.readUInt16BE(10)) return formerr;
-      ednsSize = Math.max(msg.readUInt16BE(off + 2), CLASSIC_UDP_SIZE);
-      ednsVersion = msg[off + 5]!;
-      dnssecOk = (msg.readUInt16BE(off + 6) & EDNS_DO) !== 0;
-    }
-    off += RR_FIXED + rdlen;
-    if (off > msg.length) return formerr;
-  }
-  return {
-    kind: 'query',
-    query: { id, opcode, rd, cd: (msg[3]! & 0x10) !== 0, name, qtype, qclass, questionEnd, ednsSize, ednsVersion, dnssecOk },
-  };
-}
-
-const DROP: QueryVerdict = { kind: 'drop' };
-
-/**
- * The OPT record of a message of any opcode, walked over its question and record counts as
- * far as the bytes go; null if there is none or the walk does not fit the message.
- */
-function findOpt(msg: Buffer): { dnssecOk: boolean } | null {
-  let off = HEADER_LEN;
-  const qd = msg.readUInt16BE(4);
-  for (let i = 0; i < qd; i++) {
-    off = skipName(msg, off);
-    if (off < 0 || off + 4 > msg.length) return null;
-    off += 4;
-  }
-  const an = msg.readUInt16BE(6) + msg.readUInt16BE(8);
-  const records = an + msg.readUInt16BE(10);
-  for (let i = 0; i < records; i++) {
-    const nameStart = off;
-    off = skipName(msg, off);
-    if (off < 0 || off + RR_FIXED > msg.length) return null;
-    if (i >= an && msg[nameStart] === 0 && msg.readUInt16BE(off) === TYPE.OPT) {
-      return { dnssecOk: (msg.readUInt16BE(off + 6) & EDNS_DO) !== 0 };
-    }
-    off += RR_FIXED + msg.readUInt16BE(off + 8);
-  }
-  return null;
-}
-
-function lowerLabel(msg: Buffer, start: number, len: number): string {
-  let s = '';
-  for (let i = start; i < start + len; i++) {
-    let c = msg[i]!;
-    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
-    // Bytes outside printable ASCII, and the dot inside a label, cannot be a private name;
-    // keep them distinct but unmatchable by escaping as RFC 1035 presentation does.
-    if (c <= 0x20 || c >= 0x7f || c === 0x2e || c === 0x5c) s += `\\${String(c).padStart(3, '0')}`;
-    else s += String.fromCharCode(c);
-  }
-  return s;
-}
-
-/** Offset past a (possibly compressed) name, or -1. A pointer ends the name: no loop. */
-function skipName(msg: Buffer, off: number): number {
-  for (let steps = 0; steps < 128; steps++) {
-    if (off >= msg.length) return -1;
-    const len = msg[off]!;
-    if (len === 0) return off + 1;
-    if ((len & 0xc0) === 0xc0) return off + 2 <= msg.length ? off + 2 : -1;
-    if (len > 63) return -1;
-    off += 1 + len;
-  }
-  return -1;
-}
-
-// ---- answers ----
+// Encoding writes straight into one buffer with name compression; the question is copied
+// byte for byte from the query, so it is echoed exactly as asked (case included) and answer
+// owner names that equal it point back at it.
+import { CLASS_IN, CLASSIC_UDP_SIZE, EDNS_DO, HEADER_LEN, OPT_EDE, RCODE, RCODE_BADVERS, TYPE } from './constants.js';
+import { MAX_FRAMED } from '../../net/framing.js';
+import { RR_FIXED, type Query, type QueryRejection } from './query.js';
 
 /** Resource record data, by how it is written. */
 export type Rdata =
@@ -200,11 +31,6 @@ export interface Rr {
    */
   glue?: Rr;
 }
-
-/** EDNS option code of an Extended DNS Error (RFC 8914). */
-export const OPT_EDE = 15;
-/** RFC 8914 INFO-CODE 0, "Other Error": the EXTRA-TEXT says what. */
-export const EDE_OTHER = 0;
 
 /**
  * An Extended DNS Error (RFC 8914) for the OPT record: why a negative answer is negative.
@@ -291,13 +117,13 @@ export function encodeReply(raw: Buffer, query: Query, reply: Reply, opts: Encod
  * UDP size (and rate limiting's slip, which asks the client to come back over TCP).
  */
 export function truncatedReply(raw: Buffer, query: Query, rcode: number, aa: boolean, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
-  const w = new Writer(raw, query, { ...opts, maxSize: 65_535, rotation: 0 });
+  const w = new Writer(raw, query, { ...opts, maxSize: MAX_FRAMED, rotation: 0 });
   return w.write({ rcode, authoritative: aa, answer: [], authority: [], additional: [] }, false, true);
 }
 
 /** Header, question and OPT only, not authoritative, TC clear: REFUSED, SERVFAIL and the like. */
 export function questionReply(raw: Buffer, query: Query, rcode: number, opts: Omit<EncodeOptions, 'maxSize' | 'rotation'>): Buffer {
-  const w = new Writer(raw, query, { ...opts, maxSize: 65_535, rotation: 0 });
+  const w = new Writer(raw, query, { ...opts, maxSize: MAX_FRAMED, rotation: 0 });
   return w.write({ rcode, authoritative: false, answer: [], authority: [], additional: [] }, false);
 }
 
@@ -307,7 +133,7 @@ export function questionReply(raw: Buffer, query: Query, rcode: number, opts: Om
  * is BIND 9's: QR and the opcode only (RD clear, RA clear), no question, and an OPT record
  * with the query's DO bit when the query had one.
  */
-export function headerOnlyReply(v: { id: number; opcode: number; rd: boolean; cd: boolean; rcode: number; opt: { dnssecOk: boolean } | null }, udpPayload: number): Buffer {
+export function headerOnlyReply(v: QueryRejection, udpPayload: number): Buffer {
   const out = Buffer.alloc(HEADER_LEN + (v.opt !== null ? OPT_FIXED : 0));
   out.writeUInt16BE(v.id, 0);
   writeReplyFlags(out, { opcode: v.opcode, aa: false, tc: false, rd: v.rcode === RCODE.FORMERR && v.rd, ra: false, ad: false, cd: v.rcode === RCODE.FORMERR && v.cd, rcode: v.rcode });
@@ -355,7 +181,7 @@ class Writer {
   private names = new Map<string, number>();
 
   constructor(private readonly raw: Buffer, private readonly query: Query, private readonly opts: EncodeOptions) {
-    this.buf = Buffer.allocUnsafe(Math.min(Math.max(opts.maxSize, CLASSIC_UDP_SIZE) + 512, 65_535 + 512));
+    this.buf = Buffer.allocUnsafe(Math.min(Math.max(opts.maxSize, CLASSIC_UDP_SIZE) + 512, MAX_FRAMED + 512));
   }
 
   reset(): void {
@@ -523,4 +349,38 @@ class Writer {
     this.buf.copy(bigger, 0, 0, this.off);
     this.buf = bigger;
   }
+}
+
+/**
+ * The reply to a query from a pre-encoded one (the fast path): a copy of it with the query's
+ * ID, RD and CD bits and question bytes (the asker's letter case) in place. One allocation,
+ * the reply.
+ */
+export function patchReply(cached: Buffer, query: Buffer, questionEnd: number): Buffer {
+  const out = Buffer.allocUnsafe(cached.length);
+  cached.copy(out, questionEnd, questionEnd);
+  out[0] = query[0]!;
+  out[1] = query[1]!;
+  out[2] = (cached[2]! & 0xfe) | (query[2]! & 0x01);
+  out[3] = (cached[3]! & 0xef) | (query[3]! & 0x10);
+  out[4] = cached[4]!;
+  out[5] = cached[5]!;
+  out[6] = cached[6]!;
+  out[7] = cached[7]!;
+  out[8] = cached[8]!;
+  out[9] = cached[9]!;
+  out[10] = cached[10]!;
+  out[11] = cached[11]!;
+  query.copy(out, HEADER_LEN, HEADER_LEN, questionEnd);
+  return out;
+}
+
+/** TXT rdata: each string as a length-prefixed character-string of at most 255 bytes. */
+export function txtRdata(strings: string[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const s of strings) {
+    const b = Buffer.from(s, 'utf8').subarray(0, 255);
+    parts.push(Buffer.from([b.length]), b);
+  }
+  return Buffer.concat(parts);
 }

@@ -1,140 +1,12 @@
-// The forwarder's reader of DNS wire messages: the client's query (header, question, EDNS
-// flags) and the upstream's answer (does it answer our question; where are its TTL fields;
-// what does RFC 2308 let us cache a negative answer for). Every read is bounds-checked and
-// every function returns null rather than throwing on a malformed message, because both
-// sides are untrusted network input. It works on the bytes and allocates only the small
-// result objects: it runs once per forwarded query and once per upstream answer.
-
-import { EDNS_DO, HEADER_LEN, RCODE, TYPE, writeOptRecord, writeReplyFlags } from './reply.js';
-
-// The wire constants are wire.ts's; these names are what the forwarder's modules read.
-export { HEADER_LEN };
-export const TYPE_SOA = TYPE.SOA;
-export const TYPE_OPT = TYPE.OPT;
-export const RCODE_NOERROR = RCODE.NOERROR;
-export const RCODE_FORMERR = RCODE.FORMERR;
-export const RCODE_SERVFAIL = RCODE.SERVFAIL;
-export const RCODE_NXDOMAIN = RCODE.NXDOMAIN;
-
-/** Header flag bits in the second flags byte (offset 3). */
-const FLAG_CD = 0x10;
-
-/** What the forwarder needs of a client's query. */
-export interface Query {
-  id: number;
-  /** The RD bit, echoed in the answer. */
-  rd: boolean;
-  /** The CD bit (RFC 4035), passed on to the upstream. */
-  cd: boolean;
-  /** The question name as asked, in the client's case: bytes [12, nameEnd) of the query. */
-  nameEnd: number;
-  /** The question name in lower case, wire form (length-prefixed labels). */
-  lowerName: Buffer;
-  qtype: number;
-  qclass: number;
-  /** Offset just past the question. */
-  questionEnd: number;
-  /** The client sent an OPT record: the answer must carry one too (RFC 6891 §7). */
-  edns: boolean;
-  /** The client set DO: it wants DNSSEC records. */
-  dnssecOk: boolean;
-}
-
-/**
- * Reads the header and the one question of a client query, and the EDNS flags of its OPT
- * record if any. The question name must be uncompressed (a query has nothing to point at).
- */
-export function readQuery(msg: Buffer): Query | null {
-  if (msg.length < HEADER_LEN) return null;
-  if (msg.readUInt16BE(4) !== 1) return null;
-  const nameEnd = uncompressedNameEnd(msg, HEADER_LEN);
-  if (nameEnd < 0 || nameEnd + 4 > msg.length) return null;
-  const lowerName = Buffer.allocUnsafe(nameEnd - HEADER_LEN);
-  msg.copy(lowerName, 0, HEADER_LEN, nameEnd);
-  // Lower-casing every byte of the wire name in place is safe: length octets are at most 63,
-  // below 'A' (65), so only label characters change.
-  for (let i = 0; i < lowerName.length; i++) {
-    const c = lowerName[i]!;
-    if (c >= 0x41 && c <= 0x5a) lowerName[i] = c | 0x20;
-  }
-  const questionEnd = nameEnd + 4;
-  let edns = false;
-  let dnssecOk = false;
-  // A query normally carries only the OPT record after its question; walk whatever is there.
-  const rest = msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10);
-  let off = questionEnd;
-  for (let i = 0; i < rest; i++) {
-    const rr = readRecordHeader(msg, off);
-    if (rr === null) return null;
-    if (rr.type === TYPE_OPT) {
-      edns = true;
-      dnssecOk = (msg.readUInt16BE(rr.ttlOffset + 2) & EDNS_DO) !== 0;
-    }
-    off = rr.end;
-  }
-  return {
-    id: msg.readUInt16BE(0),
-    rd: (msg[2]! & 0x01) !== 0,
-    cd: (msg[3]! & FLAG_CD) !== 0,
-    nameEnd,
-    lowerName,
-    qtype: msg.readUInt16BE(nameEnd),
-    qclass: msg.readUInt16BE(nameEnd + 2),
-    questionEnd,
-    edns,
-    dnssecOk,
-  };
-}
-
-/** Where one resource record sits in a message. */
-interface RecordHeader {
-  type: number;
-  ttlOffset: number;
-  rdataStart: number;
-  end: number;
-}
-
-function readRecordHeader(msg: Buffer, off: number): RecordHeader | null {
-  const nameEnd = skipName(msg, off);
-  if (nameEnd < 0 || nameEnd + 10 > msg.length) return null;
-  const rdataStart = nameEnd + 10;
-  const end = rdataStart + msg.readUInt16BE(nameEnd + 8);
-  if (end > msg.length) return null;
-  return { type: msg.readUInt16BE(nameEnd), ttlOffset: nameEnd + 4, rdataStart, end };
-}
-
-/**
- * End of an uncompressed name starting at `off`, or -1 if it runs past the message, uses a
- * compression pointer, or is longer than 255 bytes.
- */
-function uncompressedNameEnd(msg: Buffer, off: number): number {
-  const start = off;
-  for (;;) {
-    if (off >= msg.length) return -1;
-    const len = msg[off]!;
-    if (len === 0) return off + 1 - start > 255 ? -1 : off + 1;
-    if (len > 63) return -1;
-    off += len + 1;
-    if (off - start > 255) return -1;
-  }
-}
-
-/**
- * Offset just past a possibly compressed name at `off` (a pointer ends the name in place, so
- * it is never followed), or -1 if malformed.
- */
-function skipName(msg: Buffer, off: number): number {
-  const start = off;
-  for (;;) {
-    if (off >= msg.length) return -1;
-    const len = msg[off]!;
-    if (len === 0) return off + 1;
-    if ((len & 0xc0) === 0xc0) return off + 2 <= msg.length ? off + 2 : -1;
-    if (len > 63) return -1;
-    off += len + 1;
-    if (off - start > 255) return -1;
-  }
-}
+// The forwarder's messages: the query privdns sends an upstream for a client's question, the
+// upstream's answer (does it answer our question; where are its TTL fields; what does RFC
+// 2308 let us cache a negative answer for), the form it is kept in, and that form served to
+// each client. Every read is bounds-checked and returns null rather than throwing, because
+// the upstream's side is untrusted network input too. It works on the bytes and allocates
+// only the small result objects: it runs once per upstream answer and once per served one.
+import { FLAG_DAY_UDP_PAYLOAD, HEADER_LEN, TYPE } from './constants.js';
+import { RR_FIXED, skipName, type Query } from './query.js';
+import { OPT_FIXED, writeOptRecord, writeReplyFlags } from './reply.js';
 
 /** What the forwarder learns from an upstream answer that matches its question. */
 export interface Answer {
@@ -149,32 +21,52 @@ export interface Answer {
   /** RFC 2308 §5 negative TTL: min(SOA TTL, SOA MINIMUM) of the first authority SOA; -1 if none. */
   negativeTtl: number;
   answerCount: number;
+  /** End of the question name (it is uncompressed: it equals ours). */
+  nameEnd: number;
   /** Byte range of the OPT record, or null if there is none. */
   opt: { start: number; end: number } | null;
   /** The OPT record is the last record of the message, so it can be cut off cleanly. */
   optLast: boolean;
 }
 
+/** Where one resource record sits in a message. */
+interface RecordHeader {
+  type: number;
+  ttlOffset: number;
+  rdataStart: number;
+  end: number;
+}
+
+function readRecordHeader(msg: Buffer, off: number): RecordHeader | null {
+  const nameEnd = skipName(msg, off);
+  if (nameEnd < 0 || nameEnd + RR_FIXED > msg.length) return null;
+  const rdataStart = nameEnd + RR_FIXED;
+  const end = rdataStart + msg.readUInt16BE(nameEnd + 8);
+  if (end > msg.length) return null;
+  return { type: msg.readUInt16BE(nameEnd), ttlOffset: nameEnd + 4, rdataStart, end };
+}
+
 /**
  * Checks that `msg` is an answer (QR set, opcode QUERY) with message ID `id` to exactly our
- * question (`lowerName` compared case-insensitively, type, class), and walks its records. A
- * truncated answer is reported after the question check without walking its records, which
- * may be cut short. Returns null for anything else: a spoofed, late, or malformed packet.
+ * question (`question`, a Query's key: the name compared case-insensitively, type and class
+ * exactly), and walks its records. A truncated answer is reported after the question check
+ * without walking its records, which may be cut short. Returns null for anything else: a
+ * spoofed, late, or malformed packet.
  */
-export function readAnswer(msg: Buffer, id: number, lowerName: Buffer, qtype: number, qclass: number): Answer | null {
+export function readAnswer(msg: Buffer, id: number, question: string): Answer | null {
   if (msg.length < HEADER_LEN) return null;
   if (msg.readUInt16BE(0) !== id) return null;
   const flags = msg[2]!;
   if ((flags & 0x80) === 0 || (flags & 0x78) !== 0) return null;
   if (msg.readUInt16BE(4) !== 1) return null;
-  const nameEnd = HEADER_LEN + lowerName.length;
-  if (nameEnd + 4 > msg.length) return null;
-  for (let i = 0; i < lowerName.length; i++) {
+  const questionEnd = HEADER_LEN + question.length;
+  if (questionEnd > msg.length) return null;
+  const nameEnd = questionEnd - 4;
+  for (let i = 0; i < question.length; i++) {
     let c = msg[HEADER_LEN + i]!;
-    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
-    if (c !== lowerName[i]) return null;
+    if (i < nameEnd - HEADER_LEN && c >= 0x41 && c <= 0x5a) c |= 0x20;
+    if (c !== question.charCodeAt(i)) return null;
   }
-  if (msg.readUInt16BE(nameEnd) !== qtype || msg.readUInt16BE(nameEnd + 2) !== qclass) return null;
 
   const truncated = (flags & 0x02) !== 0;
   const answer: Answer = {
@@ -185,6 +77,7 @@ export function readAnswer(msg: Buffer, id: number, lowerName: Buffer, qtype: nu
     authoritySoa: [],
     negativeTtl: -1,
     answerCount: msg.readUInt16BE(6),
+    nameEnd,
     opt: null,
     optLast: false,
   };
@@ -193,11 +86,11 @@ export function readAnswer(msg: Buffer, id: number, lowerName: Buffer, qtype: nu
   const an = answer.answerCount;
   const ns = msg.readUInt16BE(8);
   const total = an + ns + msg.readUInt16BE(10);
-  let off = nameEnd + 4;
+  let off = questionEnd;
   for (let i = 0; i < total; i++) {
     const rr = readRecordHeader(msg, off);
     if (rr === null) return null;
-    if (rr.type === TYPE_OPT) {
+    if (rr.type === TYPE.OPT) {
       // Only one OPT is allowed (RFC 6891 §6.1.1), and only in the additional section.
       if (answer.opt !== null || i < an + ns) return null;
       answer.opt = { start: off, end: rr.end };
@@ -205,7 +98,7 @@ export function readAnswer(msg: Buffer, id: number, lowerName: Buffer, qtype: nu
     } else {
       const raw = msg.readUInt32BE(rr.ttlOffset);
       const ttl = raw > 0x7fffffff ? 0 : raw;
-      if (rr.type === TYPE_SOA && i >= an && i < an + ns) {
+      if (rr.type === TYPE.SOA && i >= an && i < an + ns) {
         // The MINIMUM field is the last 4 bytes of SOA rdata (after two names and four
         // 32-bit fields), so it can be read without decoding the names.
         if (rr.end - rr.rdataStart < 22) return null;
@@ -224,38 +117,69 @@ export function readAnswer(msg: Buffer, id: number, lowerName: Buffer, qtype: nu
   return answer;
 }
 
-/** The UDP payload size the forwarder advertises, to upstreams and in answers it relays. */
-const FORWARDER_UDP_PAYLOAD = 1232;
-/** A minimal OPT record: root name, type OPT, 1232-byte UDP payload, no flags, no options. */
-export const OPT_RECORD = Buffer.alloc(11);
-writeOptRecord(OPT_RECORD, 0, FORWARDER_UDP_PAYLOAD, 0, false);
-
-/**
- * An error answer (SERVFAIL, FORMERR) built from the client's query: its ID, RD and
- * question, RA set, plus an OPT record (with the client's DO) if the client sent one.
- */
-export function errorAnswer(query: Buffer, q: Query | null, rcode: number): Buffer {
-  if (q === null) {
-    // Not even a question to echo: a bare header.
-    const out = Buffer.alloc(HEADER_LEN);
-    if (query.length >= 2) query.copy(out, 0, 0, 2);
-    writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: ((query[2] ?? 0) & 0x01) !== 0, ra: true, ad: false, cd: false, rcode });
-    return out;
-  }
-  const out = Buffer.alloc(q.questionEnd + (q.edns ? OPT_RECORD.length : 0));
-  query.copy(out, 0, 0, q.questionEnd);
-  writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: q.rd, ra: true, ad: false, cd: q.cd, rcode });
-  out.writeUInt16BE(1, 4);
-  out.writeUInt16BE(0, 6);
-  out.writeUInt16BE(0, 8);
-  out.writeUInt16BE(q.edns ? 1 : 0, 10);
-  if (q.edns) writeOpt(out, q.questionEnd, q.dnssecOk);
-  return out;
+/** An upstream answer as it is kept: the bytes each client's copy is made from. */
+export interface KeptAnswer {
+  /** The answer without its OPT record (unless keepsOpt), question in lower case, TTLs as kept. */
+  wire: Buffer;
+  ttlOffsets: number[];
+  /** TTLs at ttlOffsets as kept; served as ttl - elapsed seconds. */
+  ttls: number[];
+  /** The OPT record could not be cut off (it was not last): served as it came. */
+  keepsOpt: boolean;
 }
 
-/** Our OPT record at `off`, carrying the client's DO bit back (RFC 3225 §3). */
-export function writeOpt(out: Buffer, off: number, dnssecOk: boolean): void {
-  writeOptRecord(out, off, FORWARDER_UDP_PAYLOAD, 0, dnssecOk);
+/**
+ * The kept form of a checked upstream answer, with `ttls` (one per a.ttlOffsets) written in:
+ * a copy, its OPT record cut off the end so that each client gets an OPT only if it sent
+ * one, and its question in lower case, replaced by each client's own spelling when served.
+ */
+export function keepAnswer(msg: Buffer, a: Answer, ttls: number[]): KeptAnswer {
+  let wire: Buffer;
+  let keepsOpt = false;
+  if (a.opt !== null && a.optLast) {
+    wire = Buffer.allocUnsafe(a.opt.start);
+    msg.copy(wire, 0, 0, a.opt.start);
+    wire.writeUInt16BE(wire.readUInt16BE(10) - 1, 10);
+  } else {
+    keepsOpt = a.opt !== null;
+    wire = Buffer.from(msg);
+  }
+  for (let i = HEADER_LEN; i < a.nameEnd; i++) {
+    const c = wire[i]!;
+    if (c >= 0x41 && c <= 0x5a) wire[i] = c | 0x20;
+  }
+  for (let i = 0; i < ttls.length; i++) wire.writeUInt32BE(ttls[i]!, a.ttlOffsets[i]!);
+  return { wire, ttlOffsets: a.ttlOffsets, ttls, keepsOpt };
+}
+
+/**
+ * A kept answer as one client receives it: its message ID, its RD bit, AA clear, its question
+ * spelling, an OPT record iff it sent one (with its DO bit), and every TTL reduced by
+ * `elapsed` seconds. Per served answer this is one buffer copy plus a few integer writes.
+ */
+export function serveKept(kept: KeptAnswer, raw: Buffer, q: Query, elapsed: number): Buffer {
+  const addOpt = q.ednsSize > 0 && !kept.keepsOpt;
+  const src = kept.wire;
+  const out = Buffer.allocUnsafe(src.length + (addOpt ? OPT_FIXED : 0));
+  src.copy(out, 0);
+  out.writeUInt16BE(q.id, 0);
+  // The upstream's rcode, AD and CD; the client's RD. RA set, whatever the upstream said, and
+  // AA clear: privdns is not authoritative for names it forwards (RFC 1035 §4.1.1).
+  const f = src[3]!;
+  writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: q.rd, ra: true, ad: (f & 0x20) !== 0, cd: (f & 0x10) !== 0, rcode: f & 0x0f });
+  raw.copy(out, HEADER_LEN, HEADER_LEN, q.questionEnd - 4);
+  if (elapsed > 0) {
+    const { ttlOffsets, ttls } = kept;
+    for (let i = 0; i < ttls.length; i++) {
+      const t = ttls[i]! - elapsed;
+      out.writeUInt32BE(t > 0 ? t : 0, ttlOffsets[i]!);
+    }
+  }
+  if (addOpt) {
+    writeOptRecord(out, src.length, FLAG_DAY_UDP_PAYLOAD, 0, q.dnssecOk);
+    out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
+  }
+  return out;
 }
 
 /**
@@ -265,16 +189,12 @@ export function writeOpt(out: Buffer, off: number, dnssecOk: boolean): void {
  * cookies) are not passed on.
  */
 export function upstreamQuery(q: Query): Buffer {
-  const out = Buffer.alloc(HEADER_LEN + q.lowerName.length + 4 + OPT_RECORD.length);
+  const out = Buffer.alloc(HEADER_LEN + q.key.length + OPT_FIXED);
   out[2] = 0x01;
-  out[3] = q.cd ? FLAG_CD : 0;
+  out[3] = q.cd ? 0x10 : 0;
   out.writeUInt16BE(1, 4);
   out.writeUInt16BE(1, 10);
-  q.lowerName.copy(out, HEADER_LEN);
-  let off = HEADER_LEN + q.lowerName.length;
-  out.writeUInt16BE(q.qtype, off);
-  out.writeUInt16BE(q.qclass, off + 2);
-  off += 4;
-  writeOpt(out, off, q.dnssecOk);
+  out.write(q.key, HEADER_LEN, 'latin1');
+  writeOptRecord(out, HEADER_LEN + q.key.length, FLAG_DAY_UDP_PAYLOAD, 0, q.dnssecOk);
   return out;
 }

@@ -2,26 +2,19 @@
 // once per query on the hot path; the metrics endpoint reads them when scraped (a label-hashing
 // metrics client per query would cost more than answering).
 //
-// Everything is read back from the reply's own bytes (rcode, TC, the echoed question's type),
-// so fast and general paths, forwarded and private answers are all counted alike.
+// Every reply is counted by its rcode and TC bit, read back from its own header, and by its
+// query's type, so fast and general paths, forwarded and private answers are counted alike.
+import { LATENCY_BUCKETS, rcodeName, TRANSPORTS, TYPE, typeName } from '../message/constants.js';
+import { replyRcode, replyTruncated } from '../message/decode.js';
+import { Query, type QueryRejection } from '../message/query.js';
 
-/** Upper bounds (seconds) of the query latency histogram. */
-export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
-
-export const TRANSPORTS = ['udp', 'tcp'] as const;
 export type TransportIndex = 0 | 1;
 
-/** Rcode names by value (RFC 1035, RFC 2136), for metrics and /v1/resolve. */
-export const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED', 'YXDOMAIN', 'YXRRSET', 'NXRRSET', 'NOTAUTH', 'NOTZONE'];
 /** Query types counted by name; every other type is counted as OTHER (bounded label values). */
-const QTYPE_NAMES = new Map<number, string>([
-  [1, 'A'], [2, 'NS'], [5, 'CNAME'], [6, 'SOA'], [12, 'PTR'], [15, 'MX'], [16, 'TXT'], [28, 'AAAA'],
-  [33, 'SRV'], [35, 'NAPTR'], [64, 'SVCB'], [65, 'HTTPS'], [255, 'ANY'],
-]);
-const QTYPE_SLOTS = [...QTYPE_NAMES.keys()];
+const COUNTED_QTYPES = [TYPE.A, TYPE.NS, TYPE.CNAME, TYPE.SOA, TYPE.PTR, TYPE.MX, TYPE.TXT, TYPE.AAAA, TYPE.SRV, TYPE.NAPTR, TYPE.SVCB, TYPE.HTTPS, TYPE.ANY];
 const QTYPE_INDEX = new Int8Array(256).fill(-1);
-QTYPE_SLOTS.forEach((t, i) => (QTYPE_INDEX[t] = i));
-const OTHER_QTYPE = QTYPE_SLOTS.length;
+COUNTED_QTYPES.forEach((t, i) => (QTYPE_INDEX[t] = i));
+const OTHER_QTYPE = COUNTED_QTYPES.length;
 const QTYPE_COUNT = OTHER_QTYPE + 1;
 
 /** Per-account counts stop adding new accounts past this, keeping label cardinality bounded. */
@@ -39,6 +32,9 @@ export interface QueryStatsData {
   accounts: [string, number][];
 }
 
+/** The read side of the counters, as /metrics reads them (summed over the workers with dns.workers > 1). */
+export type QueryCountsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
+
 export class QueryStats {
   /** [transport][rcode 0..15][qtype slot] */
   private readonly replies = new Float64Array(2 * 16 * QTYPE_COUNT);
@@ -50,14 +46,14 @@ export class QueryStats {
   private limited = 0;
   private readonly accounts = new Map<string, number>();
 
-  /** Counts one reply sent; `startedMs` is performance.now() when the query arrived. */
-  reply(transport: TransportIndex, reply: Buffer, startedMs: number): void {
+  /** Counts one reply sent to `query`; `startedMs` is performance.now() when it arrived. */
+  reply(transport: TransportIndex, reply: Buffer, query: Query | QueryRejection | null, startedMs: number): void {
     if (reply.length < 12) return;
-    const rcode = reply[3]! & 0x0f;
-    const qtype = questionType(reply);
-    const slot = qtype < 0 ? OTHER_QTYPE : qtype < 256 && QTYPE_INDEX[qtype]! >= 0 ? QTYPE_INDEX[qtype]! : OTHER_QTYPE;
-    this.replies[(transport * 16 + rcode) * QTYPE_COUNT + slot]!++;
-    if ((reply[2]! & 0x02) !== 0) this.truncated[transport]!++;
+    // A rejected query's reply echoes no question: OTHER.
+    const qtype = query instanceof Query ? query.qtype : -1;
+    const slot = qtype >= 0 && qtype < 256 && QTYPE_INDEX[qtype]! >= 0 ? QTYPE_INDEX[qtype]! : OTHER_QTYPE;
+    this.replies[(transport * 16 + replyRcode(reply)) * QTYPE_COUNT + slot]!++;
+    if (replyTruncated(reply)) this.truncated[transport]!++;
     const seconds = (performance.now() - startedMs) / 1000;
     this.latencySum += seconds;
     let b = 0;
@@ -130,8 +126,8 @@ export class QueryStats {
           if (value === 0) continue;
           out.push({
             transport: TRANSPORTS[t]!,
-            rcode: RCODE_NAMES[r] ?? `RCODE${r}`,
-            qtype: q === OTHER_QTYPE ? 'OTHER' : QTYPE_NAMES.get(QTYPE_SLOTS[q]!)!,
+            rcode: rcodeName(r),
+            qtype: q === OTHER_QTYPE ? 'OTHER' : typeName(COUNTED_QTYPES[q]!),
             value,
           });
         }
@@ -156,7 +152,7 @@ export class QueryStats {
       total += this.latency[i]!;
       if (i < LATENCY_BUCKETS.length) cumulative.push(total);
     }
-    return { buckets: LATENCY_BUCKETS, cumulative, sum: this.latencySum, count: total };
+    return { buckets: [...LATENCY_BUCKETS], cumulative, sum: this.latencySum, count: total };
   }
 
   rateLimited(): number {
@@ -166,24 +162,4 @@ export class QueryStats {
   accountCounts(): { account: string; value: number }[] {
     return [...this.accounts].map(([account, value]) => ({ account, value }));
   }
-}
-
-/** The type of the first question of a reply, or -1 when it has none or it is unreadable. */
-function questionType(msg: Buffer): number {
-  if (msg[4] === 0 && msg[5] === 0) return -1;
-  let off = 12;
-  // Our replies echo the question uncompressed, but a forwarded one comes from elsewhere.
-  while (off < msg.length) {
-    const len = msg[off]!;
-    if (len === 0) {
-      off++;
-      break;
-    }
-    if ((len & 0xc0) === 0xc0) {
-      off += 2;
-      break;
-    }
-    off += len + 1;
-  }
-  return off + 2 <= msg.length ? msg.readUInt16BE(off) : -1;
 }

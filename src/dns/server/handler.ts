@@ -1,41 +1,32 @@
-// The QueryHandler: one query's bytes (and its source address) in, the reply's bytes out,
-// for the UDP and TCP listeners alike.
+// The QueryHandler: one query, read once at the socket (message/query.ts) with its source
+// address parsed once (net/ip.ts), in; the reply's bytes out. The same for UDP and TCP, and
+// for GET /v1/resolve.
 //
-// Per query: read header+question+OPT (message/), find the source's account (net/subnet-table.ts,
-// a few hash probes), answer from the in-memory index (zone/), encode. For a private name
-// nothing on this path awaits, allocates more than the reply, or touches SQLite; only names
-// outside the zone go to the forwarder, which is the one asynchronous step. Malformed input
-// gets FORMERR when its header can be read and is dropped otherwise; no exception leaves
-// handle().
+// Per query: find the source's account (a few hash probes), then the first that applies of
+// the fast path (a repeat private question: its pre-encoded reply, patched), the zone (an
+// answer encoded from the in-memory index), and the forwarder (names outside the zone). For a
+// private name nothing on this path awaits, allocates more than the reply, or touches SQLite;
+// the forwarder is the one asynchronous step. A query that can only be rejected gets FORMERR
+// or NOTIMP, one not worth an answer nothing; no exception leaves handle().
 import type { Logger } from 'pino';
 import { MAX_FRAMED } from '../../net/framing.js';
-import { formatSourceAddress, parseSourceAddress } from '../../net/ip.js';
+import { sourceText, type SourceAddress } from '../../net/ip.js';
 import { SubnetTable } from '../../net/subnet-table.js';
 import type { Subnet } from '../../net/subnets.js';
-import { AnswerCache, formOf, patchReply, readFastQuestion, type FastQuestion } from '../zone/answer-cache.js';
-import type { QueryStats } from './counters.js';
+import { CLASSIC_UDP_SIZE, RCODE, RCODE_BADVERS, type Transport } from '../message/constants.js';
+import { Query, type QueryRejection } from '../message/query.js';
+import { encodeReply, headerOnlyReply, patchReply, questionReply, truncateForwarded, type EncodeOptions } from '../message/reply.js';
 import type { AccountIndex, AccountView } from '../zone/account-index.js';
+import { formOf, PreEncodedAnswers } from '../zone/answer-cache.js';
 import type { Asker, Zone } from '../zone/zone.js';
-import {
-  CLASSIC_UDP_SIZE,
-  encodeReply,
-  headerOnlyReply,
-  questionReply,
-  RCODE,
-  RCODE_BADVERS,
-  readQuery,
-  truncateForwarded,
-  type Query,
-} from '../message/reply.js';
+import type { QueryStats } from './counters.js';
 
-export type Transport = 'udp' | 'tcp';
-
-/** What the server needs of src/dns/forward/forwarder.ts. It never rejects: SERVFAIL on failure. */
+/** What the handler needs of forward/forwarder.ts. It never rejects: SERVFAIL on failure. */
 export interface QueryForwarder {
   /** `account`: the asking account's name ('' for an operator source in no account). */
-  forward(query: Buffer, transport: Transport, account: string): Promise<Buffer>;
+  forward(raw: Buffer, query: Query, transport: Transport, account: string): Promise<Buffer>;
   /** The answer if it is in `account`'s cache, at once; null sends the query to forward(). */
-  cached?(query: Buffer, account: string): Buffer | null;
+  cached?(raw: Buffer, query: Query, account: string): Buffer | null;
 }
 
 export interface QueryHandlerOptions {
@@ -46,7 +37,7 @@ export interface QueryHandlerOptions {
   maxUdpPayload: number;
   forwarder?: QueryForwarder;
   logger?: Logger;
-  /** Serve repeat private questions from pre-encoded replies (fastpath.ts). Default true. */
+  /** Serve repeat private questions from pre-encoded replies (zone/answer-cache.ts). Default true. */
   fastPath?: boolean;
   /** Counts queries per account (metrics). */
   stats?: QueryStats;
@@ -65,6 +56,8 @@ export interface Explanation {
 /** Bound on remembered out-of-zone question keys; past it the set starts over. */
 const MAX_OUTSIDE_KEYS = 100_000;
 
+type ReplyOptions = Omit<EncodeOptions, 'rotation'>;
+
 export class QueryHandler {
   private readonly index: AccountIndex;
   private readonly zone: Zone;
@@ -77,16 +70,11 @@ export class QueryHandler {
   /** Per-query rotation of answer order: a counter, not a random draw. */
   private rotation = 0;
   /** Pre-encoded private answers; null when the fast path is off. */
-  private readonly answers: AnswerCache | null;
-  /** The fast path's reading of the current query: one object, reused. */
-  private readonly fastQuestion: FastQuestion = { questionEnd: 0, ednsSize: 0, dnssecOk: false, key: '' };
-  /** Set by a fast-path miss: the general path stores its answer for this account and form. */
-  private fillView: AccountView | null = null;
-  private fillForm = 0;
+  private readonly answers: PreEncodedAnswers | null;
   /**
-   * Keys of fast-readable questions the zone places outside itself by their name alone (not
-   * reverse or bare names, which may be the asker's own): their repeats go straight to the
-   * forwarder's cache. Those depend on the name only, so one set serves every account.
+   * Keys of plain questions the zone places outside itself by their name alone (not reverse
+   * or bare names, which may be the asker's own): their repeats go straight to the forwarder.
+   * Those depend on the name only, so one set serves every account.
    */
   private readonly outside = new Set<string>();
   /** Queries answered from pre-encoded replies (tests and metrics read it). */
@@ -100,7 +88,7 @@ export class QueryHandler {
     this.logger = opts.logger;
     this.stats = opts.stats ?? null;
     this.maxAnswers = opts.maxAnswerRecords;
-    this.answers = opts.fastPath === false ? null : new AnswerCache();
+    this.answers = opts.fastPath === false ? null : new PreEncodedAnswers();
     const ops = opts.operatorSubnets ?? [];
     if (ops.length > 0) {
       this.operators = new SubnetTable<true>();
@@ -111,94 +99,70 @@ export class QueryHandler {
   }
 
   /** True for a source in an account or an operator subnet; every other source is REFUSED. */
-  serves(source: string): boolean {
-    const addr = parseSourceAddress(source);
-    if (addr === null) return false;
-    return this.index.bySource.lookup(addr) !== undefined || (this.operators !== null && this.operators.lookup(addr) === true);
+  serves(source: SourceAddress | null): boolean {
+    return source !== null && (this.index.bySource.lookup(source) !== undefined || this.isOperator(source));
   }
 
   /**
-   * The reply to one query from `source` (an address as a socket reports it), or null to
-   * send nothing. Synchronous for everything but forwarded names.
+   * The reply to `query` (read from `raw` by readQuery) from `source` (null: an address the
+   * socket reported that does not parse), or null to send nothing. Synchronous for everything
+   * but forwarded names.
    */
-  handle(raw: Buffer, source: string, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
-    this.fillView = null;
-    if (this.answers !== null && explain === undefined) {
-      const fast = this.fastAnswer(raw, source, transport);
-      if (fast !== null) return fast;
-    }
-    const verdict = readQuery(raw);
-    if (verdict.kind === 'drop') {
+  handle(raw: Buffer, query: Query | QueryRejection | null, source: SourceAddress | null, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
+    if (query === null) {
       if (explain) explain.reason = 'dropped: no readable query header';
       return null;
     }
-    if (verdict.kind === 'error') {
-      if (explain) explain.reason = verdict.rcode === RCODE.NOTIMP ? `NOTIMP: opcode ${verdict.opcode}` : 'FORMERR: malformed query';
-      return headerOnlyReply(verdict, this.maxUdpPayload);
+    if (!(query instanceof Query)) {
+      if (explain) explain.reason = query.rcode === RCODE.NOTIMP ? `NOTIMP: opcode ${query.opcode}` : 'FORMERR: malformed query';
+      return headerOnlyReply(query, this.maxUdpPayload);
     }
-    const query = verdict.query;
+    const view = source === null ? null : (this.index.bySource.lookup(source) ?? null);
+    const operator = source !== null && this.isOperator(source);
+    if (view !== null && explain === undefined) this.stats?.account(view.name);
+    const maxSize = transport === 'tcp' ? MAX_FRAMED : query.ednsSize > 0 ? Math.min(query.ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
+    // Recursion is available only to sources that may use the forwarder (RFC 1035 §4.1.1 RA).
+    const opts: ReplyOptions = { maxSize, recursionAvailable: (view !== null || operator) && this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
+
+    // The fast path. Operators see every account's names: their answers are not a function
+    // of one view, and neither is anything asked with explain.
+    let fillForm = -1;
+    if (this.answers !== null && query.plain && view !== null && !operator && explain === undefined) {
+      const form = formOf(maxSize, query.ednsSize > 0, query.dnssecOk);
+      const cached = this.answers.lookup(view, query.key, form);
+      // The general path would rotate by the next counter value; use the same, or leave the
+      // counter alone and let the general path take (and cache) this rotation.
+      const next = (this.rotation + 1) & 0x3fff_ffff;
+      const variant = cached === undefined ? undefined : cached.variants[next % cached.rotations];
+      if (variant !== undefined) {
+        this.rotation = next;
+        this.fastHits++;
+        return patchReply(variant, raw, query.questionEnd);
+      }
+      if (this.forwarder !== undefined && this.outside.has(query.key)) return this.forwarded(raw, query, view, transport, opts);
+      fillForm = form;
+    }
     try {
-      return this.answer(raw, query, source, transport, explain);
+      return this.answer(raw, query, source, view, operator, transport, opts, fillForm, explain);
     } catch (err) {
       // A bug must cost one SERVFAIL, not the server.
       this.logger?.error({ err, name: query.name, qtype: query.qtype }, 'DNS query failed');
-      const addr = parseSourceAddress(source);
-      const insider = addr !== null && (this.index.bySource.lookup(addr) !== undefined || this.operators?.lookup(addr) === true);
-      return questionReply(raw, query, RCODE.SERVFAIL, this.encodeOpts(transport, query, insider));
+      return questionReply(raw, query, RCODE.SERVFAIL, opts);
     }
   }
 
-  /**
-   * The per-query fast path: a repeat private question answered from its pre-encoded reply
-   * (fastpath.ts). Runs for every query before anything else, so it is kept flat: no
-   * closures, no objects but the key string, the parsed source and the reply, and every
-   * doubt (not a plain query, operator source, nothing cached for this rotation) returns
-   * null for the general path, with fillView set so that path's reply is stored.
-   */
-  private fastAnswer(raw: Buffer, source: string, transport: Transport): Buffer | null {
-    const q = this.fastQuestion;
-    if (!readFastQuestion(raw, q)) return null;
-    const addr = parseSourceAddress(source);
-    if (addr === null) return null;
-    // Operators see every account's names: their answers are not a function of one view.
-    if (this.operators !== null && this.operators.lookup(addr) === true) return null;
-    const view = this.index.bySource.lookup(addr);
-    if (view === undefined) return null;
-    const maxSize = this.maxSizeOf(transport, q.ednsSize);
-    const form = formOf(maxSize, q.ednsSize > 0, q.dnssecOk);
-    const cached = this.answers!.lookup(view, q.key, form);
-    // The general path would rotate by the next counter value; use the same, or leave the
-    // counter alone and let the general path take (and cache) this rotation.
-    const next = (this.rotation + 1) & 0x3fff_ffff;
-    const variant = cached === undefined ? undefined : cached.variants[next % cached.rotations];
-    if (variant === undefined) {
-      if (this.outside.has(q.key) && this.forwarder?.cached !== undefined) {
-        // What the general path would return for a forwarded name found in the cache.
-        const hit = this.forwarder.cached(raw, view.name);
-        if (hit !== null && hit.length <= maxSize) {
-          this.stats?.account(view.name);
-          return hit;
-        }
-      }
-      this.fillView = view;
-      this.fillForm = form;
-      return null;
-    }
-    this.rotation = next;
-    this.fastHits++;
-    this.stats?.account(view.name);
-    return patchReply(variant, raw, q.questionEnd);
-  }
-
-  private answer(raw: Buffer, query: Query, source: string, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
-    const addr = parseSourceAddress(source);
-    const view = addr === null ? null : (this.index.bySource.lookup(addr) ?? null);
-    const operator = addr !== null && this.operators !== null && this.operators.lookup(addr) === true;
-    if (view !== null && explain === undefined) this.stats?.account(view.name);
-    // Canonical text only matters for whoami, and only mapped IPv6 needs rewriting.
-    const sourceText = addr !== null && addr.family === 4 && source.indexOf(':') >= 0 ? formatSourceAddress(addr) : source;
-    // Recursion is available only to sources that may use the forwarder (RFC 1035 §4.1.1 RA).
-    const opts = this.encodeOpts(transport, query, view !== null || operator);
+  /** The general path: the zone's answer, encoded (and stored for the fast path when `fillForm` ≥ 0), or the forwarder's. */
+  private answer(
+    raw: Buffer,
+    query: Query,
+    source: SourceAddress | null,
+    view: AccountView | null,
+    operator: boolean,
+    transport: Transport,
+    opts: ReplyOptions,
+    fillForm: number,
+    explain: Explanation | undefined,
+  ): Buffer | null | Promise<Buffer | null> {
     if (query.ednsSize > 0 && query.ednsVersion > 0) {
       // RFC 6891 §6.1.3: an EDNS version we do not speak is answered BADVERS before the name
       // is looked at, so nothing is forwarded either.
@@ -209,8 +173,10 @@ export class QueryHandler {
       }
       return questionReply(raw, query, RCODE_BADVERS, opts);
     }
-    const fill = this.fillView !== null && this.fillView === view && !operator ? new SourceWatch(sourceText, view) : null;
-    const asker: Asker = fill ?? { source: sourceText, view, operator: operator ? this.index.accounts : null };
+    // Canonical text only matters for whoami (and a source in no account is REFUSED first).
+    const text = source === null ? '' : sourceText(source);
+    const fill = fillForm >= 0 && view !== null ? new SourceWatch(text, view) : null;
+    const asker: Asker = fill ?? { source: text, view, operator: operator ? this.index.accounts : null };
     const res = this.zone.answer(asker, query.name, query.qtype, query.qclass);
     if (explain) {
       explain.account = view?.name ?? null;
@@ -221,7 +187,7 @@ export class QueryHandler {
       this.rotation = (this.rotation + 1) & 0x3fff_ffff;
       const out = encodeReply(raw, query, res.reply, { ...opts, rotation: this.rotation, ...(this.maxAnswers === undefined ? {} : { maxAnswers: this.maxAnswers }) });
       // A copy is cached: the returned buffer belongs to the caller from here on.
-      if (fill !== null && !fill.read) this.answers!.store(fill.view, this.fastQuestion.key, this.fillForm, res.reply.answer.length, this.rotation, Buffer.from(out));
+      if (fill !== null && !fill.read) this.answers!.store(fill.view, query.key, fillForm, res.reply.answer.length, this.rotation, Buffer.from(out));
       return out;
     }
     // Outside the zone. zone.answer already refused sources in no account.
@@ -233,14 +199,23 @@ export class QueryHandler {
       explain.forwarded = true;
       explain.reason = `forwarded: ${res.reason}`;
     }
-    if (this.fillView !== null && res.byName) {
+    if (fillForm >= 0 && res.byName) {
       if (this.outside.size >= MAX_OUTSIDE_KEYS) this.outside.clear();
-      this.outside.add(this.fastQuestion.key);
+      this.outside.add(query.key);
     }
-    // A cache hit is answered in this same turn: no promise, no closure, as for private names.
-    const hit = this.forwarder.cached?.(raw, view?.name ?? '') ?? null;
+    return this.forwarded(raw, query, view, transport, opts);
+  }
+
+  /**
+   * The forwarder's answer, cut to header and question with TC when it is too big for UDP.
+   * A cache hit is answered in this same turn: no promise, no closure, as for private names.
+   */
+  private forwarded(raw: Buffer, query: Query, view: AccountView | null, transport: Transport, opts: ReplyOptions): Buffer | Promise<Buffer> {
+    const forwarder = this.forwarder!;
+    const account = view?.name ?? '';
+    const hit = forwarder.cached?.(raw, query, account) ?? null;
     if (hit !== null) return hit.length > opts.maxSize ? truncateForwarded(raw, query, hit, opts) : hit;
-    return this.forwarder.forward(raw, transport, view?.name ?? '').then(
+    return forwarder.forward(raw, query, transport, account).then(
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
       (err: unknown) => {
         this.logger?.warn({ err }, 'forwarder failed');
@@ -249,15 +224,8 @@ export class QueryHandler {
     );
   }
 
-  /** `insider`: the source is in an account or an operator subnet, so it may use the forwarder. */
-  private encodeOpts(transport: Transport, query: Query, insider: boolean): { maxSize: number; recursionAvailable: boolean; udpPayload: number } {
-    return { maxSize: this.maxSizeOf(transport, query.ednsSize), recursionAvailable: insider && this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
-  }
-
-  /** The largest reply allowed: 65535 over TCP, else the client's EDNS size capped, or 512. */
-  private maxSizeOf(transport: Transport, ednsSize: number): number {
-    if (transport === 'tcp') return MAX_FRAMED;
-    return ednsSize > 0 ? Math.min(ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
+  private isOperator(source: SourceAddress): boolean {
+    return this.operators !== null && this.operators.lookup(source) === true;
   }
 }
 

@@ -9,13 +9,16 @@
 // here one account per prefix counts every response, as privdns's answers are tiny and all
 // of one kind as far as reflection goes.
 //
-// Per query: one address parse, one or two Map probes, a few float operations. Memory is
+// Per query: one or two Map probes on the source's prefix (parsed once, at the socket), a few
+// float operations. Memory is
 // bounded: accounts live in two generations of at most `maxSources` entries each; the older
 // generation is dropped every `window + 1` seconds (by then an untouched account has earned
 // back all its credit, so forgetting it changes nothing) or as soon as the newer one is full.
-import { parseSourceAddress } from '../../net/ip.js';
+import type { SourceAddress } from '../../net/ip.js';
 import { prefixKey, type SourcePrefix } from '../../net/subnet-table.js';
-import { readQuery, truncatedReply } from '../message/reply.js';
+import { CLASSIC_UDP_SIZE } from '../message/constants.js';
+import { Query, type QueryRejection } from '../message/query.js';
+import { truncatedReply } from '../message/reply.js';
 
 export interface RateLimitSettings extends SourcePrefix {
   /** Answers per second per source prefix; 0 turns rate limiting off. */
@@ -43,7 +46,7 @@ export interface RateLimitStats {
   sources: number;
 }
 
-interface Account {
+interface PrefixCredit {
   /** Answers this prefix may still send; negative: debt, down to -window × rate. */
   credit: number;
   /** When credit was last brought up to date (ms). */
@@ -59,8 +62,8 @@ export class ResponseRateLimiter {
   private readonly prefix: SourcePrefix;
   private readonly maxSources: number;
   private readonly generationMs: number;
-  private current = new Map<number | bigint, Account>();
-  private previous = new Map<number | bigint, Account>();
+  private current = new Map<number | bigint, PrefixCredit>();
+  private previous = new Map<number | bigint, PrefixCredit>();
   private rotatedAt: number;
   private readonly counts = { sent: 0, dropped: 0, slipped: 0 };
 
@@ -80,8 +83,7 @@ export class ResponseRateLimiter {
   }
 
   /** Charges one answer to the source's prefix and says whether to send it. */
-  check(source: string): RateVerdict {
-    const addr = parseSourceAddress(source);
+  check(addr: SourceAddress | null): RateVerdict {
     // Not an address a socket reports: nothing to key on, and nothing to amplify towards.
     if (addr === null) return this.verdict(RATE_SEND);
     const key = prefixKey(addr, this.prefix);
@@ -130,8 +132,7 @@ export class ResponseRateLimiter {
  * The slip reply to a query: its header and question with TC set and nothing else (never
  * larger than the query), or null when the bytes are no answerable query.
  */
-export function slipReply(raw: Buffer): Buffer | null {
-  const v = readQuery(raw);
-  if (v.kind !== 'query') return null;
-  return truncatedReply(raw, v.query, 0, false, { recursionAvailable: false, udpPayload: 512 });
+export function slipReply(raw: Buffer, query: Query | QueryRejection | null): Buffer | null {
+  if (!(query instanceof Query)) return null;
+  return truncatedReply(raw, query, 0, false, { recursionAvailable: false, udpPayload: CLASSIC_UDP_SIZE });
 }

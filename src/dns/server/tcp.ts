@@ -8,6 +8,7 @@ import type { HostPort } from '../../config/config.js';
 import { frame, FrameReader } from '../../net/framing.js';
 import { parseSourceAddress } from '../../net/ip.js';
 import { prefixKey, type SourcePrefix } from '../../net/subnet-table.js';
+import { readQuery } from '../message/query.js';
 import type { QueryStats } from './counters.js';
 import type { QueryHandler } from './handler.js';
 
@@ -85,12 +86,13 @@ export class TcpListeners {
   }
   private onConnection(sock: net.Socket): void {
     const source = sock.remoteAddress ?? '';
+    // Parsed once per connection: every frame's query comes from it.
     const addr = parseSourceAddress(source);
     // A source in no account gets REFUSED for every question, so it has nothing to keep a
     // connection for: such sources share a small pool of their own, apart from the accounts'
     // slots, and each is closed after its first reply (or readTimeoutMs of silence). However
     // many of them connect, no account's client loses its TCP (the fallback for truncation).
-    const outsider = !this.handler.serves(source);
+    const outsider = !this.handler.serves(addr);
     // One client filling every slot with idle connections would keep every other client out:
     // each gets a share only. A client is a prefix (/24, /56, as the rate limiter counts),
     // since one host holds many addresses of its prefix.
@@ -150,7 +152,8 @@ export class TcpListeners {
       // An outsider's connection ends with its first reply: later frames are not read.
       if (sock.writableEnded) return false;
       const started = stats === null ? 0 : performance.now();
-      const out = this.handler.handle(msg, source, 'tcp');
+      const query = readQuery(msg);
+      const out = this.handler.handle(msg, query, addr, 'tcp');
       if (out === null) {
         stats?.drop(1);
         // An outsider has nothing to keep the connection for: unanswerable frames sent
@@ -164,7 +167,7 @@ export class TcpListeners {
       }
       if (!(out instanceof Promise)) {
         send(out);
-        stats?.reply(1, out, started);
+        stats?.reply(1, out, query, started);
         return true;
       }
       inFlight++;
@@ -174,7 +177,7 @@ export class TcpListeners {
         inFlight--;
         if (reply !== null) {
           send(reply);
-          stats?.reply(1, reply, started);
+          stats?.reply(1, reply, query, started);
         }
         resume();
       });

@@ -5,6 +5,8 @@ import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import type { HostPort } from '../../config/config.js';
+import { parseSourceAddress } from '../../net/ip.js';
+import { readQuery } from '../message/query.js';
 import type { QueryStats } from './counters.js';
 import type { QueryHandler } from './handler.js';
 import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './rate-limit.js';
@@ -202,30 +204,34 @@ export class UdpListeners {
       this.stats?.drop(0);
       return;
     }
+    // Parsed once, here: the rate limiter and the handler both read it.
+    const source = parseSourceAddress(rinfo.address);
     // A source prefix over its rate gets nothing, or now and then an empty TC reply: checked
-    // before any work, so an over-limit flood costs one map probe per packet.
-    const limit = this.opts.rateLimit?.check(rinfo.address) ?? RATE_SEND;
+    // before any other work, so an over-limit flood costs one map probe per packet.
+    const limit = this.opts.rateLimit?.check(source) ?? RATE_SEND;
     if (limit !== RATE_SEND) {
       this.stats?.limit();
-      const tc = limit === RATE_SLIP ? slipReply(msg) : null;
+      const tc = limit === RATE_SLIP ? slipReply(msg, readQuery(msg)) : null;
       if (tc !== null) sendUdp(sock, tc, rinfo, this.logger);
       return;
     }
     const stats = this.stats;
     const started = stats === null ? 0 : performance.now();
-    const out = this.handler.handle(msg, rinfo.address, 'udp');
+    // Read once, here: every later stage reads this Query, not the bytes.
+    const query = readQuery(msg);
+    const out = this.handler.handle(msg, query, source, 'udp');
     if (out === null) {
       stats?.drop(0);
       return;
     }
     if (!(out instanceof Promise)) {
       sendUdp(sock, out, rinfo, this.logger);
-      stats?.reply(0, out, started);
+      stats?.reply(0, out, query, started);
       return;
     }
     void out.then((reply) => {
       if (reply === null) return;
       sendUdp(sock, reply, rinfo, this.logger);
-      stats?.reply(0, reply, started);
+      stats?.reply(0, reply, query, started);
     });
   }}

@@ -29,7 +29,8 @@
 // answer can be cached per account and encoded once.
 import type { AccountView, LiveInstance, ServiceView } from './account-index.js';
 import { liveOfFamily } from './account-index.js';
-import { CLASS_ANY, CLASS_IN, EDE_OTHER, RCODE, TYPE, type Reply, type Rr } from '../message/reply.js';
+import { CLASS_ANY, CLASS_IN, EDE_OTHER, RCODE, TYPE, typeName } from '../message/constants.js';
+import { txtRdata, type Reply, type Rr } from '../message/reply.js';
 
 const DISCOVERY_SUFFIX = '-discovery';
 
@@ -55,7 +56,7 @@ export interface Asker {
   operator: ReadonlyMap<string, AccountView> | null;
 }
 
-export type Resolution =
+export type ZoneAnswer =
   /** An answer from the private zone (AA) or an error decided here. */
   | { kind: 'reply'; reply: Reply; reason: string }
   /**
@@ -85,7 +86,7 @@ export class Zone {
    * query on the hot path: it does map lookups on the asker's view and builds only the
    * records it returns.
    */
-  answer(asker: Asker, name: string, qtype: number, qclass: number): Resolution {
+  answer(asker: Asker, name: string, qtype: number, qclass: number): ZoneAnswer {
     if (asker.view === null && asker.operator === null) {
       return refused('the source address is inside no account\'s subnets');
     }
@@ -122,7 +123,7 @@ export class Zone {
   }
 
   /** `bare`: the name was asked without the zone (`redis`), so only the account's own names match. */
-  private answerInZone(asker: Asker, name: string, labels: string[], qtype: number, bare: boolean): Resolution {
+  private answerInZone(asker: Asker, name: string, labels: string[], qtype: number, bare: boolean): ZoneAnswer {
     const view = asker.view;
     const first = labels[0];
     if (labels.length === 0) return this.apex(view, qtype);
@@ -195,7 +196,7 @@ export class Zone {
   }
 
   /** `localhost` and names below it (RFC 6761 §6.3): loopback addresses, NODATA otherwise. */
-  private localhost(name: string, qtype: number, qclass: number): Resolution {
+  private localhost(name: string, qtype: number, qclass: number): ZoneAnswer {
     if (!classOk(qclass)) return refused(`class ${qclass} is not served for localhost`);
     const answer: Rr[] = [];
     if (qtype === TYPE.A || qtype === TYPE.ANY) answer.push({ name, type: TYPE.A, ttl: LOCALHOST_TTL, data: { kind: 'bytes', bytes: LOOPBACK_4 } });
@@ -205,7 +206,7 @@ export class Zone {
     return reply(RCODE.NOERROR, [], [LOCALHOST_SOA], [], `NODATA: ${why}`, why);
   }
 
-  private apex(view: AccountView | null, qtype: number): Resolution {
+  private apex(view: AccountView | null, qtype: number): ZoneAnswer {
     const answer: Rr[] = [];
     const additional: Rr[] = [];
     if (qtype === TYPE.SOA || qtype === TYPE.ANY) answer.push(this.soa(view, this.settings.ttl));
@@ -217,7 +218,7 @@ export class Zone {
     return reply(RCODE.NOERROR, answer, [], additional, 'the zone apex');
   }
 
-  private serviceAnswer(view: AccountView, svc: ServiceView, name: string, qtype: number, form: 'service' | 'srv' | 'operator'): Resolution {
+  private serviceAnswer(view: AccountView, svc: ServiceView, name: string, qtype: number, form: 'service' | 'srv' | 'operator'): ZoneAnswer {
     const where = `service "${svc.name}" of account "${view.name}"`;
     if (svc.live.size === 0) {
       // Registered, not live yet (or no longer): a short negative TTL, so the first
@@ -257,7 +258,7 @@ export class Zone {
     return answer;
   }
 
-  private instanceAnswer(view: AccountView, svc: ServiceView, inst: LiveInstance, name: string, qtype: number): Resolution {
+  private instanceAnswer(view: AccountView, svc: ServiceView, inst: LiveInstance, name: string, qtype: number): ZoneAnswer {
     const type = inst.family === 4 ? TYPE.A : TYPE.AAAA;
     if (qtype !== type && qtype !== TYPE.ANY) {
       return this.nodata(view, `instance ${inst.id} has only an ${typeName(type)} record`, this.settings.pendingNegativeTtl);
@@ -267,7 +268,7 @@ export class Zone {
   }
 
   /** A background worker's name: registered, but it listens on no port, so never in DNS. */
-  private workerAnswer(view: AccountView, worker: string): Resolution {
+  private workerAnswer(view: AccountView, worker: string): ZoneAnswer {
     return this.nxdomain(view, `"${worker}" of account "${view.name}" is a background_worker: it listens on no port and is never resolvable`);
   }
 
@@ -276,7 +277,7 @@ export class Zone {
    * ports=<p,…>`, in name order; memoised per owner name until a service changes. One record
    * per service keeps every rdata far below its 65,535-byte bound.
    */
-  private servicesTxt(view: AccountView, name: string, qtype: number): Resolution {
+  private servicesTxt(view: AccountView, name: string, qtype: number): ZoneAnswer {
     let records = view.servicesTxt?.get(name);
     if (records === undefined) {
       records = serviceStrings(view).map((s): Rr => ({ name, type: TYPE.TXT, ttl: this.settings.ttl, data: { kind: 'bytes', bytes: txtRdata([s]) } }));
@@ -289,7 +290,7 @@ export class Zone {
     return reply(RCODE.NOERROR, records, [], [], `the ${records.length} service(s) of account "${view.name}"`);
   }
 
-  private whoami(asker: Asker, name: string): Resolution {
+  private whoami(asker: Asker, name: string): ZoneAnswer {
     const account = asker.view?.name ?? '';
     const strings = [`source=${asker.source}`, `account=${account}`];
     if (asker.operator) strings.push('operator=true');
@@ -309,11 +310,11 @@ export class Zone {
   // Negative answers: the SOA's TTL and minimum are both the negative TTL of this case, so a
   // resolver caches the negative for exactly that long (RFC 2308 §5: the lesser of the two);
   // the reason goes to the client as an Extended DNS Error and to /v1/resolve as `reason`.
-  private nxdomain(view: AccountView | null, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
+  private nxdomain(view: AccountView | null, why: string, negativeTtl = this.settings.negativeTtl): ZoneAnswer {
     return reply(RCODE.NXDOMAIN, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NXDOMAIN: ${why}`, why);
   }
 
-  private nodata(view: AccountView | null, why: string, negativeTtl = this.settings.negativeTtl): Resolution {
+  private nodata(view: AccountView | null, why: string, negativeTtl = this.settings.negativeTtl): ZoneAnswer {
     return reply(RCODE.NOERROR, [], [this.soa(view, negativeTtl, negativeTtl)], [], `NODATA: ${why}`, why);
   }
 
@@ -340,7 +341,7 @@ export class Zone {
   }
 }
 
-function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], reason: string, negative?: string): Resolution {
+function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], reason: string, negative?: string): ZoneAnswer {
   const r: Reply = { rcode, authoritative: true, answer, authority, additional };
   if (negative !== undefined) r.ede = { infoCode: EDE_OTHER, extraText: negative };
   return { kind: 'reply', reply: r, reason };
@@ -348,12 +349,12 @@ function reply(rcode: number, answer: Rr[], authority: Rr[], additional: Rr[], r
 
 // No EDE here: a REFUSED answer to an outsider stays no larger than its query, so the
 // server is useless as a reflector.
-function refused(reason: string): Resolution {
+function refused(reason: string): ZoneAnswer {
   return { kind: 'reply', reply: { rcode: RCODE.REFUSED, authoritative: false, answer: [], authority: [], additional: [] }, reason: `REFUSED: ${reason}` };
 }
 
 /** A bare name that is nothing of the asker's account: outside the zone, as `com` is. */
-function outsideBare(name: string, view: AccountView | null): Resolution {
+function outsideBare(name: string, view: AccountView | null): ZoneAnswer {
   const whose = view === null ? 'the operator sources\' view' : `account "${view.name}"`;
   return { kind: 'outside', reason: `"${name}" is a single-label name that names nothing in ${whose}`, byName: false };
 }
@@ -407,29 +408,4 @@ function hasLiveService(view: AccountView): boolean {
 function pushAddresses(out: Rr[], name: string, ttl: number, insts: LiveInstance[]): void {
   const type = insts[0]?.family === 6 ? TYPE.AAAA : TYPE.A;
   for (const inst of insts) out.push({ name, type, ttl, data: { kind: 'bytes', bytes: inst.rdata } });
-}
-
-/** TXT rdata: each string as a length-prefixed character-string of at most 255 bytes. */
-export function txtRdata(strings: string[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const s of strings) {
-    const b = Buffer.from(s, 'utf8').subarray(0, 255);
-    parts.push(Buffer.from([b.length]), b);
-  }
-  return Buffer.concat(parts);
-}
-
-const TYPE_NAMES: Record<number, string> = { 1: 'A', 2: 'NS', 6: 'SOA', 12: 'PTR', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 251: 'IXFR', 252: 'AXFR', 255: 'ANY' };
-
-export function typeName(t: number): string {
-  return TYPE_NAMES[t] ?? `TYPE${t}`;
-}
-
-/** 'A', 'aaaa', 'TYPE28', '28' → 28; null if unknown. */
-export function typeFromName(s: string): number | null {
-  const u = s.toUpperCase();
-  for (const [k, v] of Object.entries(TYPE_NAMES)) if (v === u) return Number(k);
-  const m = /^(?:TYPE)?(\d{1,5})$/.exec(u);
-  if (m && Number(m[1]) <= 65_535) return Number(m[1]);
-  return null;
 }

@@ -12,6 +12,7 @@ import { Forwarder, type ForwarderOptions } from '../../../src/dns/forward/forwa
 import type { HostPort } from '../../../src/config/config.js';
 import { freePort } from '../../helpers/ports.js';
 import { A, reply, SOA, StubUpstream, type StubHandler } from '../../helpers/dns/upstream-stub.js';
+import { cachedBytes, forwardBytes } from '../../helpers/dns/handle.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -38,7 +39,7 @@ function query(name: string, opts: QueryOptions = {}): Buffer {
 
 async function ask(fwd: Forwarder, name: string, opts: QueryOptions & { transport?: 'udp' | 'tcp'; account?: string } = {}): Promise<{ wire: Buffer; packet: Packet; ms: number }> {
   const started = performance.now();
-  const wire = await fwd.forward(query(name, opts), opts.transport ?? 'udp', opts.account ?? 'acme');
+  const wire = await forwardBytes(fwd, query(name, opts), opts.transport ?? 'udp', opts.account ?? 'acme');
   return { wire, packet: Packet.parse(wire), ms: performance.now() - started };
 }
 
@@ -161,7 +162,7 @@ describe('an upstream answer is relayed to the client', () => {
     const fwd = forwarder([dnsmasq.address]);
     for (const transport of ['udp', 'tcp'] as const) {
       const q = query('HoSt.Example.TEST', { id: 4242 });
-      const wire = await fwd.forward(q, transport, 'acme');
+      const wire = await forwardBytes(fwd, q, transport, 'acme');
       const p = Packet.parse(wire);
       assert.equal(p.header.id, 4242);
       assert.equal(p.header.qr, 1);
@@ -235,8 +236,8 @@ describe('answers are cached: the upstream sees one query for many', () => {
     await Promise.all([ask(fwd, 'apart.test', { account: 'a' }), ask(fwd, 'apart.test', { account: 'b' })]);
     assert.equal(s.count('apart.test'), 2);
     assert.equal(fwd.stats().coalesced, 0);
-    assert.equal(fwd.cached(query('apart.test'), 'c'), null, 'a third account finds nothing cached');
-    assert.ok(fwd.cached(query('apart.test'), 'a') !== null);
+    assert.equal(cachedBytes(fwd, query('apart.test'), 'c'), null, 'a third account finds nothing cached');
+    assert.ok(cachedBytes(fwd, query('apart.test'), 'a') !== null);
     assert.equal(fwd.stats().cache.entries, 2);
   });
 
@@ -244,16 +245,16 @@ describe('answers are cached: the upstream sees one query for many', () => {
     const s = await stub(answering);
     const fwd = forwarder([s.address]);
     const q = query('sync.test', { id: 0x1234 });
-    assert.equal(fwd.cached(q, 'acme'), null, 'nothing cached before the first upstream answer');
+    assert.equal(cachedBytes(fwd, q, 'acme'), null, 'nothing cached before the first upstream answer');
     assert.equal(fwd.stats().queries, 0, 'a miss in cached() is left to forward() to count');
-    const first = await fwd.forward(q, 'udp', 'acme');
-    const hit = fwd.cached(query('SYNC.test', { id: 0x4321 }), 'acme');
+    const first = await forwardBytes(fwd, q, 'udp', 'acme');
+    const hit = cachedBytes(fwd, query('SYNC.test', { id: 0x4321 }), 'acme');
     assert.ok(hit !== null);
     const p = Packet.parse(hit);
     assert.equal(p.header.id, 0x4321);
     assert.equal(p.questions[0]?.name, 'SYNC.test');
     assert.deepEqual(p.answers.map((r) => r.address), ['192.0.2.10']);
-    const viaForward = Packet.parse(await fwd.forward(query('SYNC.test', { id: 0x4321 }), 'udp', 'acme'));
+    const viaForward = Packet.parse(await forwardBytes(fwd, query('SYNC.test', { id: 0x4321 }), 'udp', 'acme'));
     assert.deepEqual(viaForward.header, p.header);
     assert.deepEqual(viaForward.answers.map((r) => [r.name, r.address]), p.answers.map((r) => [r.name, r.address]));
     assert.equal(first.readUInt16BE(0), 0x1234);
@@ -262,7 +263,7 @@ describe('answers are cached: the upstream sees one query for many', () => {
     assert.equal(st.queries, 3);
     assert.equal(st.cacheHits, 2);
     fwd.close();
-    assert.equal(fwd.cached(q, 'acme'), null, 'a closed forwarder answers nothing from its cache');
+    assert.equal(cachedBytes(fwd, q, 'acme'), null, 'a closed forwarder answers nothing from its cache');
   });
 
   it('serves repeats from the cache (dnsmasq logs one query)', async () => {
@@ -471,7 +472,7 @@ describe('identical queries in flight share one upstream query', () => {
     });
     const fwd = forwarder([s.address]);
     const ids = Array.from({ length: 25 }, (_, i) => 1000 + i);
-    const answers = await Promise.all(ids.map((id) => fwd.forward(query('together.test', { id }), 'udp', 'acme')));
+    const answers = await Promise.all(ids.map((id) => forwardBytes(fwd, query('together.test', { id }), 'udp', 'acme')));
     assert.equal(s.count('together.test'), 1);
     answers.forEach((wire, i) => {
       const p = Packet.parse(wire);

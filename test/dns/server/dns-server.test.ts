@@ -1,4 +1,4 @@
-// server.ts on real sockets in-process: TCP idle timeout, the connection cap, and the path to
+// The listeners (server/) on real sockets in-process: TCP idle timeout, the connection cap, and the path to
 // the forwarder (names outside the zone from account sources only; UDP truncation of big
 // forwarded answers; TCP gets them whole).
 import { after, before, describe, it } from 'node:test';
@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AccountIndex } from '../../../src/dns/zone/account-index.js';
 import { DnsServer } from '../../../src/dns/server/dns-server.js';
-import { QueryHandler, type Transport } from '../../../src/dns/server/handler.js';
+import type { Transport } from '../../../src/dns/message/constants.js';
+import { QueryHandler } from '../../../src/dns/server/handler.js';
 import { Zone } from '../../../src/dns/zone/zone.js';
 import { Registry } from '../../../src/registry/store.js';
 import { freePort } from '../../helpers/ports.js';
@@ -23,7 +24,7 @@ const forwarded: Array<{ name: string; transport: Transport }> = [];
 
 /** Stands in for src/dns/forward/forwarder.ts: answers with 40 A records, the client's ID kept. */
 const forwarder = {
-  async forward(query: Buffer, transport: Transport): Promise<Buffer> {
+  async forward(query: Buffer, _parsed: unknown, transport: Transport): Promise<Buffer> {
     forwarded.push({ name: decodeName(query), transport });
     const header = Buffer.from(query.subarray(0, 12));
     header[2] = 0x81;

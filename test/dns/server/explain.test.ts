@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Resolver } from 'node:dns/promises';
 import net from 'node:net';
-import { readEde } from '../../../src/dns/server/explain.js';
+import { readEde } from '../../../src/dns/message/decode.js';
 import { TestDaemon } from '../../helpers/daemon.js';
 import { freePort } from '../../helpers/ports.js';
 import { buildQuery, decodeReply, dig, digStatus, udpExchange } from '../../helpers/dns/client.js';

@@ -12,7 +12,9 @@ import dgram from 'node:dgram';
 import { AccountIndex } from '../../../src/dns/zone/account-index.js';
 import { RATE_DROP, RATE_SEND, RATE_SLIP, ResponseRateLimiter, slipReply, type RateLimitSettings } from '../../../src/dns/server/rate-limit.js';
 import { DnsServer } from '../../../src/dns/server/dns-server.js';
-import { QueryHandler, type Transport } from '../../../src/dns/server/handler.js';
+import { readQuery } from '../../../src/dns/message/query.js';
+import { QueryHandler } from '../../../src/dns/server/handler.js';
+import { parseSourceAddress } from '../../../src/net/ip.js';
 import { Zone } from '../../../src/dns/zone/zone.js';
 import { Registry } from '../../../src/registry/store.js';
 import { freePort } from '../../helpers/ports.js';
@@ -25,6 +27,9 @@ function limiter(over: Partial<RateLimitSettings> = {}): { rl: ResponseRateLimit
   return { rl: new ResponseRateLimiter({ ...SETTINGS, ...over }, () => clock.now), clock };
 }
 
+/** The verdict for a source as a socket reports it. */
+const check = (rl: ResponseRateLimiter, source: string) => rl.check(parseSourceAddress(source));
+
 describe('response rate limiting per source prefix', () => {
   it('is off when responsesPerSecond is 0', () => {
     assert.equal(ResponseRateLimiter.from({ ...SETTINGS, responsesPerSecond: 0 }), null);
@@ -32,7 +37,7 @@ describe('response rate limiting per source prefix', () => {
 
   it('sends responsesPerSecond answers in a burst, then drops, slipping every slip-th', () => {
     const { rl } = limiter();
-    const verdicts = Array.from({ length: 20 }, () => rl.check('127.1.0.5'));
+    const verdicts = Array.from({ length: 20 }, () => check(rl, '127.1.0.5'));
     assert.deepEqual(verdicts.slice(0, 10), Array(10).fill(RATE_SEND));
     assert.deepEqual(verdicts.slice(10), [RATE_DROP, RATE_SLIP, RATE_DROP, RATE_SLIP, RATE_DROP, RATE_SLIP, RATE_DROP, RATE_SLIP, RATE_DROP, RATE_SLIP]);
     assert.deepEqual(rl.stats(), { sent: 10, dropped: 5, slipped: 5, sources: 1 });
@@ -40,53 +45,53 @@ describe('response rate limiting per source prefix', () => {
 
   it('one prefix is one account: 127.1.0.5 and 127.1.0.200 share, 127.1.1.5 and another /56 do not', () => {
     const { rl } = limiter({ slip: 0 });
-    for (let i = 0; i < 10; i++) assert.equal(rl.check(i % 2 ? '127.1.0.5' : '127.1.0.200'), RATE_SEND);
-    assert.equal(rl.check('127.1.0.9'), RATE_DROP);
-    assert.equal(rl.check('::ffff:127.1.0.9'), RATE_DROP, 'a mapped IPv4 source is the same prefix');
-    assert.equal(rl.check('127.1.1.5'), RATE_SEND);
-    for (let i = 0; i < 10; i++) assert.equal(rl.check('fd00:1:2:3::1'), RATE_SEND);
-    assert.equal(rl.check('fd00:1:2:3:ffff::1'), RATE_DROP, 'same /56');
-    assert.equal(rl.check('fd00:1:2:300::1'), RATE_SEND, 'another /56');
+    for (let i = 0; i < 10; i++) assert.equal(check(rl, i % 2 ? '127.1.0.5' : '127.1.0.200'), RATE_SEND);
+    assert.equal(check(rl, '127.1.0.9'), RATE_DROP);
+    assert.equal(check(rl, '::ffff:127.1.0.9'), RATE_DROP, 'a mapped IPv4 source is the same prefix');
+    assert.equal(check(rl, '127.1.1.5'), RATE_SEND);
+    for (let i = 0; i < 10; i++) assert.equal(check(rl, 'fd00:1:2:3::1'), RATE_SEND);
+    assert.equal(check(rl, 'fd00:1:2:3:ffff::1'), RATE_DROP, 'same /56');
+    assert.equal(check(rl, 'fd00:1:2:300::1'), RATE_SEND, 'another /56');
   });
 
   it('credit comes back at the rate, and debt (the window) outlasts the flood', () => {
     const { rl, clock } = limiter({ slip: 0 });
-    for (let i = 0; i < 10; i++) rl.check('10.0.0.1');
+    for (let i = 0; i < 10; i++) check(rl, '10.0.0.1');
     clock.now += 500; // half a second: 5 answers' worth
-    const half = Array.from({ length: 6 }, () => rl.check('10.0.0.1'));
+    const half = Array.from({ length: 6 }, () => check(rl, '10.0.0.1'));
     assert.deepEqual(half, [RATE_SEND, RATE_SEND, RATE_SEND, RATE_SEND, RATE_SEND, RATE_DROP]);
     // A long flood runs the debt down to -window × rate = -20; it takes 2 s to pay back.
-    for (let i = 0; i < 1000; i++) rl.check('10.0.0.1');
+    for (let i = 0; i < 1000; i++) check(rl, '10.0.0.1');
     clock.now += 1900;
-    assert.equal(rl.check('10.0.0.1'), RATE_DROP);
+    assert.equal(check(rl, '10.0.0.1'), RATE_DROP);
     clock.now += 300;
-    assert.equal(rl.check('10.0.0.1'), RATE_SEND);
+    assert.equal(check(rl, '10.0.0.1'), RATE_SEND);
   });
 
   it('tracks at most 2 × maxSources prefixes under a spoofed-source flood', () => {
     const { rl } = limiter({ maxSources: 100 });
-    for (let i = 0; i < 100_000; i++) rl.check(`10.${(i >> 8) & 255}.${i & 255}.1`);
+    for (let i = 0; i < 100_000; i++) check(rl, `10.${(i >> 8) & 255}.${i & 255}.1`);
     assert.ok(rl.stats().sources <= 200, `${rl.stats().sources} tracked`);
   });
 
   it('forgets idle prefixes after window + 1 seconds', () => {
     const { rl, clock } = limiter();
-    for (let i = 0; i < 50; i++) rl.check(`10.0.${i}.1`);
+    for (let i = 0; i < 50; i++) check(rl, `10.0.${i}.1`);
     clock.now += 3001;
-    rl.check('10.9.9.9');
+    check(rl, '10.9.9.9');
     clock.now += 3001;
-    rl.check('10.9.9.9');
+    check(rl, '10.9.9.9');
     assert.equal(rl.stats().sources, 1);
   });
 
   it('the slip reply is the question with TC, never larger than the query; garbage gets none', () => {
     for (const q of [buildQuery('redis.internal', 1), buildQuery('redis', 33, { edns: 4096 })]) {
-      const tc = slipReply(q)!;
+      const tc = slipReply(q, readQuery(q))!;
       assert.ok(tc.length <= q.length);
       assert.ok(tc[2]! & 0x02, 'TC');
       assert.equal(tc.readUInt16BE(6) + tc.readUInt16BE(8), 0);
     }
-    assert.equal(slipReply(Buffer.from([1, 2, 3])), null);
+    assert.equal(slipReply(Buffer.from([1, 2, 3]), readQuery(Buffer.from([1, 2, 3]))), null);
   });
 });
 
@@ -104,7 +109,7 @@ describe('on real sockets', () => {
     reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
     reg.createAccount('acme', ['127.1.0.0/16']);
     index = AccountIndex.follow(reg);
-    const forwarder = { forward: async (_q: Buffer, _t: Transport): Promise<Buffer> => { forwarded++; throw new Error('not reached'); } };
+    const forwarder = { forward: async (_q: Buffer): Promise<Buffer> => { forwarded++; throw new Error('not reached'); } };
     const handler = new QueryHandler({ index, zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }), maxUdpPayload: 1232, forwarder });
     port = await freePort();
     server = new DnsServer({

@@ -21,6 +21,7 @@ import { TestDaemon } from '../../helpers/daemon.js';
 import { freePort } from '../../helpers/ports.js';
 import { buildQuery, decodeReply, udpExchange } from '../../helpers/dns/client.js';
 import { Rng } from '../../helpers/dns/fuzzer.js';
+import { handleBytes } from '../../helpers/dns/handle.js';
 
 const SERVICE_NAMES = ['redis', 'web', 'db', 'api', 'queue'];
 const TYPES: ServiceType[] = ['private_service', 'private_service', 'web_service', 'background_worker'];
@@ -143,7 +144,7 @@ describe('isolation property over random registries (in-process)', () => {
         const ask = (source: string, name: string, qtype: number): Buffer => {
           queries++;
           const q = buildQuery(rng.chance(0.3) ? name.toUpperCase() : name, qtype, { id: queries & 0xffff, ...(rng.chance(0.5) ? { edns: 4096 } : {}) });
-          const out = handler.handle(q, source, rng.chance(0.5) ? 'tcp' : 'udp');
+          const out = handleBytes(handler, q, source, rng.chance(0.5) ? 'tcp' : 'udp');
           assert.ok(out instanceof Buffer, `${name}: a reply, synchronously`);
           return out;
         };

@@ -1,4 +1,4 @@
-// zone.ts + wire.ts through the QueryHandler, without sockets: docs/design.md's DNS contract row
+// zone/zone.ts + message/ through the QueryHandler, without sockets: docs/design.md's DNS contract row
 // by row, on a real Registry (SQLite in a temp dir) whose change events feed the index.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,11 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AccountIndex } from '../../../src/dns/zone/account-index.js';
 import { QueryHandler } from '../../../src/dns/server/handler.js';
-import { readQuery, TYPE } from '../../../src/dns/message/reply.js';
+import { TYPE } from '../../../src/dns/message/constants.js';
+import { Query, readQuery } from '../../../src/dns/message/query.js';
 import { Zone } from '../../../src/dns/zone/zone.js';
 import { Registry } from '../../../src/registry/store.js';
 import { parseSubnet } from '../../../src/net/subnets.js';
 import { buildQuery, decodeReply, type QueryOptions } from '../../helpers/dns/client.js';
+import { handleBytes } from '../../helpers/dns/handle.js';
 
 let dir: string;
 let reg: Registry;
@@ -31,7 +33,7 @@ function live(account: string, service: string, address: string): string {
 }
 
 function ask(source: string, name: string, type: number, o: QueryOptions & { transport?: 'udp' | 'tcp' } = {}) {
-  const out = handler.handle(buildQuery(name, type, o), source, o.transport ?? 'udp');
+  const out = handleBytes(handler, buildQuery(name, type, o), source, o.transport ?? 'udp');
   assert.ok(out instanceof Buffer, 'private answers are synchronous');
   const d = decodeReply(out);
   assert.ok(d);
@@ -220,14 +222,14 @@ describe('errors', () => {
       forwarder: { forward: async (q) => { forwarded.push(q); return q; } },
     });
     for (const name of ['version.bind', 'example.com', 'redis.internal', '10.0.1.127.in-addr.arpa']) {
-      const out = await forwarding.handle(buildQuery(name, TYPE.TXT, { qclass: 3 }), ACME, 'udp');
+      const out = await handleBytes(forwarding, buildQuery(name, TYPE.TXT, { qclass: 3 }), ACME, 'udp');
       assert.ok(out instanceof Buffer);
       assert.equal(decodeReply(out)?.rcode, 'REFUSED', name);
     }
     assert.equal(forwarded.length, 0, 'no CHAOS question reached the upstream');
   });
   it('opcodes other than QUERY get NOTIMP', () => {
-    const out = handler.handle(buildQuery('redis', TYPE.A, { opcode: 2 }), ACME, 'udp') as Buffer;
+    const out = handleBytes(handler, buildQuery('redis', TYPE.A, { opcode: 2 }), ACME, 'udp') as Buffer;
     assert.equal(out[3]! & 0x0f, 4);
     assert.equal(out.readUInt16BE(0), 0x1234);
   });
@@ -240,23 +242,23 @@ describe('errors', () => {
     const lyingCount = Buffer.from(q);
     lyingCount.writeUInt16BE(5, 10);
     for (const bad of [twoQuestions, pointer, labelPastEnd, lyingCount, q.subarray(0, q.length - 1)]) {
-      const out = handler.handle(bad, ACME, 'udp');
+      const out = handleBytes(handler, bad, ACME, 'udp');
       assert.ok(out instanceof Buffer);
       assert.equal(out[3]! & 0x0f, 1, 'FORMERR');
       assert.equal(out[3]! & 0x10, 0, 'CD clear as asked');
       const withCd = Buffer.from(bad);
       withCd[3]! |= 0x10;
-      const cdOut = handler.handle(withCd, ACME, 'udp');
+      const cdOut = handleBytes(handler, withCd, ACME, 'udp');
       assert.ok(cdOut instanceof Buffer);
       assert.equal(cdOut[3]! & 0x10, 0x10, 'FORMERR copies CD (RFC 4035 §3.2.2)');
     }
-    assert.equal(handler.handle(q.subarray(0, 11), ACME, 'udp'), null);
+    assert.equal(handleBytes(handler, q.subarray(0, 11), ACME, 'udp'), null);
     const response = Buffer.from(q);
     response[2]! |= 0x80;
-    assert.equal(handler.handle(response, ACME, 'udp'), null, 'responses are never answered');
+    assert.equal(handleBytes(handler, response, ACME, 'udp'), null, 'responses are never answered');
   });
   it('an EDNS version other than 0 gets BADVERS', () => {
-    const out = handler.handle(buildQuery('redis', TYPE.A, { edns: 1232, ednsVersion: 1 }), ACME, 'udp') as Buffer;
+    const out = handleBytes(handler, buildQuery('redis', TYPE.A, { edns: 1232, ednsVersion: 1 }), ACME, 'udp') as Buffer;
     const opt = out.subarray(out.length - 11);
     assert.equal(opt.readUInt16BE(1), 41);
     assert.equal((opt[5]! << 4) | (out[3]! & 0x0f), 16);
@@ -324,11 +326,12 @@ describe('malformed input', () => {
     for (const [name, buf] of Object.entries(cases)) {
       for (let i = 0; i < 20; i++) {
         const t0 = process.hrtime.bigint();
-        handler.handle(buf, ACME, 'tcp');
+        handleBytes(handler, buf, ACME, 'tcp');
         const ms = Number(process.hrtime.bigint() - t0) / 1e6;
         if (i > 2) worst = Math.max(worst, ms);
       }
-      t.diagnostic(`${name}: verdict ${readQuery(buf).kind}`);
+      const v = readQuery(buf);
+      t.diagnostic(`${name}: verdict ${v === null ? 'drop' : v instanceof Query ? 'query' : `rcode ${v.rcode}`}`);
     }
     t.diagnostic(`worst time for one malformed 64 KiB packet: ${worst.toFixed(3)} ms`);
     // A guard against a reader that walks a packet quadratically or loops (seconds), not a

@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { decodeReply } from '../../../src/dns/server/explain.js';
+import { decodeReply } from '../../../src/dns/message/decode.js';
 
 export { decodeReply };
 

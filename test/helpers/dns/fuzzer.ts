@@ -1,11 +1,12 @@
 // A seeded, structure-aware mutation fuzzer of privdns's DNS input paths, run in-process:
 //
-//  - the query reader (wire.ts readQuery) and the whole answer path, QueryHandler.handle,
+//  - the query reader (message/query.ts readQuery) and the whole answer path, QueryHandler.handle,
 //    from random sources (two accounts' IPv4/IPv6 subnets, an operator subnet, outsiders,
 //    IPv4-mapped and unparseable source text) over UDP and TCP, with a forwarder stub that
 //    answers with mutated upstream replies, fails, or rejects;
-//  - the forwarder's reader of upstream answers (forward-wire.ts readAnswer) and the cache
-//    that stores and re-serves them (cache.ts), and the reply decoder of GET /v1/resolve.
+//  - the forwarder's reader of upstream answers (message/upstream.ts readAnswer) and the
+//    cache that stores and re-serves them (forward/cache.ts), and the reply decoder of
+//    GET /v1/resolve (message/decode.ts).
 //
 // Inputs start from a corpus of real queries (and real answers built with dns2's Packet)
 // and are mutated knowing where the header, question and records are: header bits, lying
@@ -31,15 +32,17 @@ import { Writable } from 'node:stream';
 import { Packet } from 'dns2';
 import pino from 'pino';
 import { storeAnswer, serveAnswer } from '../../../src/dns/forward/cache.js';
-import { decodeReply } from '../../../src/dns/server/explain.js';
-import { readAnswer, readQuery as readForwardQuery } from '../../../src/dns/message/upstream.js';
+import type { Transport } from '../../../src/dns/message/constants.js';
+import { decodeReply } from '../../../src/dns/message/decode.js';
+import { Query, readQuery } from '../../../src/dns/message/query.js';
+import { readAnswer } from '../../../src/dns/message/upstream.js';
 import { AccountIndex } from '../../../src/dns/zone/account-index.js';
-import { QueryHandler, type Explanation, type Transport } from '../../../src/dns/server/handler.js';
+import { QueryHandler, type Explanation } from '../../../src/dns/server/handler.js';
 import { Zone } from '../../../src/dns/zone/zone.js';
-import { readQuery } from '../../../src/dns/message/reply.js';
 import { parseSubnet } from '../../../src/net/subnets.js';
 import { Registry } from '../../../src/registry/store.js';
 import { buildQuery } from './client.js';
+import { handleBytes } from './handle.js';
 
 /** mulberry32: small, fast, and the same sequence for the same seed on every machine. */
 export class Rng {
@@ -172,7 +175,7 @@ class World {
       },
     });
     const forwarder = {
-      forward: (query: Buffer, _t: Transport): Promise<Buffer> => {
+      forward: (query: Buffer): Promise<Buffer> => {
         this.forwarded++;
         const k = this.rng.int(4);
         if (k === 0) return Promise.reject(new Error('upstream failed'));
@@ -230,9 +233,9 @@ function queryCorpus(w: World, rng: Rng): Buffer[] {
 function answerCorpus(queries: Buffer[], rng: Rng): Buffer[] {
   const out: Buffer[] = [];
   for (const q of queries) {
-    const fq = readForwardQuery(q);
-    if (!fq) continue;
-    const name = q.subarray(12, fq.nameEnd);
+    const fq = readQuery(q);
+    if (!(fq instanceof Query)) continue;
+    const name = q.subarray(12, fq.questionEnd - 4);
     const labels: string[] = [];
     for (let o = 0; o < name.length && name[o]! > 0; o += name[o]! + 1) labels.push(name.subarray(o + 1, o + 1 + name[o]!).toString('latin1'));
     const qname = labels.join('.');
@@ -250,7 +253,7 @@ function answerCorpus(queries: Buffer[], rng: Rng): Buffer[] {
         primary: 'ns.example.com', admin: 'hostmaster.example.com', serial: 1, refresh: 2, retry: 3, expiration: 4, minimum: rng.int(7200),
       });
     }
-    if (fq.edns) p.additionals.push(EDNS([]));
+    if (fq.ednsSize > 0) p.additionals.push(EDNS([]));
     try {
       out.push(Buffer.from(p.toBuffer()));
     } catch {
@@ -412,8 +415,8 @@ function mutate(input: Buffer, rng: Rng, w: World, corpus: Buffer[]): Buffer {
 
 function udpLimit(raw: Buffer): number {
   const v = readQuery(raw);
-  if (v.kind !== 'query') return 512;
-  return v.query.ednsSize > 0 ? Math.min(v.query.ednsSize, 1232) : 512;
+  if (!(v instanceof Query)) return 512;
+  return v.ednsSize > 0 ? Math.min(v.ednsSize, 1232) : 512;
 }
 
 /** Why a reply to `raw` from `source` is wrong, or null. */
@@ -494,7 +497,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
         const forwardsBefore = w.forwarded;
         const t0 = process.hrtime.bigint();
         try {
-          let out = w.handler.handle(input, source.address, transport, explain);
+          let out = handleBytes(w.handler, input, source.address, transport, explain);
           const took = process.hrtime.bigint() - t0;
           if (took > slowCut) noteSlow(took, input, source.address, transport);
           if (out instanceof Promise) out = await out;
@@ -527,9 +530,11 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
         const input = mutate(rng.pick(corpus), rng, w, corpus);
         try {
           const v = readQuery(input);
-          if (v.kind === 'query' && (v.query.questionEnd > input.length || v.query.questionEnd < 17)) {
-            crash({ target: 'readQuery', input: input.toString('hex'), error: `questionEnd ${v.query.questionEnd} of ${input.length} bytes` });
+          if (v instanceof Query && (v.questionEnd > input.length || v.questionEnd < 17 || v.key.length !== v.questionEnd - 12)) {
+            crash({ target: 'readQuery', input: input.toString('hex'), error: `questionEnd ${v.questionEnd} of ${input.length} bytes, key of ${v.key.length}` });
           }
+          // The dotted name is built from the key on demand: it must not throw either.
+          if (v instanceof Query && v.name.length > 4 * 255) crash({ target: 'readQuery', input: input.toString('hex'), error: `name of ${v.name.length} characters` });
         } catch (err) {
           crash({ target: 'readQuery', input: input.toString('hex'), error: String((err as Error)?.stack ?? err) });
         }
@@ -537,11 +542,11 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
         // An upstream's answer to one of our forwarded queries: matched, stored, served.
         byTarget.upstreamAnswer!++;
         const query = rng.pick(queries);
-        const q = readForwardQuery(query);
-        if (!q) continue;
+        const q = readQuery(query);
+        if (!(q instanceof Query)) continue;
         const input = rng.chance(0.3) ? rng.pick(answers) : mutate(rng.pick(answers), rng, w, answers);
         try {
-          const a = readAnswer(input, query.readUInt16BE(0), q.lowerName, q.qtype, q.qclass);
+          const a = readAnswer(input, query.readUInt16BE(0), q.key);
           if (a !== null) {
             const now = rng.int(1_000_000_000);
             const stored = storeAnswer(input, a, { ttlFloor: rng.int(60), ttlCap: 86_400, negativeTtlCap: 3600 }, now);
@@ -565,7 +570,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
       let best = -1n;
       for (let k = 0; k < 5; k++) {
         const t0 = process.hrtime.bigint();
-        const out = w.handler.handle(c.input, c.source, c.transport);
+        const out = handleBytes(w.handler, c.input, c.source, c.transport);
         const took = process.hrtime.bigint() - t0;
         if (out instanceof Promise) await out;
         if (best < 0n || took < best) best = took;
