@@ -128,6 +128,8 @@ export class QueryHandler {
     // of one view, and neither is anything asked with explain.
     let fillForm = -1;
     if (this.answers !== null && query.plain && view !== null && !operator && explain === undefined) {
+      // A question the zone placed outside itself by its name alone: straight to the forwarder.
+      if (this.outside.size > 0 && this.outside.has(query.key)) return this.forwarded(raw, query, view, transport, opts);
       const form = formOf(maxSize, query.ednsSize > 0, query.dnssecOk);
       const cached = this.answers.lookup(view, query.key, form);
       // The general path would rotate by the next counter value; use the same, or leave the
@@ -139,7 +141,6 @@ export class QueryHandler {
         this.fastHits++;
         return patchReply(variant, raw, query.questionEnd);
       }
-      if (this.forwarder !== undefined && this.outside.has(query.key)) return this.forwarded(raw, query, view, transport, opts);
       fillForm = form;
     }
     try {
