@@ -96,82 +96,44 @@ export function createServer(config: Config, answering: Answering, log: Logger):
 }
 
 export async function startDns(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {
-  return config.dns.workers > 1 ? startWorkers(config, registry, logger) : startInProcess(config, registry, logger);
-}
-
-async function startInProcess(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
   const index = AccountIndex.follow(registry);
-  const answering = createAnswering(config, index, log);
-  const { forwarder, stats, handler } = answering;
-  const server = createServer(config, answering, log);
+  const inProcess = config.dns.workers <= 1;
+  // With workers, this process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
+  const answering = createAnswering(config, index, log, inProcess);
+  const { forwarder, handler } = answering;
+  const server = inProcess ? createServer(config, answering, log) : null;
+  const workers = inProcess ? null : new DnsWorkers({ config, registry, index, logger: log });
   try {
-    await server.start();
+    // A server that fails to start has closed what it bound; workers are stopped here.
+    if (server !== null) await server.start();
+    else await workers!.start();
   } catch (err) {
-    forwarder?.close();
-    index.close();
-    throw err;
-  }
-  let ready = true;
-  log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length }, 'DNS listening');
-  const explain = createExplainer(handler);
-  return {
-    index,
-    stats,
-    forwarder,
-    handler,
-    server,
-    workers: null,
-    refreshStats: async () => undefined,
-    served: () => index.revision,
-    waitForServed: (n, ms) => index.waitForRevision(n, ms),
-    waiting: () => index.waiting,
-    visible: async () => undefined,
-    resolve: explain,
-    isReady: () => ready,
-    stop: async () => {
-      ready = false;
-      await server.stop();
-      forwarder?.close();
-      index.close();
-    },
-  };
-}
-
-async function startWorkers(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {
-  const log = logger.child({ component: 'dns' });
-  // This process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
-  const index = AccountIndex.follow(registry);
-  const { forwarder, handler } = createAnswering(config, index, log, false);
-  const workers = new DnsWorkers({ config, registry, index, logger: log });
-  try {
-    await workers.start();
-  } catch (err) {
-    await workers.stop();
+    await workers?.stop();
     forwarder?.close();
     index.close();
     throw err;
   }
   let ready = true;
   log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length, workers: config.dns.workers }, 'DNS listening');
-  const explain = createExplainer(handler);
   return {
     index,
-    stats: workers.stats,
-    forwarder: config.upstreams.length > 0 ? workers.forwarder : null,
+    stats: workers?.stats ?? answering.stats,
+    forwarder: workers === null ? forwarder : config.upstreams.length > 0 ? workers.forwarder : null,
     handler,
-    server: null,
+    server,
     workers,
-    refreshStats: () => workers.collectStats(),
-    served: () => workers.served(),
-    waitForServed: (n, ms) => workers.waitFor(n, ms),
-    waiting: () => workers.waiting,
-    visible: (n) => workers.visible(n),
-    resolve: explain,
+    refreshStats: async () => workers?.collectStats(),
+    served: () => workers?.served() ?? index.revision,
+    waitForServed: (n, ms) => workers?.waitFor(n, ms) ?? index.waitForRevision(n, ms),
+    waiting: () => workers?.waiting ?? index.waiting,
+    // In one process the index applies a change before the write returns: visible at once.
+    visible: async (n) => workers?.visible(n),
+    resolve: createExplainer(handler),
     isReady: () => ready,
     stop: async () => {
       ready = false;
-      await workers.stop();
+      await (server ?? workers)?.stop();
       forwarder?.close();
       index.close();
     },

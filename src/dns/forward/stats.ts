@@ -77,19 +77,23 @@ export function emptyForwarderStats(): ForwarderStats {
   };
 }
 
+/** Adds `from`'s counts to `into`'s, for each of `keys`. */
+function addCounts<K extends string>(into: Record<K, number>, from: Record<K, number>, keys: readonly K[]): void {
+  for (const k of keys) into[k] += from[k];
+}
+
+const FORWARDER_COUNTS = ['queries', 'cacheHits', 'cacheMisses', 'coalesced', 'servfails', 'overloaded'] as const;
+const UPSTREAM_COUNTS = ['queries', 'answers', 'failures', 'timeouts', 'dropped', 'truncated'] as const;
+const CACHE_COUNTS = ['entries', 'bytes', 'evictions', 'expired'] as const;
+
 /** The workers' forwarders as one: counters summed; an upstream is healthy while every worker finds it so. */
 export function sumForwarderStats(all: ForwarderStats[]): ForwarderStats {
   const out = emptyForwarderStats();
   const first = all[0]!;
   out.upstreamLatency = { buckets: [...first.upstreamLatency.buckets], counts: first.upstreamLatency.counts.map(() => 0), sumSeconds: 0, count: 0 };
-  const upstreams = new Map<string, ForwarderStats['upstreams'][number]>();
+  const upstreams = new Map<string, UpstreamStats>();
   for (const f of all) {
-    out.queries += f.queries;
-    out.cacheHits += f.cacheHits;
-    out.cacheMisses += f.cacheMisses;
-    out.coalesced += f.coalesced;
-    out.servfails += f.servfails;
-    out.overloaded += f.overloaded;
+    addCounts(out, f, FORWARDER_COUNTS);
     for (const [rcode, n] of Object.entries(f.upstreamRcodes)) out.upstreamRcodes[rcode] = (out.upstreamRcodes[rcode] ?? 0) + n;
     f.upstreamLatency.counts.forEach((n, i) => (out.upstreamLatency.counts[i] = (out.upstreamLatency.counts[i] ?? 0) + n));
     out.upstreamLatency.sumSeconds += f.upstreamLatency.sumSeconds;
@@ -101,17 +105,9 @@ export function sumForwarderStats(all: ForwarderStats[]): ForwarderStats {
         continue;
       }
       have.healthy &&= u.healthy;
-      have.queries += u.queries;
-      have.answers += u.answers;
-      have.failures += u.failures;
-      have.timeouts += u.timeouts;
-      have.dropped += u.dropped;
-      have.truncated += u.truncated;
+      addCounts(have, u, UPSTREAM_COUNTS);
     }
-    out.cache.entries += f.cache.entries;
-    out.cache.bytes += f.cache.bytes;
-    out.cache.evictions += f.cache.evictions;
-    out.cache.expired += f.cache.expired;
+    addCounts(out.cache, f.cache, CACHE_COUNTS);
   }
   out.upstreams = [...upstreams.values()];
   return out;

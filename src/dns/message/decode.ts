@@ -6,7 +6,7 @@
 // strings into one (whoami's "source=…" "account=…" reads as one run of text), clamps TTLs
 // and drops records it cannot parse without saying so; test/dns/message/decode.test.ts shows
 // each against this decoder.
-import { OPT_EDE, rcodeName, TYPE, typeName } from './constants.js';
+import { HEADER_LEN, OPT_EDE, rcodeName, TYPE, typeName } from './constants.js';
 import type { Ede } from './reply.js';
 
 /** A record as /v1/resolve shows it, in presentation form. */
@@ -32,7 +32,7 @@ export interface DecodedReply {
 export function decodeReply(msg: Buffer): DecodedReply | null {
   try {
     const counts = [msg.readUInt16BE(4), msg.readUInt16BE(6), msg.readUInt16BE(8), msg.readUInt16BE(10)] as const;
-    let off = 12;
+    let off = HEADER_LEN;
     for (let i = 0; i < counts[0]; i++) off = readName(msg, off).end + 4;
     const sections: DecodedRecord[][] = [[], [], []];
     let ede: Ede | null = null;

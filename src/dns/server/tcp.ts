@@ -42,22 +42,8 @@ export class TcpListeners {
   private readonly perClient = new Map<string | number | bigint, number>();
   /** Open TCP connections from sources in no account, in `connections` too. */
   private outsiders = 0;
-  private readonly clientPrefix: SourcePrefix;
-  private readonly handler: QueryHandler;
-  private readonly logger: Logger | undefined;
-  private readonly stats: QueryStats | null;
 
-  constructor(private readonly opts: TcpListenersOptions) {
-    this.handler = opts.handler;
-    this.logger = opts.logger;
-    this.stats = opts.stats;
-    this.clientPrefix = opts.clientPrefix;
-  }
-
-  /** A listener on one address (the wildcard stays the wildcard: replies leave from where the connection came in). */
-  listen(hp: HostPort): Promise<void> {
-    return this.listenTcp(hp);
-  }
+  constructor(private readonly opts: TcpListenersOptions) {}
 
   addresses(): net.AddressInfo[] {
     return this.tcp.map((s) => s.address() as net.AddressInfo);
@@ -72,14 +58,15 @@ export class TcpListeners {
     this.tcp.length = 0;
   }
 
-  private listenTcp(hp: HostPort): Promise<void> {
+  /** A listener on one address (a wildcard stays the wildcard: replies leave from where the connection came in). */
+  listen(hp: HostPort): Promise<void> {
     const server = net.createServer((sock) => this.onConnection(sock));
     this.tcp.push(server);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host: hp.host, port: hp.port, ipv6Only: net.isIPv6(hp.host) && hp.host !== '::' }, () => {
         server.off('error', reject);
-        server.on('error', (err) => this.logger?.warn({ err }, 'DNS TCP listener error'));
+        server.on('error', (err) => this.opts.logger?.warn({ err }, 'DNS TCP listener error'));
         resolve();
       });
     });
@@ -92,11 +79,11 @@ export class TcpListeners {
     // connection for: such sources share a small pool of their own, apart from the accounts'
     // slots, and each is closed after its first reply (or readTimeoutMs of silence). However
     // many of them connect, no account's client loses its TCP (the fallback for truncation).
-    const outsider = !this.handler.serves(addr);
+    const outsider = !this.opts.handler.serves(addr);
     // One client filling every slot with idle connections would keep every other client out:
     // each gets a share only. A client is a prefix (/24, /56, as the rate limiter counts),
     // since one host holds many addresses of its prefix.
-    const client = addr === null ? source : prefixKey(addr, this.clientPrefix);
+    const client = addr === null ? source : prefixKey(addr, this.opts.clientPrefix);
     const held = this.perClient.get(client) ?? 0;
     const full = outsider
       ? this.outsiders >= (this.opts.tcp.maxOutsiderConnections ?? 16)
@@ -115,7 +102,7 @@ export class TcpListeners {
     // Counts inactivity in both directions: a client that sends half a frame and stops is
     // closed here, as is one that keeps the connection open doing nothing.
     sock.setTimeout(outsider ? readTimeoutMs : this.opts.tcp.idleTimeoutMs, () => sock.destroy());
-    const stats = this.stats;
+    const stats = this.opts.stats;
     let inFlight = 0;
     let paused = false;
     let readTimer: NodeJS.Timeout | null = null;
@@ -153,7 +140,7 @@ export class TcpListeners {
       if (sock.writableEnded) return false;
       const started = stats === null ? 0 : performance.now();
       const query = readQuery(msg);
-      const out = this.handler.handle(msg, query, addr, 'tcp');
+      const out = this.opts.handler.handle(msg, query, addr, 'tcp');
       if (out === null) {
         stats?.drop(1);
         // An outsider has nothing to keep the connection for: unanswerable frames sent

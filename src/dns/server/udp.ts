@@ -100,15 +100,8 @@ export class UdpListeners {
   private polling = false;
   /** Addresses whose bind failed at the last poll: logged once, retried at every poll. */
   private readonly unbound = new Set<string>();
-  private readonly handler: QueryHandler;
-  private readonly logger: Logger | undefined;
-  private readonly stats: QueryStats | null;
 
-  constructor(private readonly opts: UdpListenersOptions) {
-    this.handler = opts.handler;
-    this.logger = opts.logger;
-    this.stats = opts.stats;
-  }
+  constructor(private readonly opts: UdpListenersOptions) {}
 
   /** Binds every UDP address; rejects at the first that fails (stop() closes the rest). */
   async start(): Promise<void> {
@@ -135,7 +128,7 @@ export class UdpListeners {
     for (const [key, sock] of this.udp) {
       if (wanted.has(key)) continue;
       this.udp.delete(key);
-      this.logger?.info({ address: key.replace('|', ' port ') }, 'DNS address gone; its UDP socket closed');
+      this.opts.logger?.info({ address: key.replace('|', ' port ') }, 'DNS address gone; its UDP socket closed');
       closeUdp(sock);
     }
     for (const [key, hp] of wanted) {
@@ -149,10 +142,10 @@ export class UdpListeners {
           return;
         }
         this.unbound.delete(key);
-        this.logger?.info({ address: hp.host, port: hp.port }, 'DNS listening on a new address (UDP)');
+        this.opts.logger?.info({ address: hp.host, port: hp.port }, 'DNS listening on a new address (UDP)');
       } catch (err) {
         // A new IPv6 address is unusable until duplicate address detection ends: next poll.
-        if (!this.unbound.has(key)) this.logger?.warn({ err, address: hp.host, port: hp.port }, 'DNS cannot bind a new address yet (UDP); retrying at the next poll');
+        if (!this.unbound.has(key)) this.opts.logger?.warn({ err, address: hp.host, port: hp.port }, 'DNS cannot bind a new address yet (UDP); retrying at the next poll');
         this.unbound.add(key);
       }
     }
@@ -183,7 +176,7 @@ export class UdpListeners {
       sock.bind(hp.port, hp.host, () => {
         sock.removeAllListeners('error');
         this.udp.set(key, sock);
-        sock.on('error', (err) => this.logger?.warn({ err }, 'DNS UDP socket error'));
+        sock.on('error', (err) => this.opts.logger?.warn({ err }, 'DNS UDP socket error'));
         // The default receive buffer (rmem_default, ~208 KiB) holds only ~100 queries as
         // the kernel counts them: a burst that arrives during one GC pause or a slow turn of
         // the event loop is dropped. Ask for more; the kernel caps it at net.core.rmem_max.
@@ -191,7 +184,7 @@ export class UdpListeners {
           sock.setRecvBufferSize(UDP_SOCKET_BUFFER);
           sock.setSendBufferSize(UDP_SOCKET_BUFFER);
         } catch (err) {
-          this.logger?.debug({ err }, 'DNS UDP socket buffers left at the system default');
+          this.opts.logger?.debug({ err }, 'DNS UDP socket buffers left at the system default');
         }
         resolve();
       });
@@ -201,7 +194,7 @@ export class UdpListeners {
     // Source port 0 is no port a reply can reach (dgram.send refuses it with a throw): such a
     // datagram is forged or broken. Dropped before any work, forwarding included.
     if (rinfo.port === 0) {
-      this.stats?.drop(0);
+      this.opts.stats?.drop(0);
       return;
     }
     // Parsed once, here: the rate limiter and the handler both read it.
@@ -210,28 +203,28 @@ export class UdpListeners {
     // before any other work, so an over-limit flood costs one map probe per packet.
     const limit = this.opts.rateLimit?.check(source) ?? RATE_SEND;
     if (limit !== RATE_SEND) {
-      this.stats?.limit();
+      this.opts.stats?.limit();
       const tc = limit === RATE_SLIP ? slipReply(msg, readQuery(msg)) : null;
-      if (tc !== null) sendUdp(sock, tc, rinfo, this.logger);
+      if (tc !== null) sendUdp(sock, tc, rinfo, this.opts.logger);
       return;
     }
-    const stats = this.stats;
+    const stats = this.opts.stats;
     const started = stats === null ? 0 : performance.now();
     // Read once, here: every later stage reads this Query, not the bytes.
     const query = readQuery(msg);
-    const out = this.handler.handle(msg, query, source, 'udp');
+    const out = this.opts.handler.handle(msg, query, source, 'udp');
     if (out === null) {
       stats?.drop(0);
       return;
     }
     if (!(out instanceof Promise)) {
-      sendUdp(sock, out, rinfo, this.logger);
+      sendUdp(sock, out, rinfo, this.opts.logger);
       stats?.reply(0, out, query, started);
       return;
     }
     void out.then((reply) => {
       if (reply === null) return;
-      sendUdp(sock, reply, rinfo, this.logger);
+      sendUdp(sock, reply, rinfo, this.opts.logger);
       stats?.reply(0, reply, query, started);
     });
   }}
