@@ -65,6 +65,8 @@ export interface Config {
     retryInitialMs: number;
     retryMaxMs: number;
     connectTimeoutMs: number;
+    /** Whole exchange of one HTTP health check of a web service (connect to last byte read). */
+    httpTimeoutMs: number;
     concurrency: number;
     livenessIntervalSeconds: number;
     livenessFailureThreshold: number;
@@ -228,6 +230,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       retryInitialMs,
       retryMaxMs: file.int('checker.retryMaxMs', 2000, retryInitialMs, 600_000),
       connectTimeoutMs: file.int('checker.connectTimeoutMs', 1000, 10, 60_000),
+      httpTimeoutMs: file.int('checker.httpTimeoutMs', 2000, 10, 60_000),
       concurrency: file.int('checker.concurrency', 256, 1, 100_000),
       livenessIntervalSeconds: file.int('checker.livenessIntervalSeconds', 10, 1, 86_400),
       livenessFailureThreshold: file.int('checker.livenessFailureThreshold', 3, 1, 1000),
