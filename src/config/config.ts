@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../registry/subnets.js';
 import { isDnsLabel } from '../registry/names.js';
 import type { RateLimitSettings } from '../dns/ratelimit.js';
+import { LOG_FORMATS, type LogSettings } from '../log.js';
 
 export interface HostPort {
   host: string;
@@ -71,7 +72,8 @@ export interface Config {
     livenessIntervalSeconds: number;
     livenessFailureThreshold: number;
   };
-  log: { level: string };
+  /** format: auto (pretty on a terminal, JSON otherwise), json or pretty. */
+  log: LogSettings;
   registry: {
     /** Accept 0.0.0.0/0, ::/0 and other catch-all prefixes as account subnets. */
     allowCatchAllSubnets: boolean;
@@ -155,6 +157,12 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     throw new ConfigError(fromEnv('PRIVDNS_LOG_LEVEL') !== undefined ? 'PRIVDNS_LOG_LEVEL' : 'log.level', `"${level}" is not one of ${LOG_LEVELS.join(', ')}`);
   }
 
+  const formatEnv = fromEnv('PRIVDNS_LOG_FORMAT');
+  const format = formatEnv ?? file.string('log.format', 'auto');
+  if (!isLogFormat(format)) {
+    throw new ConfigError(formatEnv !== undefined ? 'PRIVDNS_LOG_FORMAT' : 'log.format', `"${format}" is not one of ${LOG_FORMATS.join(', ')}`);
+  }
+
   const operatorSubnets = file.list('dns.operatorSubnets', []).map((s, i) => {
     try {
       return parseSubnet(s);
@@ -235,7 +243,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       livenessIntervalSeconds: file.int('checker.livenessIntervalSeconds', 10, 1, 86_400),
       livenessFailureThreshold: file.int('checker.livenessFailureThreshold', 3, 1, 1000),
     },
-    log: { level },
+    log: { level, format },
     registry: {
       allowCatchAllSubnets: file.bool('registry.allowCatchAllSubnets', false),
       limits: {
@@ -246,7 +254,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       },
     },
   };
-  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');
+  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'log.format', 'admin.token', 'dataDir');
   const unknown = file.firstUnknownKey();
   if (unknown !== undefined) throw new ConfigError(unknown, 'unknown key (see config/default.yaml for the keys)');
   return config;
@@ -325,6 +333,10 @@ class Reader {
     }
     return v as string[];
   }
+}
+
+function isLogFormat(s: string): s is LogSettings['format'] {
+  return (LOG_FORMATS as readonly string[]).includes(s);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
