@@ -10,6 +10,7 @@ import { parseSubnet, type Subnet } from '../registry/subnets.js';
 import { isDnsLabel } from '../registry/names.js';
 import type { RateLimitSettings } from '../dns/ratelimit.js';
 import { LOG_FORMATS, type LogSettings } from '../log.js';
+import { nodeId } from '../node-id.js';
 
 export interface HostPort {
   host: string;
@@ -45,6 +46,8 @@ export interface Config {
     maxConnections: number; keepAliveTimeoutMs: number; requestTimeoutMs: number; headersTimeoutMs: number;
   };
   dataDir: string;
+  /** This daemon's name in a cluster (PRIVDNS_NODE_ID, or host name and admin port): src/node-id.ts. */
+  nodeId: string;
   zone: string;
   /** Empty: names outside the zone are REFUSED. */
   upstreams: HostPort[];
@@ -131,6 +134,13 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const adminListen = adminListenEnv !== undefined
     ? parseHostPort('PRIVDNS_ADMIN_LISTEN', adminListenEnv)
     : parseHostPort('admin.listen', file.string('admin.listen', '127.0.0.1:8053'));
+
+  let node: string;
+  try {
+    node = nodeId(fromEnv('PRIVDNS_NODE_ID'), adminListen.port);
+  } catch (err) {
+    throw new ConfigError('PRIVDNS_NODE_ID', (err as Error).message);
+  }
 
   const upstreamsEnv = fromEnv('PRIVDNS_UPSTREAMS');
   const upstreamKey = upstreamsEnv !== undefined ? 'PRIVDNS_UPSTREAMS' : 'upstreams';
@@ -220,6 +230,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       headersTimeoutMs: file.int('admin.headersTimeoutMs', Math.min(5000, adminRequestTimeoutMs), 100, adminRequestTimeoutMs),
     },
     dataDir: fromEnv('PRIVDNS_DATA_DIR') || file.string('dataDir', './data'),
+    nodeId: node,
     zone,
     upstreams,
     forward: {
