@@ -212,6 +212,7 @@ export class BatchSocket {
   private flushQueued = false;
   private closing: Promise<void> | null = null;
   private readonly bound: { address: string; family: 'IPv4' | 'IPv6'; port: number };
+  private readonly ipv6Only: boolean;
 
   /** Use openBatchSocket(). @internal */
   constructor(opts: BatchSocketOptions) {
@@ -252,6 +253,7 @@ export class BatchSocket {
       onError,
     );
     this.bound = binding.address(this.handle);
+    this.ipv6Only = this.bound.family === 'IPv6' && opts.ipv6Only === true;
   }
 
   /** The bound address (the port the kernel chose for port 0). */
@@ -266,6 +268,11 @@ export class BatchSocket {
     range('port', to.port, 1, 65_535);
     range('scope', to.scope, 0, 0xffff_ffff);
     if (!(to.words instanceof Uint32Array) || to.words.length !== 4) throw new TypeError('words must be a Uint32Array of 4');
+    // Checked here, not at the flush a microtask later, where a throw would be uncaught.
+    if (to.family === 4 && this.ipv6Only) throw new RangeError('an IPv4 destination on an IPv6-only socket');
+    if (to.family === 6 && this.bound.family === 'IPv4' && !(to.words[0] === 0 && to.words[1] === 0 && to.words[2] === 0xffff)) {
+      throw new RangeError('an IPv6 destination on an IPv4 socket');
+    }
     const at = this.reserve(bytes.length);
     this.out.set(bytes, at);
     const m = this.outMeta;
