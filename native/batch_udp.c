@@ -644,12 +644,17 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (argc < 1) return throw_type(env, "close(handle, callback?)");
   sock_t *s = unwrap(env, argv[0]);
   if (s == NULL) return NULL;
+  napi_valuetype t = napi_undefined;
   if (argc >= 2) {
-    napi_valuetype t;
     CHECK(napi_typeof(env, argv[1], &t));
     if (t != napi_function && t != napi_undefined) return throw_type(env, "callback must be a function");
-    if (t == napi_function && !s->closing && s->on_close == NULL) CHECK(napi_create_reference(env, argv[1], 1, &s->on_close));
   }
+  // As dgram's close(): a second close is an error, so no callback waits for nothing.
+  if (s->closing) {
+    napi_throw_error(env, "ERR_SOCKET_DGRAM_NOT_RUNNING", "the socket is already closed");
+    return NULL;
+  }
+  if (t == napi_function) CHECK(napi_create_reference(env, argv[1], 1, &s->on_close));
   start_close(s);
   return NULL;
 }
