@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 import { openBatchSocket, type DatagramSource } from '../../src/net/batch-udp.js';
 import { assertAddon, client, closeAll, closeDgram, recorder, send, sleep, track } from './batch-helpers.js';
 
@@ -337,6 +338,45 @@ describe('batched UDP: sockets', () => {
     assert.equal(r.batches[0]!.length, 4);
     assert.deepEqual((await c.reply(4)).map(String), ['x0', 'x1', 'x2', 'x3']);
     await closeDgram(c.sock);
+  });
+});
+
+describe('batched UDP: lifetime', () => {
+  it('a socket left open in a worker thread is closed when the worker ends: the port is free again', async () => {
+    const mod = new URL('../../src/net/batch-udp.js', import.meta.url).href;
+    const code = `
+      const { parentPort } = require('node:worker_threads');
+      import(${JSON.stringify(mod)}).then((m) => {
+        const s = m.openBatchSocket({ host: '127.0.0.1', port: 0, onBatch(b) { for (let i = 0; i < b.count; i++) b.reply(i, b.message(i)); } });
+        parentPort.postMessage(s.address().port);
+      });`;
+    const worker = new Worker(code, { eval: true });
+    const port = await new Promise<number>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    // Answering while the worker lives...
+    const c = await client('127.0.0.1');
+    await send(c.sock, Buffer.from('alive?'), port, '127.0.0.1');
+    assert.deepEqual((await c.reply(1)).map(String), ['alive?']);
+    // ...and closed, by the addon's cleanup hook, when it is terminated.
+    assert.equal(await worker.terminate(), 1);
+    const plain = dgram.createSocket('udp4');
+    track({ close: () => closeDgram(plain) });
+    await new Promise<void>((resolve, reject) => {
+      plain.once('error', reject);
+      plain.bind(port, '127.0.0.1', () => resolve());
+    });
+  });
+
+  it('an unref()ed socket lets the process exit, cleanly', async () => {
+    const mod = new URL('../../src/net/batch-udp.js', import.meta.url).href;
+    const code = `const m = await import(${JSON.stringify(mod)}); m.openBatchSocket({ host: '127.0.0.1', port: 0, onBatch() {} }).unref(); console.log('open');`;
+    const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const p = execFile(process.execPath, ['--input-type=module', '-e', code], { timeout: 10_000 }, (err, stdout) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout }));
+      void p;
+    });
+    assert.deepEqual(out, { code: 0, stdout: 'open\n' });
   });
 });
 
