@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The batched UDP addon (native/batch_udp.c) under a memory checker: builds it with
 # AddressSanitizer and UndefinedBehaviorSanitizer into a temporary directory and runs its fuzz
-# target and socket tests against that build (Node itself is not instrumented: the sanitizer
-# runtimes are preloaded into it). With --valgrind, the ordinary build runs under valgrind's
-# memcheck instead (slow: fewer fuzz iterations).
+# target, socket tests and send-queue test against that build (Node itself is not
+# instrumented: the sanitizer runtimes are preloaded into it). With --valgrind, the ordinary
+# build runs under valgrind's memcheck instead (slow: fewer fuzz iterations).
 #
 #   bash bench/native-asan.sh [--valgrind] [--iterations N]
 #
@@ -23,7 +23,7 @@ while (($#)); do
   shift
 done
 
-tests=(dist/test/net/batch-udp-fuzz.test.js dist/test/net/batch-udp.test.js)
+tests=(dist/test/net/batch-udp-fuzz.test.js dist/test/net/batch-udp.test.js dist/test/net/batch-udp-queue.test.js)
 for t in "${tests[@]}"; do
   [[ -f $t ]] || { echo "missing $t: run npm run build first" >&2; exit 2; }
 done
