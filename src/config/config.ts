@@ -60,6 +60,8 @@ export interface Config {
     ttlFloor: number;
     ttlCap: number;
     negativeTtlCap: number;
+    /** Serve-stale (RFC 8767): seconds past its TTL a cached answer may be served when every upstream fails; 0 off. */
+    staleMaxSeconds: number;
     /** Questions waiting on upstreams at once, in all and per account. */
     maxInflight: number;
     maxInflightPerAccount: number;
@@ -241,6 +243,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       ttlFloor,
       ttlCap: file.int('forward.ttlCap', 86_400, Math.max(ttlFloor, 1), 604_800),
       negativeTtlCap: file.int('forward.negativeTtlCap', 3600, ttlFloor, 86_400),
+      staleMaxSeconds: file.int('forward.staleMaxSeconds', 86_400, 0, 604_800),
       maxInflight,
       maxInflightPerAccount: file.int('forward.maxInflightPerAccount', Math.min(maxInflight, Math.max(16, Math.floor(maxInflight / 4))), 1, maxInflight),
     },
