@@ -9,7 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../net/subnets.js';
 import { isDnsLabel } from '../registry/names.js';
 import type { RateLimitSettings } from '../dns/server/rate-limit.js';
-import { LOG_FORMATS, type LogSettings } from '../log.js';
+import { LOG_FORMATS, QUERY_LOG_LEVELS, type LogSettings, type QueryLogLevel } from '../log.js';
 import { nodeId } from '../node-id.js';
 
 export interface HostPort {
@@ -175,6 +175,12 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     throw new ConfigError(formatEnv !== undefined ? 'PRIVDNS_LOG_FORMAT' : 'log.format', `"${format}" is not one of ${LOG_FORMATS.join(', ')}`);
   }
 
+  const queriesEnv = fromEnv('PRIVDNS_LOG_QUERIES');
+  const queries = queriesEnv ?? file.string('log.queries', 'off');
+  if (!(QUERY_LOG_LEVELS as readonly string[]).includes(queries)) {
+    throw new ConfigError(queriesEnv !== undefined ? 'PRIVDNS_LOG_QUERIES' : 'log.queries', `"${queries}" is not one of ${QUERY_LOG_LEVELS.join(', ')}`);
+  }
+
   const operatorSubnets = file.list('dns.operatorSubnets', []).map((s, i) => {
     try {
       return parseSubnet(s);
@@ -257,7 +263,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       livenessIntervalSeconds: file.int('checker.livenessIntervalSeconds', 10, 1, 86_400),
       livenessFailureThreshold: file.int('checker.livenessFailureThreshold', 3, 1, 1000),
     },
-    log: { level, format },
+    log: { level, format, queries: queries as QueryLogLevel, querySample: file.int('log.querySample', 1, 1, 1_000_000) },
     registry: {
       allowCatchAllSubnets: file.bool('registry.allowCatchAllSubnets', false),
       limits: {
@@ -268,7 +274,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       },
     },
   };
-  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'log.format', 'admin.token', 'dataDir');
+  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'log.format', 'log.queries', 'admin.token', 'dataDir');
   const unknown = file.firstUnknownKey();
   if (unknown !== undefined) throw new ConfigError(unknown, 'unknown key (see config/default.yaml for the keys)');
   return config;
