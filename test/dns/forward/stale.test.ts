@@ -69,7 +69,7 @@ async function startDnsmasq(): Promise<{ proc: ChildProcess; port: number }> {
 
 async function daemonFor(upstream: string, staleMaxSeconds: number): Promise<TestDaemon> {
   const configFile = join(dir, `config-${daemons.length}.yaml`);
-  writeFileSync(configFile, `forward:\n  timeoutMs: 200\n  totalTimeoutMs: 600\n  staleMaxSeconds: ${staleMaxSeconds}\n`);
+  writeFileSync(configFile, `forward:\n  timeoutMs: 1000\n  totalTimeoutMs: 2000\n  staleMaxSeconds: ${staleMaxSeconds}\n`);
   const d = await TestDaemon.start({ configFile, env: { PRIVDNS_UPSTREAMS: upstream } });
   daemons.push(d);
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] })).status, 201);
