@@ -3,7 +3,7 @@
 // PRIVDNS_DATA_DIR), and one request function that turns failures into CliError.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TOKEN_FILE } from '../admin/auth.js';
+import { ADMIN_TOKEN_FILE } from '../config/settings.js';
 
 export const EXIT = { ok: 0, apiError: 1, usage: 2, unreachable: 3, failed: 4 } as const;
 
@@ -68,7 +68,7 @@ export class AdminClient {
 
 function readTokenFile(dataDir: string): string {
   try {
-    return readFileSync(join(dataDir, TOKEN_FILE), 'utf8').trim();
+    return readFileSync(join(dataDir, ADMIN_TOKEN_FILE), 'utf8').trim();
   } catch {
     return '';
   }

@@ -9,6 +9,9 @@ import {
 
 const DAY_S = 86_400;
 
+/** Where an empty `admin.token` is read from, or generated into, in `dataDir`. */
+export const ADMIN_TOKEN_FILE = 'admin-token';
+
 export const SETTINGS = {
   dns: {
     listen: listenAddresses({
