@@ -20,7 +20,7 @@ export interface Derived {
 
 const SETTING: unique symbol = Symbol('setting');
 
-export interface Setting<T> {
+export interface Setting<T, D = unknown> {
   readonly [SETTING]: true;
   /** What the file holds, for the reference tables: "integer", "host:port list", ... */
   readonly type: string;
@@ -32,7 +32,7 @@ export interface Setting<T> {
   /** Shown in the README's table (the rest are in docs/design.md's). */
   readonly summary: boolean;
   /** The default as config/default.yaml writes it; a Derived one follows other keys. */
-  readonly default: unknown;
+  readonly default: D;
   /** A value the file gives (any YAML value but null); errors name `key`. */
   fromFile(v: unknown, key: string, get: Lookup): T;
   /** The variable's trimmed text; undefined means it does not count and the file is read. */
@@ -60,10 +60,10 @@ interface Common {
   summary?: boolean;
 }
 
-function setting<T>(
+function setting<T, D>(
   c: Common,
-  shape: { type: string; values?: string; default: unknown } & Pick<Setting<T>, 'fromFile' | 'fallback'> & Partial<Pick<Setting<T>, 'fromEnv'>>,
-): Setting<T> {
+  shape: { type: string; values?: string; default: D } & Pick<Setting<T>, 'fromFile' | 'fallback'> & Partial<Pick<Setting<T>, 'fromEnv'>>,
+): Setting<T, D> {
   const noEnv = (): T => {
     throw new Error(`setting of ${c.doc} has no environment variable`);
   };
@@ -85,7 +85,7 @@ const text = (b: Bound): string => (typeof b === 'number' ? String(b) : b.text);
 /** A bound that is another integer setting. */
 export const atLeastKey = (key: string): Derived => ({ text: `\`${key}\``, of: (get) => get(key) });
 
-export function integer(c: Common & { default: Bound; min: Bound; max: Bound }): Setting<number> {
+export function integer(c: Common & { default: Bound; min: Bound; max: Bound }): Setting<number, Bound> {
   const range = (get: Lookup): [number, number] => [value(c.min, get), value(c.max, get)];
   return setting(c, {
     type: 'integer',
@@ -111,7 +111,7 @@ export function integer(c: Common & { default: Bound; min: Bound; max: Bound }):
   });
 }
 
-export function boolean(c: Common & { default: boolean }): Setting<boolean> {
+export function boolean(c: Common & { default: boolean }): Setting<boolean, boolean> {
   return setting(c, {
     type: 'true or false',
     default: c.default,
@@ -140,7 +140,7 @@ function splitList(s: string): string[] {
 }
 
 /** Free text. `emptyEnvIsUnset`: an empty variable leaves the file's value in force. */
-export function string(c: Common & { default: string; emptyEnvIsUnset?: boolean }): Setting<string> {
+export function string(c: Common & { default: string; emptyEnvIsUnset?: boolean }): Setting<string, string> {
   return setting(c, {
     type: 'string',
     default: c.default,
@@ -150,7 +150,7 @@ export function string(c: Common & { default: string; emptyEnvIsUnset?: boolean 
   });
 }
 
-export function oneOf<const V extends string>(c: Common & { default: V; choices: readonly V[] }): Setting<V> {
+export function oneOf<const V extends string>(c: Common & { default: V; choices: readonly V[] }): Setting<V, V> {
   const check = (s: string, key: string): V => {
     if (!(c.choices as readonly string[]).includes(s)) throw new ConfigError(key, `"${s}" is not one of ${c.choices.join(', ')}`);
     return s as V;
@@ -166,7 +166,7 @@ export function oneOf<const V extends string>(c: Common & { default: V; choices:
 }
 
 /** A domain name of DNS labels, stored in lower case without the final dot. */
-export function domainName(c: Common & { default: string }): Setting<string> {
+export function domainName(c: Common & { default: string }): Setting<string, string> {
   const read = (raw: string, key: string): string => {
     const name = raw.toLowerCase().replace(/\.$/, '');
     if (name === '' || !name.split('.').every(isDnsLabel)) throw new ConfigError(key, `"${raw}" is not a domain name of DNS labels`);
@@ -181,7 +181,7 @@ export function domainName(c: Common & { default: string }): Setting<string> {
   });
 }
 
-export function hostPort(c: Common & { default: string }): Setting<HostPort> {
+export function hostPort(c: Common & { default: string }): Setting<HostPort, string> {
   return setting(c, {
     type: 'host:port',
     default: c.default,
@@ -192,7 +192,7 @@ export function hostPort(c: Common & { default: string }): Setting<HostPort> {
 }
 
 /** Addresses to listen on: at least one; the variable is a comma list. */
-export function listenAddresses(c: Common & { default: string[] }): Setting<HostPort[]> {
+export function listenAddresses(c: Common & { default: string[] }): Setting<HostPort[], string[]> {
   const atLeastOne = (list: HostPort[], key: string): HostPort[] => {
     if (list.length === 0) throw new ConfigError(key, 'needs at least one host:port');
     return list;
@@ -210,7 +210,7 @@ export function listenAddresses(c: Common & { default: string[] }): Setting<Host
  * Resolvers to forward to: IP addresses, never names (resolving a name would need the
  * host's resolver), or `system` for the nameservers of /etc/resolv.conf.
  */
-export function resolverAddresses(c: Common & { default: string[] }): Setting<HostPort[]> {
+export function resolverAddresses(c: Common & { default: string[] }): Setting<HostPort[], string[]> {
   const read = (list: string[], key: string): HostPort[] => {
     const all = list.flatMap((s) => (s === 'system' ? systemResolvers() : [parseHostPort(key, s)]));
     for (const u of all) {
@@ -241,7 +241,7 @@ function systemResolvers(): HostPort[] {
   return hosts.map((host) => ({ host: host.replace(/%.*$/, ''), port: 53 }));
 }
 
-export function subnetList(c: Common & { default: string[] }): Setting<Subnet[]> {
+export function subnetList(c: Common & { default: string[] }): Setting<Subnet[], string[]> {
   const read = (list: string[], key: string): Subnet[] =>
     list.map((s, i) => {
       try {
@@ -259,7 +259,7 @@ export function subnetList(c: Common & { default: string[] }): Setting<Subnet[]>
 }
 
 /** A count of processes: an integer up to `max`, or `auto` for the cores available (at most `max`). */
-export function processCount(c: Common & { default: 'auto' | number; max: number }): Setting<number> {
+export function processCount(c: Common & { default: 'auto' | number; max: number }): Setting<number, 'auto' | number> {
   const read = (s: string, key: string): number => {
     if (s === 'auto') return Math.min(c.max, Math.max(1, availableParallelism()));
     if (!/^\d+$/.test(s) || Number(s) < 1 || Number(s) > c.max) {

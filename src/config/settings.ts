@@ -136,7 +136,7 @@ export const SETTINGS = {
 };
 
 /** The value type of a part of the table: what the loader makes of it. */
-export type SettingsOf<T> = T extends Setting<infer V> ? V : { -readonly [K in keyof T]: SettingsOf<T[K]> };
+export type SettingsOf<T> = T extends Setting<infer V, unknown> ? V : { -readonly [K in keyof T]: SettingsOf<T[K]> };
 
 export type Config = SettingsOf<typeof SETTINGS>;
 
