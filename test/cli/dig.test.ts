@@ -4,17 +4,11 @@
 // REFUSED, the default server taken from the settings, and its errors.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
-import { MAIN, TestDaemon } from '../helpers/daemon.js';
+import { TestDaemon } from '../helpers/daemon.js';
+import { runPrivdns } from '../helpers/run.js';
 import { freePort } from '../helpers/ports.js';
 import { dig as runDig, digStatus } from '../dns/client.js';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 interface DigJson {
   server: string;
@@ -31,21 +25,6 @@ interface Rec {
   ttl: number;
   type: string;
   data: string;
-}
-
-function privdns(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const proc = spawn(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-    proc.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
 }
 
 /** dig's view of the same query: rcode, EDE and the record lines, whitespace made single. */
@@ -68,7 +47,7 @@ describe('privdns dig against the daemon, next to dig', () => {
   let env: Record<string, string>;
 
   const ask = async (args: string[], extra: Record<string, string> = {}): Promise<DigJson> => {
-    const r = await privdns(['dig', ...args, '--json'], { ...env, ...extra });
+    const r = await runPrivdns(['dig', ...args, '--json'], { ...env, ...extra });
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as DigJson;
   };
@@ -106,7 +85,7 @@ describe('privdns dig against the daemon, next to dig', () => {
     const r = await same('whoami.internal', 'TXT');
     assert.equal(r.rcode, 'REFUSED');
     assert.deepEqual(lines(r), []);
-    const text = await privdns(['dig', 'redis.internal'], env);
+    const text = await runPrivdns(['dig', 'redis.internal'], env);
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /^;; status: REFUSED {2}flags: qr rd$/m);
     assert.match(text.stdout, new RegExp(`^;; SERVER: 127\\.0\\.0\\.1:${d.dnsPort} \\(UDP\\)$`, 'm'));
@@ -121,7 +100,7 @@ describe('privdns dig against the daemon, next to dig', () => {
     assert.equal(r.ede?.infoCode, 0);
     assert.match(r.ede?.extraText ?? '', /no live instance \(1 pending/);
     assert.equal(r.authority[0]?.type, 'SOA');
-    const text = await privdns(['dig', 'pending.internal'], env);
+    const text = await runPrivdns(['dig', 'pending.internal'], env);
     assert.match(text.stdout, /^;; EDE: 0: service "pending" of account "ops" has no live instance/m);
     const missing = await same('nothing.internal', 'A');
     assert.match(missing.ede?.extraText ?? '', /no service "nothing"/);
@@ -165,11 +144,11 @@ describe('privdns dig against the daemon, next to dig', () => {
   it('no reply is exit 3; bad arguments and settings are usage errors, exit 2', async () => {
     const silent = await freePort('127.0.0.1');
     const t0 = Date.now();
-    const none = await privdns(['dig', 'redis.internal', '--server', `127.0.0.1:${silent}`, '--timeout', '1'], env);
+    const none = await runPrivdns(['dig', 'redis.internal', '--server', `127.0.0.1:${silent}`, '--timeout', '1'], env);
     assert.equal(none.code, 3, none.stderr);
     assert.match(none.stderr, new RegExp(`^privdns: no reply from 127\\.0\\.0\\.1:${silent} over UDP within 1 s\\n$`));
     assert.ok(Date.now() - t0 < 5000, 'the timeout is kept');
-    const noTcp = await privdns(['dig', 'redis.internal', '--tcp', '--server', `127.0.0.1:${silent}`, '--timeout', '1'], env);
+    const noTcp = await runPrivdns(['dig', 'redis.internal', '--tcp', '--server', `127.0.0.1:${silent}`, '--timeout', '1'], env);
     assert.equal(noTcp.code, 3, noTcp.stderr);
     for (const [args, message] of [
       [['dig', 'redis.internal', 'BOGUS'], /"BOGUS" is not a record type/],
@@ -180,11 +159,11 @@ describe('privdns dig against the daemon, next to dig', () => {
       [['dig'], /usage: privdns dig NAME \[TYPE\]/],
       [['dig', 'a', 'A', 'extra'], /usage: privdns dig NAME \[TYPE\]/],
     ] as const) {
-      const r = await privdns([...args], env);
+      const r = await runPrivdns([...args], env);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
     }
-    const badEnv = await privdns(['dig', 'redis.internal'], { PRIVDNS_DNS_LISTEN: 'nowhere' });
+    const badEnv = await runPrivdns(['dig', 'redis.internal'], { PRIVDNS_DNS_LISTEN: 'nowhere' });
     assert.equal(badEnv.code, 2);
     assert.match(badEnv.stderr, /config: PRIVDNS_DNS_LISTEN: "nowhere" is not host:port \(or give --server HOST:PORT\)/);
   });
