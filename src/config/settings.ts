@@ -19,7 +19,7 @@ export const SETTINGS = {
       doc: 'where DNS is answered, UDP and TCP each; a wildcard address gets a UDP socket per local address',
     }),
     interfacePollMs: integer({
-      default: 5000, min: 0, max: 3_600_000, summary: true,
+      default: 5000, min: 0, max: 3_600_000,
       doc: 'how often a wildcard `dns.listen` looks for local addresses to bind or close (ms); 0: never',
     }),
     // At most 64: more DNS processes than that only add memory and contention on the shared sockets.
@@ -68,13 +68,13 @@ export const SETTINGS = {
     bodyLimitBytes: integer({ default: 65_536, min: 256, max: 64 * 1024 * 1024, doc: 'largest request body; larger get 413' }),
     openMetrics: boolean({ default: false, doc: 'serve /metrics without the token (for scrapers on a trusted network)' }),
     maxConnections: integer({ default: 256, min: 1, max: 1_000_000, summary: true, doc: 'open admin connections; more are closed on accept' }),
-    keepAliveTimeoutMs: integer({ default: 5000, min: 100, max: 600_000, summary: true, doc: 'an idle keep-alive connection is closed after this long' }),
+    keepAliveTimeoutMs: integer({ default: 5000, min: 100, max: 600_000, doc: 'an idle keep-alive connection is closed after this long' }),
     headersTimeoutMs: integer({
       default: { text: 'the lower of 5000 and `admin.requestTimeoutMs`', of: (get) => Math.min(5000, get('admin.requestTimeoutMs')) },
-      min: 100, max: atLeastKey('admin.requestTimeoutMs'), summary: true,
+      min: 100, max: atLeastKey('admin.requestTimeoutMs'),
       doc: 'longest a request\'s headers may take to arrive',
     }),
-    requestTimeoutMs: integer({ default: 10_000, min: 100, max: 600_000, summary: true, doc: 'longest a whole request may take to arrive' }),
+    requestTimeoutMs: integer({ default: 10_000, min: 100, max: 600_000, doc: 'longest a whole request may take to arrive' }),
   },
   dataDir: string({ default: './data', env: 'PRIVDNS_DATA_DIR', emptyEnvIsUnset: true, summary: true, doc: 'directory of the SQLite database' }),
   zone: domainName({ default: 'internal', env: 'PRIVDNS_ZONE', summary: true, doc: 'the private zone' }),
