@@ -5,8 +5,11 @@ FROM node:20-bookworm-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# Only what ships: npm ci's prepare step compiles src/ alone (tsconfig.json) into dist/src.
+# Only what ships: npm ci's install step builds the batched UDP addon (native/, with the
+# compilers above), its prepare step compiles src/ alone (tsconfig.json) into dist/src.
 COPY package.json package-lock.json tsconfig.json tsconfig.base.json ./
+COPY scripts/build-native.mjs ./scripts/
+COPY native ./native
 COPY src ./src
 RUN npm ci && npm prune --omit=dev
 
@@ -17,6 +20,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libcap2-bin \
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/native/build/Release/batch_udp.node ./native/build/Release/batch_udp.node
 COPY package.json ./
 COPY config ./config
 ENV NODE_ENV=production \

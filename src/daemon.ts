@@ -9,6 +9,7 @@ import { PortChecker } from './checker/checker.js';
 import type { Config } from './config/config.js';
 import { Registry } from './registry/store.js';
 import { startDns, type DnsService } from './dns/setup.js';
+import { VERSION } from './version.js';
 
 export interface Daemon {
   registry: Registry;
@@ -48,6 +49,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     dns: dns.stats,
     ...(dns.forwarder ? { forwarder: dns.forwarder } : {}),
     refresh: () => dns.refreshStats(),
+    build: { version: VERSION, node: config.nodeId },
     ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
   });
   const admin = await buildAdminServer({

@@ -3,8 +3,8 @@
 // process. DNS and forwarder figures are plain counters kept by those parts and read here at
 // scrape time, so the query path pays nothing for them.
 import client from 'prom-client';
-import type { ForwarderStats } from '../dns/forward.js';
-import type { QueryStats } from '../dns/stats.js';
+import type { ForwarderStats } from '../dns/forward/stats.js';
+import type { QueryStats } from '../dns/server/counters.js';
 
 /** The read side of QueryStats, summed over the DNS worker processes when there are several. */
 export type QueryStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
@@ -17,6 +17,8 @@ export interface MetricsSources {
   forwarder?: { stats(): ForwarderStats };
   /** Run before each scrape: brings `dns` and `forwarder` up to date (asks the DNS workers). */
   refresh?: () => Promise<void>;
+  /** privdns_build_info's labels: package.json's version and the node id (Config.nodeId). */
+  build?: { version: string; node: string };
   /** DNS worker processes (dns.workers > 1). */
   workers?: { replies(): { worker: number; replies: number }[]; restarts(): number };
 }
@@ -73,6 +75,15 @@ export class Metrics {
     };
     src.registry.on('change', onChange);
     this.stopListening = () => src.registry.off('change', onChange);
+
+    if (src.build) {
+      new client.Gauge({
+        name: 'privdns_build_info',
+        help: 'Always 1: the privdns version running and the node it runs as.',
+        labelNames: ['version', 'node'],
+        registers: [reg],
+      }).set(src.build, 1);
+    }
 
     reg.registerMetric(pulled('privdns_registry_accounts', 'Accounts in the registry.', 'gauge', () => [{ value: src.registry.counts().accounts }]));
     reg.registerMetric(pulled('privdns_registry_services', 'Services in the registry.', 'gauge', () => [{ value: src.registry.counts().services }]));

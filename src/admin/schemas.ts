@@ -3,6 +3,7 @@
 // TypeScript types below are derived from them, for the routes and for the CLI.
 import { Kind, Type, TypeRegistry, type Static, type TSchema } from '@sinclair/typebox';
 import { DNS_LABEL_PATTERN } from '../registry/names.js';
+import { HEALTH_CHECK_PATH_MAX_LENGTH, HEALTH_CHECK_PATH_PATTERN } from '../registry/health-path.js';
 import { INSTANCE_STATES, SERVICE_TYPES, type InstanceState, type ServiceType } from '../registry/types.js';
 
 /**
@@ -37,6 +38,12 @@ export const CreateServiceBody = Type.Object(
     ports: Type.Optional(Type.Array(port, { maxItems: 64 })),
     bindTimeoutSeconds: Type.Optional(bindTimeoutSeconds),
     ttl: Type.Optional(Type.Integer({ minimum: 0, maximum: 86400 })),
+    healthCheckPath: Type.Optional(
+      Type.String({
+        minLength: 1, maxLength: HEALTH_CHECK_PATH_MAX_LENGTH, pattern: HEALTH_CHECK_PATH_PATTERN,
+        description: 'web_service only: GET of this path on an instance must answer 2xx/3xx before it is live',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -85,6 +92,7 @@ export const Service = Type.Object({
   ports: Type.Array(Type.Integer()),
   bindTimeoutSeconds: nullable(Type.Integer()),
   ttl: nullable(Type.Integer()),
+  healthCheckPath: nullable(Type.String({ description: 'web_service only: the path an instance must answer 2xx/3xx on' })),
   createdAt: timestamp,
 });
 

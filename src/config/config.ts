@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './error.js';
 import { SETTINGS, SETTINGS_BY_KEY, type Config } from './settings.js';
-import { isSetting } from './kinds.js';
+import { isSetting, type Lookup } from './kinds.js';
 
 export { ConfigError } from './error.js';
 export { parseHostPort, type HostPort } from './host-port.js';
@@ -48,17 +48,20 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     const fromEnv = s.env === undefined ? undefined : env[s.env]?.trim();
     let v = fromEnv === undefined || s.env === undefined ? undefined : s.fromEnv(fromEnv, s.env, lookup);
     if (v === undefined) {
-      const raw = fileValue(doc, key);
+      const raw = s.inFile ? fileValue(doc, key) : undefined;
       v = raw === undefined || raw === null ? s.fallback(lookup) : s.fromFile(raw, key, lookup);
     }
     values.set(key, v);
     return v;
   };
-  const lookup = (key: string): number => {
-    const v = resolve(key);
-    if (typeof v !== 'number') throw new Error(`settings table: ${key} is not a number`);
-    return v;
-  };
+  const lookup: Lookup = Object.assign(
+    (key: string): number => {
+      const v = resolve(key);
+      if (typeof v !== 'number') throw new Error(`settings table: ${key} is not a number`);
+      return v;
+    },
+    { value: resolve },
+  );
   for (const key of SETTINGS_BY_KEY.keys()) resolve(key);
   const unknown = firstUnknownKey(doc);
   if (unknown !== undefined) throw new ConfigError(unknown, 'unknown key (see config/default.yaml for the keys)');
@@ -85,7 +88,7 @@ function firstUnknownKey(node: unknown, prefix = ''): string | undefined {
   if (!isObject(node)) return undefined;
   for (const [k, v] of Object.entries(node)) {
     const key = prefix === '' ? k : `${prefix}.${k}`;
-    if (SETTINGS_BY_KEY.has(key)) continue;
+    if (SETTINGS_BY_KEY.get(key)?.inFile) continue;
     const inner = isObject(v) ? firstUnknownKey(v, key) : key;
     if (inner !== undefined) return inner;
   }

@@ -5,17 +5,21 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { isDnsLabel } from '../registry/names.js';
-import { parseSubnet, type Subnet } from '../registry/subnets.js';
+import { parseSubnet, type Subnet } from '../net/subnets.js';
+import { nodeId } from '../node-id.js';
 import { ConfigError } from './error.js';
 import { parseHostPort, type HostPort } from './host-port.js';
 
-/** The value of another (integer) setting, for bounds and defaults that follow it. */
-export type Lookup = (key: string) => number;
+/** The values of other settings, for bounds and defaults that follow them: an integer one by calling it. */
+export interface Lookup {
+  (key: string): number;
+  value(key: string): unknown;
+}
 
 /** A bound or default that follows other settings; `text` says how, in the reference tables. */
-export interface Derived {
+export interface Derived<T = number> {
   text: string;
-  of: (get: Lookup) => number;
+  of: (get: Lookup) => T;
 }
 
 const SETTING: unique symbol = Symbol('setting');
@@ -31,6 +35,8 @@ export interface Setting<T, D = unknown> {
   readonly doc: string;
   /** Shown in the README's table (the rest are in docs/design.md's). */
   readonly summary: boolean;
+  /** A key of the file; false: set by its variable only (a key of that name in the file is unknown). */
+  readonly inFile: boolean;
   /** The default as config/default.yaml writes it; a Derived one follows other keys. */
   readonly default: D;
   /** A value the file gives (any YAML value but null); errors name `key`. */
@@ -62,7 +68,7 @@ interface Common {
 
 function setting<T, D>(
   c: Common,
-  shape: { type: string; values?: string; default: D } & Pick<Setting<T>, 'fromFile' | 'fallback'> & Partial<Pick<Setting<T>, 'fromEnv'>>,
+  shape: { type: string; values?: string; default: D; inFile?: boolean } & Pick<Setting<T>, 'fromFile' | 'fallback'> & Partial<Pick<Setting<T>, 'fromEnv'>>,
 ): Setting<T, D> {
   const noEnv = (): T => {
     throw new Error(`setting of ${c.doc} has no environment variable`);
@@ -70,6 +76,7 @@ function setting<T, D>(
   return {
     [SETTING]: true,
     values: '',
+    inFile: true,
     fromEnv: noEnv,
     ...shape,
     ...(c.env === undefined ? {} : { env: c.env }),
@@ -277,5 +284,30 @@ export function processCount(c: Common & { default: 'auto' | number; max: number
     },
     fromEnv: read,
     fallback: () => read(String(c.default), 'default'),
+  });
+}
+
+/**
+ * This daemon's name among the nodes of a cluster (src/node-id.ts decides it): set by its
+ * variable only, else the host name and the admin port.
+ */
+export function nodeName(c: Common & { env: string }): Setting<string, Derived<string>> {
+  const make = (s: string | undefined, get: Lookup): string => {
+    try {
+      return nodeId(s, (get.value('admin.listen') as HostPort).port);
+    } catch (err) {
+      throw new ConfigError(c.env, (err as Error).message);
+    }
+  };
+  return setting(c, {
+    type: 'name',
+    values: '1 to 128 letters, digits or `._:-`',
+    default: { text: 'host name`:`admin port', of: (get) => make(undefined, get) },
+    inFile: false,
+    fromFile: () => {
+      throw new Error('nodeId is not read from the file');
+    },
+    fromEnv: (s, _env, get) => make(s, get),
+    fallback: (get) => make(undefined, get),
   });
 }

@@ -14,7 +14,7 @@ export function settingsTable(scope: TableScope): string {
   return [
     '| key | variable | default | values | meaning |',
     '| --- | --- | --- | --- | --- |',
-    ...rows.map(([key, s]) => `| \`${key}\` | ${s.env ? `\`${s.env}\`` : ''} | ${defaultText(s)} | ${valuesText(s)} | ${s.doc} |`),
+    ...rows.map(([key, s]) => `| ${s.inFile ? `\`${key}\`` : '(variable only)'} | ${s.env ? `\`${s.env}\`` : ''} | ${defaultText(s)} | ${valuesText(s)} | ${s.doc} |`),
   ].join('\n');
 }
 

@@ -3,9 +3,10 @@
 // and the configuration tables of README.md and docs/design.md (./reference.ts) all come
 // from here; the Config type is derived from it.
 import {
-  atLeastKey, boolean, domainName, hostPort, integer, isSetting, listenAddresses, oneOf, processCount, resolverAddresses, string,
-  subnetList, type Setting,
+  atLeastKey, boolean, domainName, hostPort, integer, isSetting, listenAddresses, nodeName, oneOf, processCount, resolverAddresses,
+  string, subnetList, type Setting,
 } from './kinds.js';
+import { LOG_FORMATS } from '../log.js';
 
 const DAY_S = 86_400;
 
@@ -77,6 +78,7 @@ export const SETTINGS = {
     requestTimeoutMs: integer({ default: 10_000, min: 100, max: 600_000, doc: 'longest a whole request may take to arrive' }),
   },
   dataDir: string({ default: './data', env: 'PRIVDNS_DATA_DIR', emptyEnvIsUnset: true, summary: true, doc: 'directory of the SQLite database' }),
+  nodeId: nodeName({ env: 'PRIVDNS_NODE_ID', summary: true, doc: 'this daemon\'s name in a cluster (`privdns_build_info{node}`)' }),
   zone: domainName({ default: 'internal', env: 'PRIVDNS_ZONE', summary: true, doc: 'the private zone' }),
   upstreams: resolverAddresses({
     default: [], env: 'PRIVDNS_UPSTREAMS', summary: true,
@@ -111,6 +113,10 @@ export const SETTINGS = {
     retryInitialMs: integer({ default: 250, min: 10, max: 60_000, doc: 'first back-off between connect attempts while pending; doubles' }),
     retryMaxMs: integer({ default: 2000, min: atLeastKey('checker.retryInitialMs'), max: 600_000, doc: 'longest back-off between connect attempts' }),
     connectTimeoutMs: integer({ default: 1000, min: 10, max: 60_000, doc: 'timeout of one TCP connect attempt' }),
+    httpTimeoutMs: integer({
+      default: 2000, min: 10, max: 60_000,
+      doc: 'whole exchange of one HTTP health check of a web service with a `healthCheckPath`, connect to status',
+    }),
     concurrency: integer({ default: 256, min: 1, max: 100_000, doc: 'connect attempts in flight at once' }),
     livenessIntervalSeconds: integer({ default: 10, min: 1, max: DAY_S, doc: 'interval of the liveness checks of live instances' }),
     livenessFailureThreshold: integer({ default: 3, min: 1, max: 1000, doc: 'consecutive failed checks before an instance is unhealthy' }),
@@ -119,6 +125,10 @@ export const SETTINGS = {
     level: oneOf({
       default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], env: 'PRIVDNS_LOG_LEVEL', summary: true,
       doc: 'pino log level',
+    }),
+    format: oneOf({
+      default: 'auto', choices: LOG_FORMATS, env: 'PRIVDNS_LOG_FORMAT', summary: true,
+      doc: '`auto`: readable lines (pino-pretty) on a terminal, JSON lines otherwise; `json` or `pretty` force one',
     }),
   },
   registry: {

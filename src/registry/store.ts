@@ -10,6 +10,7 @@ import Database from 'better-sqlite3';
 import { PrivdnsError, notFound } from '../errors.js';
 import { migrate } from './schema.js';
 import { isDnsLabel } from './names.js';
+import { healthCheckPathProblem } from './health-path.js';
 import {
   AddressSyntaxError,
   CATCH_ALL_BELOW,
@@ -21,7 +22,7 @@ import {
   unreachableAddress,
   unreachableSubnet,
   type Subnet,
-} from './subnets.js';
+} from '../net/subnets.js';
 import type {
   Account,
   Instance,
@@ -39,6 +40,8 @@ export interface NewService {
   ports?: number[];
   bindTimeoutSeconds?: number | null;
   ttl?: number | null;
+  /** web_service only (see Service.healthCheckPath). */
+  healthCheckPath?: string | null;
 }
 
 /** An instance as the DNS index needs it (Registry.indexSnapshot). */
@@ -51,6 +54,9 @@ export interface NewInstance {
   address: string;
   bindTimeoutSeconds?: number;
 }
+
+/** The checker's latest results of an instance, shown by reads between transitions. */
+export type CheckOverlay = Pick<Instance, 'ports'> & Partial<Pick<Instance, 'reason'>>;
 
 /** What the checker records about an instance; any field left out is kept. */
 export interface InstanceCheckUpdate {
@@ -90,7 +96,7 @@ export interface RegistryLimits {
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number; serial: number }
 interface ServiceRow {
   id: number; account_id: number; account: string; name: string; type: ServiceType; ports: string;
-  bind_timeout_s: number | null; ttl: number | null; created_at: number;
+  bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null;
 }
 interface InstanceRow {
   id: string; service_id: number; account_id: number; account: string; service: string; address: string;
@@ -139,7 +145,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   private readonly stmt;
   /** Fires at the earliest drained_at, to remove drained instances. */
   private drainTimer: NodeJS.Timeout | null = null;
-  private portResultsOverlay: ((id: string) => PortResult[] | undefined) | null = null;
+  private checkOverlay: ((id: string) => CheckOverlay | undefined) | null = null;
   /** registerInstance() calls waiting for this turn's group commit. */
   private registrations: PendingRegistration[] = [];
 
@@ -182,8 +188,10 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       servicesOfAccount: db.prepare<[number], ServiceRow>(`${SERVICE_SELECT} WHERE s.account_id = ? ORDER BY s.name`),
       allServices: db.prepare<[], ServiceRow>(`${SERVICE_SELECT} ORDER BY a.name, s.name`),
       insertService: db.prepare(
-        'INSERT INTO services (account_id, name, type, ports, bind_timeout_s, ttl, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO services (account_id, name, type, ports, bind_timeout_s, ttl, created_at, health_check_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
+      healthCheckPaths: db.prepare<[], { account: string; service: string; path: string }>(
+        'SELECT a.name AS account, s.name AS service, s.health_check_path AS path FROM services s JOIN accounts a ON a.id = s.account_id WHERE s.health_check_path IS NOT NULL'),
       deleteService: db.prepare('DELETE FROM services WHERE id = ?'),
       instance: db.prepare<[string], InstanceRow>(`${INSTANCE_SELECT} WHERE i.id = ?`),
       instancesOfService: db.prepare<[number], InstanceRow>(`${INSTANCE_SELECT} WHERE i.service_id = ? ORDER BY i.created_at, i.id`),
@@ -332,6 +340,12 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       throw new PrivdnsError('invalid_ports', 'ports must be integers from 1 to 65535');
     }
     if (new Set(ports).size !== ports.length) throw new PrivdnsError('invalid_ports', 'ports must not repeat');
+    const healthCheckPath = input.healthCheckPath ?? null;
+    if (healthCheckPath !== null) {
+      if (input.type !== 'web_service') throw new PrivdnsError('invalid_request', `healthCheckPath: only a web_service has one, not a ${input.type}`);
+      const problem = healthCheckPathProblem(healthCheckPath);
+      if (problem !== null) throw new PrivdnsError('invalid_request', `healthCheckPath: ${problem}`);
+    }
     let serial = 0;
     const { value: service, revision } = this.write(() => {
       const account = this.accountRow(accountName);
@@ -343,7 +357,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       }
       this.stmt.insertService.run(
         account.id, input.name, input.type, JSON.stringify(ports),
-        input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(),
+        input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(), healthCheckPath,
       );
       serial = this.bumpSerial(accountName);
       return toService(this.serviceRow(account.id, accountName, input.name));
@@ -517,15 +531,16 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   /**
    * The checker persists per-port results only with state transitions (a retry of thousands
-   * of pending ports is not worth an fsync each); this lets reads show its latest ones.
+   * of pending ports is not worth an fsync each); this lets reads show its latest ones, and
+   * why a pending instance whose ports are bound is not live yet (its health check).
    */
-  setPortResultsOverlay(fn: ((id: string) => PortResult[] | undefined) | null): void {
-    this.portResultsOverlay = fn;
+  setCheckOverlay(fn: ((id: string) => CheckOverlay | undefined) | null): void {
+    this.checkOverlay = fn;
   }
 
   private withLatestPorts(instance: Instance): Instance {
-    const ports = this.portResultsOverlay?.(instance.id);
-    return ports ? { ...instance, ports } : instance;
+    const latest = this.checkOverlay?.(instance.id);
+    return latest ? { ...instance, ...latest } : instance;
   }
 
   /**
@@ -628,6 +643,11 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     });
     this.publish({ revision, serial, kind: 'instance', op: 'put', instance, previousState: previous.state });
     return instance;
+  }
+
+  /** Every service with an HTTP health check path, for the checker's start. */
+  healthCheckPaths(): { account: string; service: string; path: string }[] {
+    return this.stmt.healthCheckPaths.all();
   }
 
   instancesInState(state: InstanceState): Instance[] {
@@ -829,7 +849,7 @@ function toAccount(r: AccountRow): Account {
 function toService(r: ServiceRow): Service {
   return {
     account: r.account, name: r.name, type: r.type, ports: JSON.parse(r.ports) as number[],
-    bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, createdAt: iso(r.created_at),
+    bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, healthCheckPath: r.health_check_path, createdAt: iso(r.created_at),
   };
 }
 

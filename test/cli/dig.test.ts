@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:net';
 import { TestDaemon } from '../helpers/daemon.js';
 import { runPrivdns } from '../helpers/run.js';
 import { freePort } from '../helpers/ports.js';
-import { dig as runDig, digStatus } from '../dns/client.js';
+import { dig as runDig, digStatus } from '../helpers/dns/client.js';
 
 interface DigJson {
   server: string;
