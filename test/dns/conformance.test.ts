@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
+import { addLiveService } from '../helpers/live.js';
 import { freePort } from '../helpers/ports.js';
 import { buildQuery, TcpClient, udpExchange } from '../helpers/dns/client.js';
 import { StubUpstream } from '../helpers/dns/upstream-stub.js';
@@ -20,7 +21,6 @@ type Transport = (typeof TRANSPORTS)[number];
 const ACME = '127.1.0.5';
 const BETA = '127.2.0.5';
 const OUTSIDER = '127.9.0.5';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What dig printed about one reply. */
 interface Reply {
@@ -135,26 +135,14 @@ async function start(s: Setup): Promise<TestDaemon> {
   daemons.push(d);
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] })).status, 201);
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'beta', subnets: ['127.2.0.0/16'] })).status, 201);
-  const port = await freePort('127.1.0.9');
-  await listeners.listen('127.1.0.9', port);
-  assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [port] })).status, 201);
+  await addLiveService(d, listeners, { account: 'acme', service: 'redis', address: '127.1.0.9' });
   for (let i = 0; i < 30; i++) {
     assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: `filler-service-${i}`, type: 'private_service', ports: [8000 + i] })).status, 201);
   }
-  const inst = await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '127.1.0.9' });
-  assert.equal(inst.status, 202);
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const state = (await d.api('GET', `/v1/accounts/acme/services/redis/instances/${inst.body.id}`)).body.state;
-    if (state === 'live') {
-      // A write returns once every DNS process serves it, and changes apply in order: after
-      // this one every worker has the instance live.
-      assert.equal((await d.api('POST', '/v1/accounts/beta/services', { name: 'sync', type: 'private_service', ports: [1] })).status, 201);
-      return d;
-    }
-    await sleep(50);
-  }
-  throw new Error('instance never went live');
+  // A write returns once every DNS process serves it, and changes apply in order: after
+  // this one every worker has the instance live.
+  assert.equal((await d.api('POST', '/v1/accounts/beta/services', { name: 'sync', type: 'private_service', ports: [1] })).status, 201);
+  return d;
 }
 
 const daemonCache = new Map<string, Promise<TestDaemon>>();

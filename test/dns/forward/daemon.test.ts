@@ -6,9 +6,10 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createServer, type Server } from 'node:net';
 import { TestDaemon } from '../../helpers/daemon.js';
 import { freePort } from '../../helpers/ports.js';
+import { ServiceListeners } from '../../helpers/listeners.js';
+import { addLiveService } from '../../helpers/live.js';
 import { StubUpstream } from '../../helpers/dns/upstream-stub.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -39,7 +40,7 @@ function dig(port: number, source: string, name: string, extra: string[] = []): 
 let dnsmasq: ChildProcess;
 let dnsmasqPort: number;
 const daemons: TestDaemon[] = [];
-const listeners: Server[] = [];
+const listeners = new ServiceListeners();
 let silent: StubUpstream;
 
 before(async () => {
@@ -55,7 +56,7 @@ before(async () => {
 
 after(async () => {
   for (const d of daemons) await d.dispose();
-  for (const l of listeners) l.close();
+  listeners.closeAll();
   await silent?.close();
   if (dnsmasq?.pid !== undefined && dnsmasq.exitCode === null) process.kill(dnsmasq.pid, 'SIGKILL');
 });
@@ -65,20 +66,8 @@ async function daemonWithAccount(upstreams: string): Promise<TestDaemon> {
   const d = await TestDaemon.start({ env: { PRIVDNS_UPSTREAMS: upstreams, PRIVDNS_BIND_TIMEOUT_S: '10' } });
   daemons.push(d);
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] })).status, 201);
-  const port = await freePort('127.1.0.9');
-  const srv = createServer((s) => s.destroy());
-  await new Promise<void>((resolve) => srv.listen(port, '127.1.0.9', resolve));
-  listeners.push(srv);
-  assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [port] })).status, 201);
-  const inst = await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '127.1.0.9' });
-  assert.equal(inst.status, 202);
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const state = (await d.api('GET', `/v1/accounts/acme/services/redis/instances/${inst.body.id}`)).body.state;
-    if (state === 'live') return d;
-    await sleep(50);
-  }
-  throw new Error('instance never went live');
+  await addLiveService(d, listeners, { account: 'acme', service: 'redis', address: '127.1.0.9' });
+  return d;
 }
 
 describe('names outside the zone are forwarded for account sources only', () => {

@@ -6,11 +6,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestDaemon } from '../../helpers/daemon.js';
-import { freePort } from '../../helpers/ports.js';
+import { ServiceListeners } from '../../helpers/listeners.js';
+import { addLiveService } from '../../helpers/live.js';
 import { A, reply, StubUpstream } from '../../helpers/dns/upstream-stub.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -58,7 +58,7 @@ async function waitLines(d: TestDaemon, n: number): Promise<Line[]> {
 
 const dir = mkdtempSync(join(tmpdir(), 'privdns-qlog-'));
 const daemons: TestDaemon[] = [];
-const listeners: Server[] = [];
+const listeners = new ServiceListeners();
 let upstream: StubUpstream;
 
 before(async () => {
@@ -67,7 +67,7 @@ before(async () => {
 
 after(async () => {
   for (const d of daemons) await d.dispose();
-  for (const l of listeners) l.close();
+  listeners.closeAll();
   await upstream?.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -80,18 +80,7 @@ async function daemon(config: string, env: Record<string, string> = {}): Promise
   daemons.push(d);
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'acme', subnets: ['127.1.0.0/16'] })).status, 201);
   assert.equal((await d.api('POST', '/v1/accounts', { name: 'beta', subnets: ['127.2.0.0/16'] })).status, 201);
-  const port = await freePort('127.1.0.9');
-  const srv = createServer((s) => s.destroy());
-  await new Promise<void>((resolve) => srv.listen(port, '127.1.0.9', resolve));
-  listeners.push(srv);
-  assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [port] })).status, 201);
-  const inst = await d.api('POST', '/v1/accounts/acme/services/redis/instances', { address: '127.1.0.9' });
-  assert.equal(inst.status, 202);
-  const deadline = Date.now() + 10_000;
-  while ((await d.api('GET', `/v1/accounts/acme/services/redis/instances/${inst.body.id}`)).body.state !== 'live') {
-    if (Date.now() > deadline) throw new Error('instance never went live');
-    await sleep(50);
-  }
+  await addLiveService(d, listeners, { account: 'acme', service: 'redis', address: '127.1.0.9' });
   return d;
 }
 
