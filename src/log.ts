@@ -9,9 +9,17 @@ import pretty from 'pino-pretty';
 export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
+/** log.queries: which DNS queries get a line of their own (src/dns/server/query-log.ts). */
+export const QUERY_LOG_LEVELS = ['off', 'errors', 'all'] as const;
+export type QueryLogLevel = (typeof QUERY_LOG_LEVELS)[number];
+
 export interface LogSettings {
   level: string;
   format: LogFormat;
+  /** The query log; off by default. */
+  queries?: QueryLogLevel;
+  /** 1 in this many queries is looked at by the query log. Default 1. */
+  querySample?: number;
 }
 
 /** What `format` means for an output that is, or is not, a terminal. */

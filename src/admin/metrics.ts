@@ -149,6 +149,7 @@ export class Metrics {
       f('privdns_forward_coalesced_total', 'Cache misses that joined an identical query in flight.', (s) => s.coalesced);
       f('privdns_forward_servfail_total', 'Forwarded queries answered SERVFAIL because no upstream answered in time.', (s) => s.servfails);
       f('privdns_forward_overloaded_total', 'Of those, queries refused upstream work: too many questions in flight, in all or for the asking account.', (s) => s.overloaded);
+      f('privdns_forward_stale_answers_total', 'Forwarded queries answered from an expired cache entry (RFC 8767) because no upstream answered.', (s) => s.staleAnswers);
       reg.registerMetric(
         pulled('privdns_forward_cache_entries', 'Answers in the forwarder cache.', 'gauge', () => [{ value: fwd.stats().cache.entries }]),
       );

@@ -17,6 +17,7 @@ import type { ForwarderStats } from './forward/stats.js';
 import { AccountIndex } from './zone/account-index.js';
 import { ResponseRateLimiter } from './server/rate-limit.js';
 import { DnsServer } from './server/dns-server.js';
+import { QueryLog } from './server/query-log.js';
 import { QueryHandler } from './server/handler.js';
 import { QueryStats, type QueryCountsView } from './server/counters.js';
 import { DnsWorkers } from './cluster/supervisor.js';
@@ -84,6 +85,7 @@ export function createAnswering(config: Config, index: AccountIndex, log: Logger
     maxAnswerRecords: config.dns.maxAnswerRecords,
     ...(forwarder ? { forwarder } : {}),
     logger: log,
+    queryLog: countStats ? QueryLog.from(log, config.log.queries ?? 'off', config.log.querySample ?? 1) : null,
   });
   return { zone, forwarder, stats, handler };
 }

@@ -5,8 +5,9 @@
 // stops when the daemon tells it to or when the daemon's process goes away (cluster ends a
 // worker whose IPC channel closes).
 import cluster from 'node:cluster';
-import pino from 'pino';
+import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
+import { createLogger } from '../../log.js';
 import type { RegistryChange } from '../../registry/types.js';
 import { AccountIndex } from '../zone/account-index.js';
 import type { DnsServer } from '../server/dns-server.js';
@@ -22,7 +23,7 @@ if (!cluster.isWorker) {
 const index = new AccountIndex();
 let answering: Answering | null = null;
 let server: DnsServer | null = null;
-let log: pino.Logger | null = null;
+let log: Logger | null = null;
 /** Changes at or below the snapshot's revision are already in it. */
 let loadedAt = -1;
 let stopping = false;
@@ -64,7 +65,8 @@ process.on('message', (msg: ToWorker) => {
 send({ t: 'hello' });
 
 function init(slot: number, config: Config): void {
-  log = pino({ level: config.log.level, base: { service: 'privdns', worker: slot } }).child({ component: 'dns' });
+  // The daemon's own logger setup (format, redaction), so a worker's lines read like the daemon's.
+  log = createLogger(config.log).child({ worker: slot, component: 'dns' });
   answering = createAnswering(config, index, log);
   // Response rate limiting is kept per process. Under a flood the kernel spreads a prefix's
   // datagrams over all the workers reading the shared socket, so each enforces its share

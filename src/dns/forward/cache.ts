@@ -17,6 +17,7 @@ export interface TtlPolicy {
 
 /** An upstream answer ready to be served, from the cache or straight after it arrived. */
 export interface StoredAnswer extends KeptAnswer {
+  rcode: number;
   storedAt: number;
   /** Seconds the answer may be served from the cache; 0: not cacheable. */
   lifetime: number;
@@ -55,7 +56,7 @@ export function storeAnswer(msg: Buffer, a: Answer, policy: TtlPolicy, now: numb
     }
     if (ttls.length === 0) lifetime = 0;
   }
-  return { ...keepAnswer(msg, a, ttls), storedAt: now, lifetime, negative };
+  return { ...keepAnswer(msg, a, ttls), rcode: a.rcode, storedAt: now, lifetime, negative };
 }
 
 function clamp(v: number, lo: number, hi: number): number {
@@ -65,6 +66,14 @@ function clamp(v: number, lo: number, hi: number): number {
 /** A stored answer as one client receives it at `now`: TTLs down by the whole seconds it has been kept. */
 export function serveAnswer(stored: StoredAnswer, raw: Buffer, q: Query, now: number): Buffer {
   return serveKept(stored, raw, q, Math.floor((now - stored.storedAt) / 1000));
+}
+
+/** RFC 8767 §4: the TTL of a stale answer, so clients ask again soon but not at once. */
+export const STALE_TTL = 30;
+
+/** An expired answer served because no upstream answered (RFC 8767): TTLs 30, EDE 3. */
+export function serveStale(stored: StoredAnswer, raw: Buffer, q: Query): Buffer {
+  return serveKept(stored, raw, q, 0, STALE_TTL);
 }
 
 /** Rough bytes of bookkeeping per entry beyond the wire message (key, arrays, map slot). */
@@ -85,27 +94,43 @@ interface Slot {
 
 /**
  * LRU of stored answers bounded by entries and bytes. A Map keeps insertion order, so
- * re-inserting on a hit makes the first key the least recently used one.
+ * re-inserting on a hit makes the first key the least recently used one. With a stale
+ * window (`staleMaxSeconds` > 0, RFC 8767) an expired answer stays, without counting as a
+ * use, until it is that long past its TTL, for stale() to serve when no upstream answers;
+ * the entry and byte bounds hold for stale entries too.
  */
 export class ForwardCache {
   private readonly slots = new Map<string, Slot>();
   private bytes = 0;
   private evictions = 0;
   private expired = 0;
+  private readonly staleMs: number;
 
-  constructor(private readonly maxEntries: number, private readonly maxBytes: number) {}
+  constructor(private readonly maxEntries: number, private readonly maxBytes: number, staleMaxSeconds = 0) {
+    this.staleMs = staleMaxSeconds * 1000;
+  }
 
-  /** The fresh answer stored under `key`, or undefined; an expired one is dropped. */
+  /** The fresh answer stored under `key`, or undefined; an expired one is dropped once past the stale window. */
   get(key: string, now: number): StoredAnswer | undefined {
     const slot = this.slots.get(key);
     if (slot === undefined) return undefined;
-    this.slots.delete(key);
     if (now >= slot.expiresAt) {
-      this.bytes -= slot.size;
-      this.expired++;
+      if (now >= slot.expiresAt + this.staleMs) {
+        this.slots.delete(key);
+        this.bytes -= slot.size;
+        this.expired++;
+      }
       return undefined;
     }
+    this.slots.delete(key);
     this.slots.set(key, slot);
+    return slot.answer;
+  }
+
+  /** The expired answer under `key` while it is within the stale window, or undefined. */
+  stale(key: string, now: number): StoredAnswer | undefined {
+    const slot = this.slots.get(key);
+    if (slot === undefined || now < slot.expiresAt || now >= slot.expiresAt + this.staleMs) return undefined;
     return slot.answer;
   }
 

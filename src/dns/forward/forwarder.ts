@@ -18,7 +18,7 @@ import { FLAG_DAY_UDP_PAYLOAD, RCODE, type Transport } from '../message/constant
 import type { Query } from '../message/query.js';
 import { questionReply } from '../message/reply.js';
 import { upstreamQuery } from '../message/upstream.js';
-import { ForwardCache, serveAnswer, storeAnswer, type StoredAnswer, type TtlPolicy } from './cache.js';
+import { ForwardCache, serveAnswer, serveStale, storeAnswer, type StoredAnswer, type TtlPolicy } from './cache.js';
 import { ForwarderCounters, type ForwarderStats } from './stats.js';
 import { Upstream, type Cancels, type Exchange, type HealthPolicy } from './upstream.js';
 
@@ -40,6 +40,11 @@ export interface ForwarderOptions {
   failThreshold?: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /**
+   * Serve-stale (RFC 8767): how long past its TTL a cached answer may still be served, with
+   * TTL 30 and EDE 3, when no upstream gives a usable answer. 0 turns it off. Default 0.
+   */
+  staleMaxSeconds?: number;
   /**
    * Most distinct questions waiting on upstreams at once; beyond it a new question gets
    * SERVFAIL at once, so a flood of random names cannot exhaust sockets. Default 1024.
@@ -84,7 +89,7 @@ export class Forwarder {
       backoffMaxMs: opts.backoffMaxMs ?? 30_000,
     };
     this.upstreams = opts.upstreams.map((u) => new Upstream(u, health));
-    this.cache = new ForwardCache(opts.cacheMaxEntries ?? 10_000, opts.cacheMaxBytes ?? 16 * 1024 * 1024);
+    this.cache = new ForwardCache(opts.cacheMaxEntries ?? 10_000, opts.cacheMaxBytes ?? 16 * 1024 * 1024, opts.staleMaxSeconds ?? 0);
     this.policy = { ttlFloor: opts.ttlFloor ?? 0, ttlCap: opts.ttlCap ?? 86_400, negativeTtlCap: opts.negativeTtlCap ?? 3600 };
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.totalTimeoutMs = opts.totalTimeoutMs ?? 2000;
@@ -134,7 +139,15 @@ export class Forwarder {
       counts.coalesced++;
     }
     const stored = await pending;
-    if (stored === null) return this.servfail(raw, q);
+    if (stored === null || (stored.rcode !== RCODE.NOERROR && stored.rcode !== RCODE.NXDOMAIN)) {
+      // Every upstream failed or refused: an expired answer beats none (RFC 8767 §5).
+      const stale = this.closed ? undefined : this.cache.stale(key, performance.now());
+      if (stale !== undefined) {
+        counts.staleAnswers++;
+        return serveStale(stale, raw, q);
+      }
+      if (stored === null) return this.servfail(raw, q);
+    }
     return serveAnswer(stored, raw, q, performance.now());
   }
 

@@ -18,6 +18,8 @@ export interface ForwarderStats {
    * maxInflightPerAccount of the asking account's.
    */
   overloaded: number;
+  /** Queries answered from an expired cache entry because no upstream answered (RFC 8767). */
+  staleAnswers: number;
   /** Upstream answers by rcode name (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...). */
   upstreamRcodes: Record<string, number>;
   /**
@@ -31,7 +33,7 @@ export interface ForwarderStats {
 
 /** The counts a Forwarder keeps; the upstreams and the cache report their own. */
 export class ForwarderCounters {
-  readonly counts = { queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0 };
+  readonly counts = { queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0, staleAnswers: 0 };
   private readonly rcodes: Record<string, number> = {};
   private readonly latencyCounts = new Array<number>(LATENCY_BUCKETS.length).fill(0);
   private latencySum = 0;
@@ -70,7 +72,7 @@ export class ForwarderCounters {
 
 export function emptyForwarderStats(): ForwarderStats {
   return {
-    queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0, upstreamRcodes: {},
+    queries: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, servfails: 0, overloaded: 0, staleAnswers: 0, upstreamRcodes: {},
     upstreamLatency: { buckets: [], counts: [], sumSeconds: 0, count: 0 },
     upstreams: [],
     cache: { entries: 0, bytes: 0, evictions: 0, expired: 0 },
@@ -82,7 +84,7 @@ function addCounts<K extends string>(into: Record<K, number>, from: Record<K, nu
   for (const k of keys) into[k] += from[k];
 }
 
-const FORWARDER_COUNTS = ['queries', 'cacheHits', 'cacheMisses', 'coalesced', 'servfails', 'overloaded'] as const;
+const FORWARDER_COUNTS = ['queries', 'cacheHits', 'cacheMisses', 'coalesced', 'servfails', 'overloaded', 'staleAnswers'] as const;
 const UPSTREAM_COUNTS = ['queries', 'answers', 'failures', 'timeouts', 'dropped', 'truncated'] as const;
 const CACHE_COUNTS = ['entries', 'bytes', 'evictions', 'expired'] as const;
 

@@ -19,6 +19,8 @@ export const EDNS_DO = 0x8000;
 export const OPT_EDE = 15;
 /** RFC 8914 INFO-CODE 0, "Other Error": the EXTRA-TEXT says what. */
 export const EDE_OTHER = 0;
+/** RFC 8914 INFO-CODE 3, "Stale Answer": served from an expired cache entry (RFC 8767). */
+export const EDE_STALE_ANSWER = 3;
 
 export const HEADER_LEN = 12;
 /** The UDP size of a client without EDNS (RFC 1035). */

@@ -7,6 +7,7 @@
 // and drops records it cannot parse without saying so; test/dns/message/decode.test.ts shows
 // each against this decoder.
 import { HEADER_LEN, OPT_EDE, rcodeName, TYPE, typeName } from './constants.js';
+import { RR_FIXED, skipName } from './query.js';
 import type { Ede } from './reply.js';
 
 /** A record as /v1/resolve shows it, in presentation form. */
@@ -149,4 +150,40 @@ export function replyRcode(msg: Buffer): number {
 /** TC: the reply was cut to fit the UDP size. */
 export function replyTruncated(msg: Buffer): boolean {
   return (msg[2]! & 0x02) !== 0;
+}
+
+/** What the query log says of a reply: its full rcode, answer count and first EDE code (-1: none). */
+export interface ReplySummary {
+  rcode: number;
+  answers: number;
+  ede: number;
+}
+
+/**
+ * The rcode (with an OPT record's extended bits), answer count and first EDE INFO-CODE of a
+ * reply, walking record headers only; a reply that does not walk keeps what its header says.
+ */
+export function summarizeReply(msg: Buffer): ReplySummary {
+  const out: ReplySummary = { rcode: msg.length >= HEADER_LEN ? msg[3]! & 0x0f : -1, answers: msg.length >= HEADER_LEN ? msg.readUInt16BE(6) : 0, ede: -1 };
+  if (msg.length < HEADER_LEN || msg.readUInt16BE(10) === 0) return out;
+  let off = HEADER_LEN;
+  for (let i = msg.readUInt16BE(4); i > 0; i--) {
+    off = skipName(msg, off);
+    if (off < 0) return out;
+    off += 4;
+  }
+  const total = out.answers + msg.readUInt16BE(8) + msg.readUInt16BE(10);
+  for (let i = 0; i < total; i++) {
+    off = skipName(msg, off);
+    if (off < 0 || off + RR_FIXED > msg.length) return out;
+    const type = msg.readUInt16BE(off);
+    const len = msg.readUInt16BE(off + 8);
+    if (type === TYPE.OPT) {
+      out.rcode |= msg[off + 4]! << 4;
+      out.ede = readEde(msg, off + RR_FIXED, len)?.infoCode ?? -1;
+      return out;
+    }
+    off += RR_FIXED + len;
+  }
+  return out;
 }

@@ -4,7 +4,7 @@
 // each client. Every read is bounds-checked and returns null rather than throwing, because
 // the upstream's side is untrusted network input too. It works on the bytes and allocates
 // only the small result objects: it runs once per upstream answer and once per served one.
-import { FLAG_DAY_UDP_PAYLOAD, HEADER_LEN, TYPE } from './constants.js';
+import { EDE_STALE_ANSWER, FLAG_DAY_UDP_PAYLOAD, HEADER_LEN, OPT_EDE, TYPE } from './constants.js';
 import { RR_FIXED, skipName, type Query } from './query.js';
 import { OPT_FIXED, writeOptRecord, writeReplyFlags } from './reply.js';
 
@@ -27,6 +27,31 @@ export interface Answer {
   opt: { start: number; end: number } | null;
   /** The OPT record is the last record of the message, so it can be cut off cleanly. */
   optLast: boolean;
+  /** The OPT record's Extended DNS Error options (RFC 8914), as on the wire; empty if none. */
+  ede: Buffer;
+}
+
+/** Most bytes of upstream EDE options carried on (a few options with their EXTRA-TEXT). */
+const MAX_EDE_BYTES = 512;
+const NO_EDE = Buffer.alloc(0);
+
+/** The EDE options among an OPT record's options in msg[start, end), copied; malformed options end the walk. */
+function edeOptions(msg: Buffer, start: number, end: number): Buffer {
+  let off = start;
+  let parts: Buffer[] | null = null;
+  let bytes = 0;
+  while (off + 4 <= end) {
+    const code = msg.readUInt16BE(off);
+    const next = off + 4 + msg.readUInt16BE(off + 2);
+    if (next > end) break;
+    // An EDE's INFO-CODE is 2 bytes at least (RFC 8914 §2).
+    if (code === OPT_EDE && next - off >= 6 && bytes + (next - off) <= MAX_EDE_BYTES) {
+      (parts ??= []).push(msg.subarray(off, next));
+      bytes += next - off;
+    }
+    off = next;
+  }
+  return parts === null ? NO_EDE : Buffer.concat(parts);
 }
 
 /** Where one resource record sits in a message. */
@@ -80,6 +105,7 @@ export function readAnswer(msg: Buffer, id: number, question: string): Answer | 
     nameEnd,
     opt: null,
     optLast: false,
+    ede: NO_EDE,
   };
   if (truncated) return answer;
 
@@ -95,6 +121,7 @@ export function readAnswer(msg: Buffer, id: number, question: string): Answer | 
       if (answer.opt !== null || i < an + ns) return null;
       answer.opt = { start: off, end: rr.end };
       answer.optLast = i === total - 1;
+      answer.ede = edeOptions(msg, rr.rdataStart, rr.end);
     } else {
       const raw = msg.readUInt32BE(rr.ttlOffset);
       const ttl = raw > 0x7fffffff ? 0 : raw;
@@ -126,7 +153,12 @@ export interface KeptAnswer {
   ttls: number[];
   /** The OPT record could not be cut off (it was not last): served as it came. */
   keepsOpt: boolean;
+  /** The upstream's EDE options, written into each EDNS client's OPT record. */
+  ede: Buffer;
 }
+
+/** The EDE option that marks a stale answer: code, length 2, INFO-CODE 3, no EXTRA-TEXT. */
+const STALE_EDE = Buffer.from([OPT_EDE >> 8, OPT_EDE & 0xff, 0, 2, 0, EDE_STALE_ANSWER]);
 
 /**
  * The kept form of a checked upstream answer, with `ttls` (one per a.ttlOffsets) written in:
@@ -149,18 +181,22 @@ export function keepAnswer(msg: Buffer, a: Answer, ttls: number[]): KeptAnswer {
     if (c >= 0x41 && c <= 0x5a) wire[i] = c | 0x20;
   }
   for (let i = 0; i < ttls.length; i++) wire.writeUInt32BE(ttls[i]!, a.ttlOffsets[i]!);
-  return { wire, ttlOffsets: a.ttlOffsets, ttls, keepsOpt };
+  return { wire, ttlOffsets: a.ttlOffsets, ttls, keepsOpt, ede: a.ede };
 }
 
 /**
  * A kept answer as one client receives it: its message ID, its RD bit, AA clear, its question
- * spelling, an OPT record iff it sent one (with its DO bit), and every TTL reduced by
- * `elapsed` seconds. Per served answer this is one buffer copy plus a few integer writes.
+ * spelling, an OPT record iff it sent one (with its DO bit and the upstream's EDE options),
+ * and every TTL reduced by `elapsed` seconds. Per served answer this is one buffer copy plus
+ * a few integer writes. `staleTtl` ≥ 0 serves it stale (RFC 8767): every TTL that value and
+ * EDE 3 (Stale Answer) added.
  */
-export function serveKept(kept: KeptAnswer, raw: Buffer, q: Query, elapsed: number): Buffer {
+export function serveKept(kept: KeptAnswer, raw: Buffer, q: Query, elapsed: number, staleTtl = -1): Buffer {
   const addOpt = q.ednsSize > 0 && !kept.keepsOpt;
+  const stale = staleTtl >= 0;
+  const options = addOpt ? kept.ede.length + (stale ? STALE_EDE.length : 0) : 0;
   const src = kept.wire;
-  const out = Buffer.allocUnsafe(src.length + (addOpt ? OPT_FIXED : 0));
+  const out = Buffer.allocUnsafe(src.length + (addOpt ? OPT_FIXED + options : 0));
   src.copy(out, 0);
   out.writeUInt16BE(q.id, 0);
   // The upstream's rcode, AD and CD; the client's RD. RA set, whatever the upstream said, and
@@ -168,7 +204,9 @@ export function serveKept(kept: KeptAnswer, raw: Buffer, q: Query, elapsed: numb
   const f = src[3]!;
   writeReplyFlags(out, { opcode: 0, aa: false, tc: false, rd: q.rd, ra: true, ad: (f & 0x20) !== 0, cd: (f & 0x10) !== 0, rcode: f & 0x0f });
   raw.copy(out, HEADER_LEN, HEADER_LEN, q.questionEnd - 4);
-  if (elapsed > 0) {
+  if (stale) {
+    for (const at of kept.ttlOffsets) out.writeUInt32BE(staleTtl, at);
+  } else if (elapsed > 0) {
     const { ttlOffsets, ttls } = kept;
     for (let i = 0; i < ttls.length; i++) {
       const t = ttls[i]! - elapsed;
@@ -177,6 +215,12 @@ export function serveKept(kept: KeptAnswer, raw: Buffer, q: Query, elapsed: numb
   }
   if (addOpt) {
     writeOptRecord(out, src.length, FLAG_DAY_UDP_PAYLOAD, 0, q.dnssecOk);
+    if (options > 0) {
+      let off = src.length + OPT_FIXED;
+      off += kept.ede.copy(out, off);
+      if (stale) STALE_EDE.copy(out, off);
+      out.writeUInt16BE(options, src.length + 9);
+    }
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
   }
   return out;

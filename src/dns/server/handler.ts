@@ -8,6 +8,7 @@
 // private name nothing on this path awaits, allocates more than the reply, or touches SQLite;
 // the forwarder is the one asynchronous step. A query that can only be rejected gets FORMERR
 // or NOTIMP, one not worth an answer nothing; no exception leaves handle().
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { MAX_FRAMED } from '../../net/framing.js';
 import { sourceText, type SourceAddress } from '../../net/ip.js';
@@ -20,6 +21,7 @@ import type { AccountIndex, AccountView } from '../zone/account-index.js';
 import { formOf, PreEncodedAnswers } from '../zone/answer-cache.js';
 import type { Asker, Zone } from '../zone/zone.js';
 import type { QueryStats } from './counters.js';
+import type { QueryLog, QueryPath } from './query-log.js';
 
 /** What the handler needs of forward/forwarder.ts. It never rejects: SERVFAIL on failure. */
 export interface QueryForwarder {
@@ -43,6 +45,8 @@ export interface QueryHandlerOptions {
   stats?: QueryStats;
   /** Most records in one answer section (dns.maxAnswerRecords). Default: no bound. */
   maxAnswerRecords?: number;
+  /** The query log (log.queries); absent or null: off. */
+  queryLog?: QueryLog | null;
 }
 
 /** Filled in by handle() when asked: why the answer is what it is (GET /v1/resolve). */
@@ -79,6 +83,10 @@ export class QueryHandler {
   private readonly outside = new Set<string>();
   /** Queries answered from pre-encoded replies (tests and metrics read it). */
   fastHits = 0;
+  /** Queries handed to the forwarder, and of those answered from its cache at once: how the query log tells paths apart. */
+  private forwardedCount = 0;
+  private forwardCacheHits = 0;
+  private readonly queryLog: QueryLog | null;
 
   constructor(opts: QueryHandlerOptions) {
     this.index = opts.index;
@@ -88,6 +96,7 @@ export class QueryHandler {
     this.logger = opts.logger;
     this.stats = opts.stats ?? null;
     this.maxAnswers = opts.maxAnswerRecords;
+    this.queryLog = opts.queryLog ?? null;
     this.answers = opts.fastPath === false ? null : new PreEncodedAnswers();
     const ops = opts.operatorSubnets ?? [];
     if (ops.length > 0) {
@@ -109,6 +118,49 @@ export class QueryHandler {
    * but forwarded names.
    */
   handle(raw: Buffer, query: Query | QueryRejection | null, source: SourceAddress | null, transport: Transport, explain?: Explanation): Buffer | null | Promise<Buffer | null> {
+    // The query log's one branch on the hot path: off, nothing else is done per query.
+    if (this.queryLog === null || explain !== undefined || !this.queryLog.sampled()) return this.respond(raw, query, source, transport, explain);
+    return this.logged(this.queryLog, raw, query, source, transport);
+  }
+
+  /** handle() for a query the query log looks at: timed, its path noted, logged when its reply is known. */
+  private logged(log: QueryLog, raw: Buffer, query: Query | QueryRejection | null, source: SourceAddress | null, transport: Transport): Buffer | null | Promise<Buffer | null> {
+    const startedAt = performance.now();
+    const fast = this.fastHits;
+    const forwarded = this.forwardedCount;
+    const cacheHits = this.forwardCacheHits;
+    const out = this.respond(raw, query, source, transport, undefined);
+    const read = query instanceof Query;
+    const path: QueryPath = !read
+      ? 'rejected'
+      : this.fastHits !== fast
+        ? 'fast'
+        : this.forwardCacheHits !== cacheHits
+          ? 'cache'
+          : this.forwardedCount !== forwarded
+            ? 'upstream'
+            : 'zone';
+    const entry = {
+      transport,
+      source: source === null ? '' : sourceText(source),
+      // Only the asker's own account: what the index maps its source to.
+      account: source === null ? null : (this.index.bySource.lookup(source)?.name ?? null),
+      name: read ? query.name : null,
+      qtype: read ? query.qtype : null,
+      path,
+      startedAt,
+    };
+    if (out instanceof Promise) {
+      return out.then((reply) => {
+        log.record(entry, reply, performance.now());
+        return reply;
+      });
+    }
+    log.record(entry, out, performance.now());
+    return out;
+  }
+
+  private respond(raw: Buffer, query: Query | QueryRejection | null, source: SourceAddress | null, transport: Transport, explain: Explanation | undefined): Buffer | null | Promise<Buffer | null> {
     if (query === null) {
       if (explain) explain.reason = 'dropped: no readable query header';
       return null;
@@ -213,7 +265,9 @@ export class QueryHandler {
   private forwarded(raw: Buffer, query: Query, view: AccountView | null, transport: Transport, opts: ReplyOptions): Buffer | Promise<Buffer> {
     const forwarder = this.forwarder!;
     const account = view?.name ?? '';
+    this.forwardedCount++;
     const hit = forwarder.cached?.(raw, query, account) ?? null;
+    if (hit !== null) this.forwardCacheHits++;
     if (hit !== null) return hit.length > opts.maxSize ? truncateForwarded(raw, query, hit, opts) : hit;
     return forwarder.forward(raw, query, transport, account).then(
       (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),

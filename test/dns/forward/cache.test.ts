@@ -250,6 +250,23 @@ describe('the cache is an LRU bounded by entries and bytes', () => {
     assert.equal(c.stats().entries, 0);
   });
 
+  it('keeps an expired entry for stale() only within the stale window, and bounded by the LRU', () => {
+    const c = new ForwardCache(2, 1 << 20, 10);
+    c.set('a', entry(2, 1000));
+    assert.equal(c.stale('a', 2999), undefined, 'not stale while fresh');
+    assert.equal(c.get('a', 3000), undefined, 'expired: no longer a fresh answer');
+    assert.ok(c.stale('a', 3000));
+    assert.ok(c.stale('a', 12_999));
+    assert.equal(c.stale('a', 13_000), undefined);
+    assert.equal(c.get('a', 13_000), undefined);
+    assert.equal(c.stats().entries, 0, 'dropped past the window');
+    c.set('b', entry(2, 0));
+    c.set('c', entry(60, 0));
+    c.set('d', entry(60, 0));
+    assert.equal(c.stale('b', 5000), undefined, 'a stale entry is evicted like any other');
+    assert.equal(c.stats().entries, 2);
+  });
+
   it('replaces an entry under the same key without leaking bytes', () => {
     const c = new ForwardCache(10, 1 << 20);
     c.set('a', entry(60));
