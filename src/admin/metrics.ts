@@ -4,16 +4,13 @@
 // scrape time, so the query path pays nothing for them.
 import client from 'prom-client';
 import type { ForwarderStats } from '../dns/forward/stats.js';
-import type { QueryStats } from '../dns/server/counters.js';
-
-/** The read side of QueryStats, summed over the DNS worker processes when there are several. */
-export type QueryStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
+import type { QueryCountsView } from '../dns/server/counters.js';
 import type { Registry } from '../registry/store.js';
 import type { RegistryChange } from '../registry/types.js';
 
 export interface MetricsSources {
   registry: Registry;
-  dns?: QueryStatsView;
+  dns?: QueryCountsView;
   forwarder?: { stats(): ForwarderStats };
   /** Run before each scrape: brings `dns` and `forwarder` up to date (asks the DNS workers). */
   refresh?: () => Promise<void>;

@@ -13,20 +13,15 @@
 import { isIP } from 'node:net';
 import { Packet, TCPClient, UDPClient, type Resource } from 'dns2';
 import type { HostPort } from '../config/config.js';
+import { OPT_EDE, TYPE } from '../dns/message/constants.js';
+import type { Ede } from '../dns/message/reply.js';
 import { CliError, EXIT } from './client.js';
 import type { RecordText, Sections } from './format.js';
 
-const OPT_EDE = 15;
-const TYPE_OPT = 41;
 /** Any address will do (see (1) above); /0 would be the fitting prefix, but dns2 reads 0 as 32. */
 const ECS_SOURCE = '0.0.0.0/32';
 /** As dig's own: 5 s for a reply. */
 export const DIG_TIMEOUT_S = 5;
-
-export interface Ede {
-  infoCode: number;
-  extraText: string;
-}
 
 export interface DigResult extends Sections {
   server: string;
@@ -128,10 +123,10 @@ export async function dig(name: string, type: string, server: HostPort, tcp: boo
 function describe(p: Packet, server: string, tcp: boolean, retriedOverTcp: boolean): DigResult {
   const h = p.header;
   const flags = (['qr', 'aa', 'tc', 'rd', 'ra'] as const).filter((f) => h[f] === 1);
-  const opt = p.additionals.find((r) => r.type === TYPE_OPT) as (Resource & { rdata?: Array<{ ede?: Ede | null }> }) | undefined;
+  const opt = p.additionals.find((r) => r.type === TYPE.OPT) as (Resource & { rdata?: Array<{ ede?: Ede | null }> }) | undefined;
   const ede = opt?.rdata?.find((o) => o.ede)?.ede ?? null;
   const records = (rs: Resource[]): RecordText[] =>
-    rs.filter((r) => r.type !== TYPE_OPT).map((r) => ({ name: absolute(r.name), ttl: r.ttl, type: TYPE_NAMES.get(r.type) ?? `TYPE${r.type}`, data: rdataText(r) }));
+    rs.filter((r) => r.type !== TYPE.OPT).map((r) => ({ name: absolute(r.name), ttl: r.ttl, type: TYPE_NAMES.get(r.type) ?? `TYPE${r.type}`, data: rdataText(r) }));
   return {
     server,
     transport: tcp ? 'TCP' : 'UDP',

@@ -118,24 +118,27 @@ export function readQuery(msg: Buffer): Query | QueryRejection | null {
 
   // Answer, authority and additional records: a query carries at most the OPT record, but
   // accept (and skip) anything well-formed.
-  const ar = msg.readUInt16BE(10);
-  const records = msg.readUInt16BE(6) + msg.readUInt16BE(8) + ar;
+  // Byte arithmetic rather than readUInt16BE: this runs for every query.
+  const ar = (msg[10]! << 8) | msg[11]!;
+  const records = ((msg[6]! << 8) | msg[7]!) + ((msg[8]! << 8) | msg[9]!) + ar;
   let ednsSize = 0;
   let ednsVersion = 0;
   let dnssecOk = false;
   off = questionEnd;
   for (let i = 0; i < records; i++) {
     const nameStart = off;
-    off = skipName(msg, off);
+    // The OPT record's owner is the root: one byte, no walk.
+    off = off < len && msg[off] === 0 ? off + 1 : skipName(msg, off);
     if (off < 0 || off + RR_FIXED > len) return new QueryRejection(id, 0, rd, cd, RCODE.FORMERR, null);
-    if (msg.readUInt16BE(off) === TYPE.OPT) {
+    if (msg[off] === 0 && msg[off + 1] === TYPE.OPT) {
       // One OPT, owned by the root, in the additional section (RFC 6891 §6.1.1).
       if (ednsSize > 0 || msg[nameStart] !== 0 || i < records - ar) return new QueryRejection(id, 0, rd, cd, RCODE.FORMERR, null);
-      ednsSize = Math.max(msg.readUInt16BE(off + 2), CLASSIC_UDP_SIZE);
+      const size = (msg[off + 2]! << 8) | msg[off + 3]!;
+      ednsSize = size > CLASSIC_UDP_SIZE ? size : CLASSIC_UDP_SIZE;
       ednsVersion = msg[off + 5]!;
-      dnssecOk = (msg.readUInt16BE(off + 6) & EDNS_DO) !== 0;
+      dnssecOk = (((msg[off + 6]! << 8) | msg[off + 7]!) & EDNS_DO) !== 0;
     }
-    off += RR_FIXED + msg.readUInt16BE(off + 8);
+    off += RR_FIXED + ((msg[off + 8]! << 8) | msg[off + 9]!);
     if (off > len) return new QueryRejection(id, 0, rd, cd, RCODE.FORMERR, null);
   }
   const plain = !odd && records === ar && ar <= 1 && off === len && (ar === 0 || (ednsSize > 0 && ednsVersion === 0));

@@ -173,15 +173,13 @@ export class QueryHandler {
     const operator = source !== null && this.isOperator(source);
     if (view !== null && explain === undefined) this.stats?.account(view.name);
     const maxSize = transport === 'tcp' ? MAX_FRAMED : query.ednsSize > 0 ? Math.min(query.ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
-    // Recursion is available only to sources that may use the forwarder (RFC 1035 §4.1.1 RA).
-    const opts: ReplyOptions = { maxSize, recursionAvailable: (view !== null || operator) && this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
 
     // The fast path. Operators see every account's names: their answers are not a function
     // of one view, and neither is anything asked with explain.
     let fillForm = -1;
     if (this.answers !== null && query.plain && view !== null && !operator && explain === undefined) {
       // A question the zone placed outside itself by its name alone: straight to the forwarder.
-      if (this.outside.size > 0 && this.outside.has(query.key)) return this.forwarded(raw, query, view, transport, opts);
+      if (this.outside.size > 0 && this.outside.has(query.key)) return this.forwarded(raw, query, view, transport, this.replyOptions(maxSize, true));
       const form = formOf(maxSize, query.ednsSize > 0, query.dnssecOk);
       const cached = this.answers.lookup(view, query.key, form);
       // The general path would rotate by the next counter value; use the same, or leave the
@@ -195,6 +193,7 @@ export class QueryHandler {
       }
       fillForm = form;
     }
+    const opts = this.replyOptions(maxSize, view !== null || operator);
     try {
       return this.answer(raw, query, source, view, operator, transport, opts, fillForm, explain);
     } catch (err) {
@@ -277,6 +276,12 @@ export class QueryHandler {
         return questionReply(raw, query, RCODE.SERVFAIL, opts);
       },
     );
+  }
+
+  /** `insider`: the source is in an account or an operator subnet. */
+  private replyOptions(maxSize: number, insider: boolean): ReplyOptions {
+    // Recursion is available only to sources that may use the forwarder (RFC 1035 §4.1.1 RA).
+    return { maxSize, recursionAvailable: insider && this.forwarder !== undefined, udpPayload: this.maxUdpPayload };
   }
 
   private isOperator(source: SourceAddress): boolean {

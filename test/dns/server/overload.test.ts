@@ -81,6 +81,8 @@ describe('a UDP flood at several times capacity', () => {
       packets: [redis, buildQuery('redis', 28, { edns: 1232 }), buildQuery('nope.internal', 1), buildQuery('example.com', 1)],
       threads: 2,
     });
+    // terminate() again is harmless: a failed assertion must not leave the flood running.
+    t.after(() => flood.stop());
     const rss: Map<number, number>[] = [];
     const adminMs: number[] = [];
     const floodStart = Date.now();
@@ -157,14 +159,18 @@ describe('TCP: 10,000 idle connections and slow-loris clients', () => {
     const rssStart = rssAll();
     let opened = false;
     const opening = openMany(10_000, '127.1.0.30').finally(() => (opened = true));
-    const during = udpWhile(() => !opened);
+    // Settled here, awaited below: a failed probe fails the test, never as an unhandled rejection.
+    const during = udpWhile(() => !opened).then((r) => ({ r }), (err: unknown) => ({ err }));
     const socks = await opening;
+    t.after(() => socks.forEach((s) => s.destroy()));
     const closed = new Set<net.Socket>();
     for (const s of socks) {
       if (s.destroyed) closed.add(s);
       s.on('close', () => closed.add(s));
     }
-    const udp = await during;
+    const probed = await during;
+    if ('err' in probed) throw probed.err;
+    const udp = probed.r;
     const rssPeak = rssAll();
     // Within the idle timeout (1.5 s) plus a margin, every one of them is closed by the server.
     for (let i = 0; i < 60 && closed.size < socks.length; i++) await sleep(50);
@@ -193,6 +199,11 @@ describe('TCP: 10,000 idle connections and slow-loris clients', () => {
     const drip = setInterval(() => {
       for (const s of socks) if (!s.destroyed) s.write(Buffer.from([0x34]));
     }, 300);
+    // A failed assertion must not leave the drip and its sockets holding the process open.
+    t.after(() => {
+      clearInterval(drip);
+      for (const s of socks) s.destroy();
+    });
     const t0 = Date.now();
     // Probing until every slow-loris connection is closed (or the probe's bound).
     const udp = await udpWhile(() => closed.size < socks.length, 3, 4000);
