@@ -67,7 +67,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     throw err;
   }
   const checker = new PortChecker({ registry, logger, settings: config.checker });
-  checker.start();
+  await checker.start();
   logger.info({ admin: `${config.admin.listen.host}:${config.admin.listen.port}`, dataDir: config.dataDir, revision: registry.revision() }, 'privdns started');
 
   let stopping: Promise<void> | null = null;

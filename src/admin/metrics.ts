@@ -8,11 +8,11 @@ import type { QueryStats } from '../dns/stats.js';
 
 /** The read side of QueryStats, summed over the DNS worker processes when there are several. */
 export type QueryStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
-import type { Registry } from '../registry/store.js';
+import type { RegistryCounts, RegistryStore } from '../registry/backend.js';
 import type { RegistryChange } from '../registry/types.js';
 
 export interface MetricsSources {
-  registry: Registry;
+  registry: RegistryStore;
   dns?: QueryStatsView;
   forwarder?: { stats(): ForwarderStats };
   /** Run before each scrape: brings `dns` and `forwarder` up to date (asks the DNS workers). */
@@ -29,13 +29,13 @@ interface Sample {
 }
 
 /** A metric whose samples are computed when scraped. */
-function pulled(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[]): client.Metric {
+function pulled(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[] | Promise<Sample[]>): client.Metric {
   const metric = {
     name,
     help,
     type,
     aggregator: 'sum',
-    get: async () => ({ name, help, type, aggregator: 'sum', values: samples() }),
+    get: async () => ({ name, help, type, aggregator: 'sum', values: await samples() }),
     reset: () => undefined,
   };
   return metric as unknown as client.Metric;
@@ -74,14 +74,35 @@ export class Metrics {
     src.registry.on('change', onChange);
     this.stopListening = () => src.registry.off('change', onChange);
 
-    reg.registerMetric(pulled('privdns_registry_accounts', 'Accounts in the registry.', 'gauge', () => [{ value: src.registry.counts().accounts }]));
-    reg.registerMetric(pulled('privdns_registry_services', 'Services in the registry.', 'gauge', () => [{ value: src.registry.counts().services }]));
+    // Read from the database once per scrape; a database that cannot answer (PostgreSQL
+    // away) leaves these out of the scrape rather than failing all of it.
+    const counts = async (): Promise<RegistryCounts | null> => {
+      try {
+        return await src.registry.counts();
+      } catch {
+        return null;
+      }
+    };
+    reg.registerMetric(pulled('privdns_registry_accounts', 'Accounts in the registry.', 'gauge', async () => {
+      const c = await counts();
+      return c ? [{ value: c.accounts }] : [];
+    }));
+    reg.registerMetric(pulled('privdns_registry_services', 'Services in the registry.', 'gauge', async () => {
+      const c = await counts();
+      return c ? [{ value: c.services }] : [];
+    }));
     reg.registerMetric(
-      pulled('privdns_registry_instances', 'Instances in the registry, by state (pending ones are the checks under way).', 'gauge', () =>
-        Object.entries(src.registry.counts().instances).map(([state, value]) => ({ labels: { state }, value })),
+      pulled('privdns_registry_instances', 'Instances in the registry, by state (pending ones are the checks under way).', 'gauge', async () =>
+        Object.entries((await counts())?.instances ?? {}).map(([state, value]) => ({ labels: { state }, value })),
       ),
     );
-    reg.registerMetric(pulled('privdns_registry_revision', 'The registry revision: committed changes so far.', 'gauge', () => [{ value: src.registry.revision() }]));
+    reg.registerMetric(pulled('privdns_registry_revision', 'The registry revision: committed changes so far.', 'gauge', async () => {
+      try {
+        return [{ value: await src.registry.revision() }];
+      } catch {
+        return [];
+      }
+    }));
 
     const dns = src.dns;
     if (dns) {

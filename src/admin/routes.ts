@@ -3,7 +3,7 @@
 // body (or the Privdns-Revision header for 204s).
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { PrivdnsError } from '../errors.js';
-import type { Registry } from '../registry/store.js';
+import type { RegistryStore } from '../registry/backend.js';
 import * as S from './schemas.js';
 
 export type ResolveFn = (query: S.ResolveQuery) => unknown;
@@ -35,7 +35,7 @@ const MAX_REVISION_TIMEOUT_S = 30;
 /** Long polls held at once; beyond, 503 rather than unbounded timers. */
 const MAX_REVISION_WAITERS = 10_000;
 
-export function registerRoutes(app: FastifyInstance, registry: Registry, resolve?: ResolveFn, served?: ServedRevision): void {
+export function registerRoutes(app: FastifyInstance, registry: RegistryStore, resolve?: ResolveFn, served?: ServedRevision): void {
   const stamp = (reply: FastifyReply, revision: number, serial?: number): FastifyReply => {
     reply.header(REVISION_HEADER, String(revision));
     return serial === undefined ? reply : reply.header(SERIAL_HEADER, String(serial));
@@ -69,29 +69,29 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
   };
 
   app.post<{ Body: S.CreateAccountBody }>('/v1/accounts', { schema: { body: S.createAccountBody } }, async (req, reply) => {
-    const { account, revision, serial } = registry.createAccount(req.body.name, req.body.subnets);
+    const { account, revision, serial } = await registry.createAccount(req.body.name, req.body.subnets);
     await visible(revision);
     return stamp(reply.status(201), revision, serial).send({ ...account, revision });
   });
 
-  app.get('/v1/accounts', async () => ({ items: registry.listAccounts() }));
+  app.get('/v1/accounts', async () => ({ items: await registry.listAccounts() }));
 
   app.get<{ Params: S.AccountParams }>('/v1/accounts/:account', { schema: { params: S.accountParams } }, async (req) =>
-    registry.getAccount(req.params.account),
+    await registry.getAccount(req.params.account),
   );
 
   app.patch<{ Params: S.AccountParams; Body: S.PatchAccountBody }>(
     '/v1/accounts/:account',
     { schema: { params: S.accountParams, body: S.patchAccountBody } },
     async (req, reply) => {
-      const { account, revision, serial } = registry.updateAccountSubnets(req.params.account, req.body.subnets);
+      const { account, revision, serial } = await registry.updateAccountSubnets(req.params.account, req.body.subnets);
       await visible(revision);
       return stamp(reply, revision, serial).send({ ...account, revision });
     },
   );
 
   app.delete<{ Params: S.AccountParams }>('/v1/accounts/:account', { schema: { params: S.accountParams } }, async (req, reply) => {
-    const { revision } = registry.deleteAccount(req.params.account);
+    const { revision } = await registry.deleteAccount(req.params.account);
     await visible(revision);
     return noContent(reply, revision);
   });
@@ -100,26 +100,26 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     '/v1/accounts/:account/services',
     { schema: { params: S.accountParams, body: S.createServiceBody } },
     async (req, reply) => {
-      const { service, revision, serial } = registry.createService(req.params.account, req.body);
+      const { service, revision, serial } = await registry.createService(req.params.account, req.body);
       await visible(revision);
       return stamp(reply.status(201), revision, serial).send({ ...service, revision });
     },
   );
 
   app.get<{ Params: S.AccountParams }>('/v1/accounts/:account/services', { schema: { params: S.accountParams } }, async (req) => ({
-    items: registry.listServices(req.params.account),
+    items: await registry.listServices(req.params.account),
   }));
 
   app.get<{ Params: S.ServiceParams }>('/v1/accounts/:account/services/:service', { schema: { params: S.serviceParams } }, async (req) => ({
-    ...registry.getService(req.params.account, req.params.service),
-    instances: registry.listInstances(req.params.account, req.params.service),
+    ...await registry.getService(req.params.account, req.params.service),
+    instances: await registry.listInstances(req.params.account, req.params.service),
   }));
 
   app.delete<{ Params: S.ServiceParams }>(
     '/v1/accounts/:account/services/:service',
     { schema: { params: S.serviceParams } },
     async (req, reply) => {
-      const { revision, serial } = registry.deleteService(req.params.account, req.params.service);
+      const { revision, serial } = await registry.deleteService(req.params.account, req.params.service);
       await visible(revision);
       return noContent(reply, revision, serial);
     },
@@ -138,20 +138,20 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
   app.get<{ Params: S.ServiceParams }>(
     '/v1/accounts/:account/services/:service/instances',
     { schema: { params: S.serviceParams } },
-    async (req) => ({ items: registry.listInstances(req.params.account, req.params.service) }),
+    async (req) => ({ items: await registry.listInstances(req.params.account, req.params.service) }),
   );
 
   app.get<{ Params: S.InstanceParams }>(
     '/v1/accounts/:account/services/:service/instances/:id',
     { schema: { params: S.instanceParams } },
-    async (req) => registry.getInstance(req.params.account, req.params.service, req.params.id),
+    async (req) => await registry.getInstance(req.params.account, req.params.service, req.params.id),
   );
 
   app.delete<{ Params: S.InstanceParams }>(
     '/v1/accounts/:account/services/:service/instances/:id',
     { schema: { params: S.instanceParams } },
     async (req, reply) => {
-      const { revision, serial, drainedAt } = registry.deleteInstance(req.params.account, req.params.service, req.params.id);
+      const { revision, serial, drainedAt } = await registry.deleteInstance(req.params.account, req.params.service, req.params.id);
       await visible(revision);
       return noContent(reply.header(DRAINED_AT_HEADER, drainedAt), revision, serial);
     },
@@ -176,7 +176,7 @@ export function registerRoutes(app: FastifyInstance, registry: Registry, resolve
     // that the closing server would wait for.
     if (closing.signal.aborted) void reply.header('connection', 'close');
     const revision = served.current();
-    return reply.header(REVISION_HEADER, String(revision)).send({ revision, registry: registry.revision(), reached });
+    return reply.header(REVISION_HEADER, String(revision)).send({ revision, registry: await registry.revision(), reached });
   });
 
   app.get<{ Querystring: S.ResolveQuery }>('/v1/resolve', { schema: { querystring: S.resolveQuery } }, async (req) => {

@@ -4,14 +4,14 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { PrivdnsError } from '../errors.js';
-import type { Registry } from '../registry/store.js';
+import type { RegistryStore } from '../registry/backend.js';
 import { tokenMatcher } from './auth.js';
 import { clientErrorHandler, errorBody, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ResolveFn, type ServedRevision } from './routes.js';
 
 export interface AdminDeps {
-  registry: Registry;
+  registry: RegistryStore;
   logger: Logger;
   token: string;
   bodyLimitBytes: number;
@@ -96,7 +96,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
-    const ready = deps.registry.db.open && (deps.isReady?.() ?? true);
+    const ready = deps.registry.isReady() && (deps.isReady?.() ?? true);
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'starting' });
   });
 

@@ -11,7 +11,7 @@
 //
 // The index also tracks the registry revision it serves (the last change applied), which
 // GET /v1/revision?wait=N waits on.
-import type { IndexedInstance, Registry } from '../registry/store.js';
+import type { IndexedInstance, RegistryStore } from '../registry/backend.js';
 import { parseAddress, parseSubnet, type Subnet } from '../registry/subnets.js';
 import type { Account, Instance, InstanceState, RegistryChange, Service, ServiceType } from '../registry/types.js';
 import { SubnetTable } from './accounts.js';
@@ -75,14 +75,14 @@ interface RevisionWaiter {
 export class AccountIndex {
   readonly accounts = new Map<string, AccountView>();
   readonly bySource = new SubnetTable<AccountView>();
-  private registry: Registry | null = null;
+  private registry: RegistryStore | null = null;
   private readonly onChange = (change: RegistryChange): void => this.apply(change);
   /** The registry revision DNS answers from: the last change applied. */
   revision = 0;
   private waiters: RevisionWaiter[] = [];
 
   /** Builds the index from the registry and follows its changes until close(). */
-  static follow(registry: Registry): AccountIndex {
+  static follow(registry: RegistryStore): AccountIndex {
     const index = new AccountIndex();
     // indexSnapshot() and on() run in the same tick; no commit can fall between them.
     const snap = registry.indexSnapshot();

@@ -8,7 +8,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { Registry } from '../registry/store.js';
+import type { RegistryStore } from '../registry/backend.js';
 import { parseAddress } from '../registry/subnets.js';
 import { createExplainer, type ExplainQuery, type ExplainResult } from './explain.js';
 import { Forwarder, type ForwarderStats } from './forward.js';
@@ -95,11 +95,11 @@ export function createServer(config: Config, answering: Answering, log: Logger):
   return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, rateLimit, stats: answering.stats, logger: log });
 }
 
-export async function startDns(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {
+export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   return config.dns.workers > 1 ? startWorkers(config, registry, logger) : startInProcess(config, registry, logger);
 }
 
-async function startInProcess(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {
+async function startInProcess(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
   const index = AccountIndex.follow(registry);
   const answering = createAnswering(config, index, log);
@@ -138,7 +138,7 @@ async function startInProcess(config: Config, registry: Registry, logger: Logger
   };
 }
 
-async function startWorkers(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {
+async function startWorkers(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
   // This process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
   const index = AccountIndex.follow(registry);

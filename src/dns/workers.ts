@@ -19,7 +19,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { IndexedInstance, Registry } from '../registry/store.js';
+import type { IndexedInstance, RegistryStore } from '../registry/backend.js';
 import type { Account, RegistryChange, Service } from '../registry/types.js';
 import type { ForwarderStats } from './forward.js';
 import type { AccountIndex } from './index.js';
@@ -82,7 +82,7 @@ interface Waiter {
 
 export interface DnsWorkersOptions {
   config: Config;
-  registry: Registry;
+  registry: RegistryStore;
   /** The daemon's own index (following the registry): part of what "served" means. */
   index: AccountIndex;
   logger: Logger;
