@@ -9,6 +9,7 @@ import type { QueryStats } from '../dns/stats.js';
 /** The read side of QueryStats, summed over the DNS worker processes when there are several. */
 export type QueryStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
 import type { RegistryCounts, RegistryStore } from '../registry/backend.js';
+import type { FeedStatus } from '../registry/postgres/feed.js';
 import type { RegistryChange } from '../registry/types.js';
 
 export interface MetricsSources {
@@ -19,6 +20,8 @@ export interface MetricsSources {
   refresh?: () => Promise<void>;
   /** DNS worker processes (dns.workers > 1). */
   workers?: { replies(): { worker: number; replies: number }[]; restarts(): number };
+  /** The change feed of a PostgreSQL registry. */
+  cluster?: () => FeedStatus;
 }
 
 type Labels = Record<string, string | number>;
@@ -103,6 +106,19 @@ export class Metrics {
         return [];
       }
     }));
+
+    const feed = src.cluster;
+    if (feed) {
+      reg.registerMetric(pulled('privdns_cluster_feed_connected', '1 while the change feed is connected to PostgreSQL.', 'gauge', () => [{ value: feed().connected ? 1 : 0 }]));
+      reg.registerMetric(pulled('privdns_cluster_lag_revisions', 'Revisions committed in the database that this node has not applied yet.', 'gauge', () => {
+        const f = feed();
+        return [{ value: Math.max(0, f.latest - f.applied) }];
+      }));
+      reg.registerMetric(pulled('privdns_cluster_applied_revision', 'The registry revision this node has applied.', 'gauge', () => [{ value: feed().applied }]));
+      reg.registerMetric(pulled('privdns_cluster_stale_seconds', 'Seconds since the change feed last heard from the database (0 while connected).', 'gauge', () => [{ value: feed().secondsStale }]));
+      reg.registerMetric(pulled('privdns_cluster_resyncs_total', 'Full re-reads of the registry, by cause (gap: pruned history; epoch: another database; backwards).', 'counter', () =>
+        Object.entries(feed().resyncs).map(([reason, value]) => ({ labels: { reason }, value }))));
+    }
 
     const dns = src.dns;
     if (dns) {

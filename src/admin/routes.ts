@@ -22,7 +22,23 @@ export interface ServedRevision {
   visible?(revision: number): Promise<void>;
 }
 
+/** With a PostgreSQL registry: the other nodes (src/registry/postgres/cluster.ts). */
+export interface ClusterView {
+  /** Until every live node serves `revision`, or the timeout. */
+  waitFor(revision: number, timeoutMs: number): Promise<{ complete: boolean; lagging: string[] }>;
+  /** cluster.ackTimeoutMs: how long a write waits for the other nodes. */
+  ackTimeoutMs: number;
+  /** GET /v1/cluster. */
+  describe(): Promise<unknown>;
+}
+
 export const REVISION_HEADER = 'privdns-revision';
+/**
+ * With several nodes: `partial` when a write was acknowledged before every live node served it
+ * (cluster.ackTimeoutMs), with the nodes that lag in privdns-lagging; `all` otherwise.
+ */
+export const VISIBLE_HEADER = 'privdns-visible';
+export const LAGGING_HEADER = 'privdns-lagging';
 /**
  * On every write to an account: the SOA serial that account's DNS answers carry once the
  * write is served (already so when the response arrives). The account's serial moves only
@@ -35,16 +51,25 @@ const MAX_REVISION_TIMEOUT_S = 30;
 /** Long polls held at once; beyond, 503 rather than unbounded timers. */
 const MAX_REVISION_WAITERS = 10_000;
 
-export function registerRoutes(app: FastifyInstance, registry: RegistryStore, resolve?: ResolveFn, served?: ServedRevision): void {
+export function registerRoutes(app: FastifyInstance, registry: RegistryStore, resolve?: ResolveFn, served?: ServedRevision, cluster?: ClusterView): void {
+  // What the cluster wait found for the write being answered (set by visible() below).
+  const seen = new WeakMap<FastifyReply, { complete: boolean; lagging: string[] }>();
   const stamp = (reply: FastifyReply, revision: number, serial?: number): FastifyReply => {
     reply.header(REVISION_HEADER, String(revision));
+    const wait = seen.get(reply);
+    if (wait) {
+      reply.header(VISIBLE_HEADER, wait.complete ? 'all' : 'partial');
+      if (!wait.complete) reply.header(LAGGING_HEADER, wait.lagging.join(','));
+    }
     return serial === undefined ? reply : reply.header(SERIAL_HEADER, String(serial));
   };
   const noContent = (reply: FastifyReply, revision: number, serial?: number): FastifyReply =>
     stamp(reply.status(204), revision, serial).send();
   // A write is acknowledged only once DNS answers from it, in every DNS process.
-  const visible = async (revision: number): Promise<void> => {
+  // With several nodes, also once every live node does, bounded by cluster.ackTimeoutMs.
+  const visible = async (revision: number, reply?: FastifyReply): Promise<void> => {
     if (served?.visible) await served.visible(revision);
+    if (cluster && reply) seen.set(reply, await cluster.waitFor(revision, cluster.ackTimeoutMs));
   };
   // Closing the server ends every long poll at once (as a timeout would), so SIGTERM does not
   // wait out a 30 s wait.
@@ -70,7 +95,7 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
 
   app.post<{ Body: S.CreateAccountBody }>('/v1/accounts', { schema: { body: S.createAccountBody } }, async (req, reply) => {
     const { account, revision, serial } = await registry.createAccount(req.body.name, req.body.subnets);
-    await visible(revision);
+    await visible(revision, reply);
     return stamp(reply.status(201), revision, serial).send({ ...account, revision });
   });
 
@@ -85,14 +110,14 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     { schema: { params: S.accountParams, body: S.patchAccountBody } },
     async (req, reply) => {
       const { account, revision, serial } = await registry.updateAccountSubnets(req.params.account, req.body.subnets);
-      await visible(revision);
+      await visible(revision, reply);
       return stamp(reply, revision, serial).send({ ...account, revision });
     },
   );
 
   app.delete<{ Params: S.AccountParams }>('/v1/accounts/:account', { schema: { params: S.accountParams } }, async (req, reply) => {
     const { revision } = await registry.deleteAccount(req.params.account);
-    await visible(revision);
+    await visible(revision, reply);
     return noContent(reply, revision);
   });
 
@@ -101,7 +126,7 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     { schema: { params: S.accountParams, body: S.createServiceBody } },
     async (req, reply) => {
       const { service, revision, serial } = await registry.createService(req.params.account, req.body);
-      await visible(revision);
+      await visible(revision, reply);
       return stamp(reply.status(201), revision, serial).send({ ...service, revision });
     },
   );
@@ -120,7 +145,7 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     { schema: { params: S.serviceParams } },
     async (req, reply) => {
       const { revision, serial } = await registry.deleteService(req.params.account, req.params.service);
-      await visible(revision);
+      await visible(revision, reply);
       return noContent(reply, revision, serial);
     },
   );
@@ -130,7 +155,7 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     { schema: { params: S.serviceParams, body: S.createInstanceBody } },
     async (req, reply) => {
       const { instance, revision, serial } = await registry.registerInstance(req.params.account, req.params.service, req.body);
-      await visible(revision);
+      await visible(revision, reply);
       return stamp(reply.status(202), revision, serial).send({ ...instance, revision });
     },
   );
@@ -152,7 +177,7 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     { schema: { params: S.instanceParams } },
     async (req, reply) => {
       const { revision, serial, drainedAt } = await registry.deleteInstance(req.params.account, req.params.service, req.params.id);
-      await visible(revision);
+      await visible(revision, reply);
       return noContent(reply.header(DRAINED_AT_HEADER, drainedAt), revision, serial);
     },
   );
@@ -172,11 +197,33 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
       if (served.waiting() >= MAX_REVISION_WAITERS) throw new PrivdnsError('unavailable', 'too many revision waits in progress; retry');
       reached = closing.signal.aborted ? false : await untilClosing(served.waitFor(wait, Math.round(timeoutS * 1000)));
     }
+    let lagging: string[] | undefined;
+    if (req.query.scope === 'cluster' && wait !== null && reached && cluster && !closing.signal.aborted) {
+      const left = Math.round(timeoutS * 1000);
+      const r = await untilClosing(cluster.waitFor(wait, left).then((w) => {
+        lagging = w.lagging;
+        return w.complete;
+      }));
+      reached = r;
+    }
     // Ended by the server closing: the connection must not linger as an idle keep-alive
     // that the closing server would wait for.
     if (closing.signal.aborted) void reply.header('connection', 'close');
     const revision = served.current();
-    return reply.header(REVISION_HEADER, String(revision)).send({ revision, registry: await registry.revision(), reached });
+    return reply.header(REVISION_HEADER, String(revision)).send({ revision, registry: await registry.revision(), reached, ...(lagging?.length ? { lagging } : {}) });
+  });
+
+  // GET /v1/cluster: the nodes on this registry, the revision each serves, heartbeat age and
+  // the checker lease's holder. With SQLite, this one node, which always holds it.
+  app.get('/v1/cluster', async () => {
+    if (cluster) return cluster.describe();
+    const revision = await registry.revision();
+    const current = served?.current() ?? revision;
+    return {
+      node: 'local', revision,
+      nodes: [{ id: 'local', adminUrl: null, served: current, heartbeatAgeSeconds: 0, live: true }],
+      checker: { node: 'local', term: 0, expiresInSeconds: null },
+    };
   });
 
   app.get<{ Querystring: S.ResolveQuery }>('/v1/resolve', { schema: { querystring: S.resolveQuery } }, async (req) => {

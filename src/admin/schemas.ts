@@ -88,6 +88,7 @@ export const revisionQuery = {
   properties: {
     wait: { type: 'string', pattern: '^[0-9]{1,15}$', description: 'return once DNS serves this revision or later' },
     timeout: { type: 'string', pattern: '^[0-9]{1,2}(\\.[0-9]{1,3})?$', description: 'seconds to wait at most, 0-30, default 5' },
+    scope: { type: 'string', enum: ['node', 'cluster'], description: 'cluster: wait until every live node serves it (PostgreSQL registry)' },
   },
 } as const;
 
@@ -105,4 +106,4 @@ export interface CreateServiceBody {
 }
 export interface CreateInstanceBody { address: string; bindTimeoutSeconds?: number }
 export interface ResolveQuery { source: string; name: string; type?: string }
-export interface RevisionQuery { wait?: string; timeout?: string }
+export interface RevisionQuery { wait?: string; timeout?: string; scope?: 'node' | 'cluster' }

@@ -8,7 +8,7 @@ import type { RegistryStore } from '../registry/backend.js';
 import { tokenMatcher } from './auth.js';
 import { clientErrorHandler, errorBody, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
-import { registerRoutes, type ResolveFn, type ServedRevision } from './routes.js';
+import { registerRoutes, type ClusterView, type ResolveFn, type ServedRevision } from './routes.js';
 
 export interface AdminDeps {
   registry: RegistryStore;
@@ -19,6 +19,8 @@ export interface AdminDeps {
   resolve?: ResolveFn;
   /** The revision DNS serves; absent, GET /v1/revision answers 501. */
   served?: ServedRevision;
+  /** The other nodes, with a PostgreSQL registry. */
+  cluster?: ClusterView;
   /** Readiness beyond "the process is up": listeners bound, index built. */
   isReady?: () => boolean;
   /** Served at /metrics when given. */
@@ -97,7 +99,8 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
     const ready = deps.registry.isReady() && (deps.isReady?.() ?? true);
-    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'starting' });
+    const status = ready ? 'ready' : deps.registry.backend === 'postgres' && deps.registry.isReady() === false && (deps.isReady?.() ?? true) ? 'registry_stale' : 'starting';
+    return reply.status(ready ? 200 : 503).send({ status });
   });
 
   // The OpenAPI document is generated from the same route schemas Fastify validates with.
@@ -109,7 +112,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
       security: [{ bearer: [] }],
     },
   });
-  registerRoutes(app, deps.registry, deps.resolve, deps.served);
+  registerRoutes(app, deps.registry, deps.resolve, deps.served, deps.cluster);
   const metrics = deps.metrics;
   if (metrics) {
     app.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>

@@ -3,7 +3,7 @@
 // ConfigError naming the key, which `privdns serve` prints as one line before exiting 2.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../registry/subnets.js';
@@ -74,6 +74,18 @@ export interface Config {
     /** Accept 0.0.0.0/0, ::/0 and other catch-all prefixes as account subnets. */
     allowCatchAllSubnets: boolean;
     limits: { accounts: number; subnetsPerAccount: number; servicesPerAccount: number; instancesPerService: number };
+    /** Empty: the SQLite file in dataDir. postgres://user@host:port/db: that shared database. */
+    url: string;
+  };
+  /** With a PostgreSQL registry: this node among the others (docs/cluster.md). */
+  cluster: {
+    /** Default: host name and admin port. */
+    nodeId: string;
+    leaseSeconds: number;
+    nodeTimeoutSeconds: number;
+    ackTimeoutMs: number;
+    maxStaleSeconds: number;
+    changesRetention: number;
   };
 }
 
@@ -161,6 +173,10 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     }
   });
 
+  const registryUrl = fromEnv('PRIVDNS_REGISTRY_URL') ?? file.string('registry.url', '');
+  if (registryUrl !== '' && !/^postgres(ql)?:\/\/[^\s]+$/.test(registryUrl)) {
+    throw new ConfigError(fromEnv('PRIVDNS_REGISTRY_URL') !== undefined ? 'PRIVDNS_REGISTRY_URL' : 'registry.url', 'must be empty (SQLite in dataDir) or a postgres:// URL');
+  }
   const workersEnv = fromEnv('PRIVDNS_DNS_WORKERS');
   const workers = workersEnv !== undefined
     ? parseWorkers('PRIVDNS_DNS_WORKERS', workersEnv)
@@ -241,9 +257,18 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
         servicesPerAccount: file.int('registry.limits.servicesPerAccount', 10_000, 1, 10_000_000),
         instancesPerService: file.int('registry.limits.instancesPerService', 100_000, 1, 10_000_000),
       },
+      url: registryUrl,
+    },
+    cluster: {
+      nodeId: fromEnv('PRIVDNS_NODE_ID') || file.string('cluster.nodeId', '') || `${hostname()}:${adminListen.port}`,
+      leaseSeconds: file.int('cluster.leaseSeconds', 10, 1, 3600),
+      nodeTimeoutSeconds: file.int('cluster.nodeTimeoutSeconds', 10, 1, 3600),
+      ackTimeoutMs: file.int('cluster.ackTimeoutMs', 2000, 0, 60_000),
+      maxStaleSeconds: file.int('cluster.maxStaleSeconds', 30, 1, 86_400),
+      changesRetention: file.int('cluster.changesRetention', 100_000, 100, 100_000_000),
     },
   };
-  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir');
+  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir', 'registry.url', 'cluster.nodeId');
   const unknown = file.firstUnknownKey();
   if (unknown !== undefined) throw new ConfigError(unknown, 'unknown key (see config/default.yaml for the keys)');
   return config;

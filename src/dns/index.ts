@@ -73,10 +73,19 @@ interface RevisionWaiter {
 }
 
 export class AccountIndex {
-  readonly accounts = new Map<string, AccountView>();
-  readonly bySource = new SubnetTable<AccountView>();
+  // Replaced whole by replaceWith() (a resync): never held across queries elsewhere.
+  accounts = new Map<string, AccountView>();
+  bySource = new SubnetTable<AccountView>();
   private registry: RegistryStore | null = null;
   private readonly onChange = (change: RegistryChange): void => this.apply(change);
+  private readonly onResync = (): void => {
+    const registry = this.registry;
+    if (!registry) return;
+    const snap = registry.indexSnapshot();
+    const next = new AccountIndex();
+    next.load(snap.accounts, snap.services, snap.instances, snap.revision);
+    this.replaceWith(next, snap.revision);
+  };
   /** The registry revision DNS answers from: the last change applied. */
   revision = 0;
   private waiters: RevisionWaiter[] = [];
@@ -88,12 +97,23 @@ export class AccountIndex {
     const snap = registry.indexSnapshot();
     index.load(snap.accounts, snap.services, snap.instances, snap.revision);
     registry.on('change', index.onChange);
+    // The registry read everything again (PostgreSQL's feed found a gap): a new index, swapped in at once.
+    registry.on('resync', index.onResync);
     index.registry = registry;
     return index;
   }
 
+  /** Takes `next`'s contents in one step, so no query sees half of either (a resync). */
+  replaceWith(next: AccountIndex, revision: number): void {
+    this.accounts = next.accounts;
+    this.bySource = next.bySource;
+    this.revision = revision;
+    if (this.waiters.length > 0) this.wake();
+  }
+
   close(): void {
     this.registry?.off('change', this.onChange);
+    this.registry?.off('resync', this.onResync);
     this.registry = null;
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);

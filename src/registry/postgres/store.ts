@@ -433,6 +433,31 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     return fenced.value ? n : null;
   }
 
+  /** Drops change history older than `retention` revisions (the lease holder, fenced); how many rows. */
+  async pruneChanges(term: number, retention: number): Promise<number | null> {
+    let tx: Tx;
+    try {
+      tx = await this.pool.connect();
+    } catch (err) {
+      throw unavailable(err);
+    }
+    try {
+      await tx.query('BEGIN');
+      if (!(await holdsLease(tx, this.nodeId, term))) {
+        await tx.query('ROLLBACK');
+        return null;
+      }
+      const r = await tx.query('DELETE FROM changes WHERE revision <= (SELECT revision FROM registry_state WHERE id = 1) - $1', [retention]);
+      await tx.query('COMMIT');
+      return r.rowCount ?? 0;
+    } catch (err) {
+      await tx.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      tx.release();
+    }
+  }
+
   /**
    * The checker's write, fenced: inside the transaction, after the revision row, the lease row
    * must still name this node with the term it acquired; otherwise nothing is written (null).
