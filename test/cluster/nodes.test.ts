@@ -44,7 +44,10 @@ async function startNode(name: string, host: string): Promise<TestDaemon> {
 async function soaSerial(d: TestDaemon, src: string): Promise<number | null> {
   const out = await dig(['-b', src, `@${d.adminHost}`, '-p', String(d.dnsPort), 'internal', 'SOA', '+short']);
   const f = out.trim().split(/\s+/);
-  return f.length >= 3 ? Number(f[2]) : null;
+  if (f.length < 3) return null;
+  const serial = Number(f[2]);
+  if (!Number.isInteger(serial)) throw new Error(`dig: ${out}`);
+  return serial;
 }
 
 async function aRecords(d: TestDaemon, src: string, name: string): Promise<{ status: string | undefined; addresses: string[] }> {
@@ -243,6 +246,30 @@ describe('three nodes on one PostgreSQL registry', { concurrency: false }, () =>
     }
     const again = await live[1]!.api('POST', '/v1/accounts', { name: 'restarted2', subnets: ['127.43.1.0/24'] });
     assert.equal(again.headers.get('privdns-visible'), 'all');
+  });
+
+  it('the database away: DNS answers from memory, writes are 503 registry_unavailable, /readyz 503 after maxStaleSeconds, then resume', async () => {
+    const live = [a, b, c].filter((d) => d.proc.exitCode === null && d.proc.signalCode === null);
+    await pgServer.stop();
+    try {
+      const w = await live[0]!.api('POST', '/v1/accounts', { name: 'nodb', subnets: ['127.46.0.0/24'] });
+      assert.equal(w.status, 503);
+      assert.equal(w.body.error.code, 'registry_unavailable');
+      for (const d of live) assert.equal(await soaSerial(d, '127.43.0.5'), 1, 'still answered from memory');
+      assert.equal((await fetch(`${live[0]!.adminUrl}/readyz`)).status, 200, 'ready while not yet stale');
+      await until('/readyz 503 once stale', 10_000, async () => (await fetch(`${live[0]!.adminUrl}/readyz`)).status === 503);
+      assert.ok(((await metric(live[0]!, 'privdns_cluster_stale_seconds')) ?? 0) >= 5);
+      assert.equal(await metric(live[0]!, 'privdns_cluster_feed_connected'), 0);
+    } finally {
+      pgServer.startAgain();
+    }
+    for (const d of live) await until(`${d.adminUrl} ready again`, 15_000, async () => (await fetch(`${d.adminUrl}/readyz`)).status === 200);
+    const w = await live[1]!.api('POST', '/v1/accounts', { name: 'back', subnets: ['127.46.1.0/24'] });
+    assert.equal(w.status, 201);
+    for (const d of live) {
+      await until(`${d.adminUrl} serves it`, 5000, async () => (await soaSerial(d, '127.46.1.5')) === 1);
+      assert.equal(await metric(d, 'privdns_cluster_resyncs_total{reason="gap"}'), 0);
+    }
   });
 
   it('changes pruned while a node is stopped: it resyncs, and its index equals the database', async () => {
