@@ -68,7 +68,7 @@ async function scenario(registry: Registry, port: number, title: string, registe
     logger: pino({ level: 'silent' }),
     probe: counting,
     settings: {
-      bindTimeoutSeconds: 120, retryInitialMs: 250, retryMaxMs: 2000, connectTimeoutMs: 1000,
+      bindTimeoutSeconds: 120, retryInitialMs: 250, retryMaxMs: 2000, connectTimeoutMs: 1000, httpTimeoutMs: 2000,
       concurrency: CONCURRENCY, livenessIntervalSeconds: 3600, livenessFailureThreshold: 3,
     },
   });

@@ -16,6 +16,7 @@ import { startDns, type DnsService } from './dns/setup.js';
 import { CheckerLease, NodeHeartbeat, waitForCluster } from './registry/postgres/cluster.js';
 import type { PgRegistry } from './registry/postgres/store.js';
 import type { ClusterView } from './admin/routes.js';
+import { VERSION } from './version.js';
 
 export interface Daemon {
   registry: RegistryStore;
@@ -68,6 +69,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     dns: dns.stats,
     ...(dns.forwarder ? { forwarder: dns.forwarder } : {}),
     refresh: () => dns.refreshStats(),
+    build: { version: VERSION, node: config.nodeId },
     ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
     ...(pgRegistry ? { cluster: () => pgRegistry.status() } : {}),
   });

@@ -2,9 +2,9 @@
 // Entry point of the `privdns` binary: `privdns serve [--config FILE]` runs the daemon; every
 // other subcommand is an operator command over the admin API (src/cli).
 import { parseArgs } from 'node:util';
-import pino from 'pino';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config/config.js';
 import { startDaemon } from './daemon.js';
+import { createLogger } from './log.js';
 import { runCli } from './cli/commands.js';
 
 async function serve(argv: string[]): Promise<number> {
@@ -26,11 +26,7 @@ async function serve(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  const logger = pino({
-    level: config.log.level,
-    base: { service: 'privdns' },
-    redact: { paths: ['req.headers.authorization', 'token', '*.token'], censor: '[redacted]' },
-  });
+  const logger = createLogger(config.log);
   // Handlers go in before anything starts, so a signal during start-up still stops cleanly.
   let signalled: (signal: NodeJS.Signals) => void = () => undefined;
   const signal = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));

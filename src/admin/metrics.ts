@@ -18,6 +18,8 @@ export interface MetricsSources {
   forwarder?: { stats(): ForwarderStats };
   /** Run before each scrape: brings `dns` and `forwarder` up to date (asks the DNS workers). */
   refresh?: () => Promise<void>;
+  /** privdns_build_info's labels: package.json's version and the node id (Config.nodeId). */
+  build?: { version: string; node: string };
   /** DNS worker processes (dns.workers > 1). */
   workers?: { replies(): { worker: number; replies: number }[]; restarts(): number };
   /** The change feed of a PostgreSQL registry. */
@@ -76,6 +78,15 @@ export class Metrics {
     };
     src.registry.on('change', onChange);
     this.stopListening = () => src.registry.off('change', onChange);
+
+    if (src.build) {
+      new client.Gauge({
+        name: 'privdns_build_info',
+        help: 'Always 1: the privdns version running and the node it runs as.',
+        labelNames: ['version', 'node'],
+        registers: [reg],
+      }).set(src.build, 1);
+    }
 
     // Read from the database once per scrape; a database that cannot answer (PostgreSQL
     // away) leaves these out of the scrape rather than failing all of it.

@@ -1,6 +1,7 @@
 // JSON schemas of the admin API's inputs, declared once: Fastify validates with them and
 // the OpenAPI document is generated from them.
 import { DNS_LABEL_PATTERN } from '../registry/names.js';
+import { HEALTH_CHECK_PATH_MAX_LENGTH, HEALTH_CHECK_PATH_PATTERN } from '../registry/health-path.js';
 import { SERVICE_TYPES } from '../registry/types.js';
 
 const label = { type: 'string', pattern: DNS_LABEL_PATTERN, maxLength: 63 } as const;
@@ -56,6 +57,10 @@ export const createServiceBody = {
     ports: { type: 'array', maxItems: 64, items: port },
     bindTimeoutSeconds: { type: 'integer', minimum: 1, maximum: 86400 },
     ttl: { type: 'integer', minimum: 0, maximum: 86400 },
+    healthCheckPath: {
+      type: 'string', minLength: 1, maxLength: HEALTH_CHECK_PATH_MAX_LENGTH, pattern: HEALTH_CHECK_PATH_PATTERN,
+      description: 'web_service only: GET of this path on an instance must answer 2xx/3xx before it is live',
+    },
   },
 } as const;
 
@@ -103,6 +108,7 @@ export interface CreateServiceBody {
   ports?: number[];
   bindTimeoutSeconds?: number;
   ttl?: number;
+  healthCheckPath?: string;
 }
 export interface CreateInstanceBody { address: string; bindTimeoutSeconds?: number }
 export interface ResolveQuery { source: string; name: string; type?: string }

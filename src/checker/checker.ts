@@ -1,5 +1,6 @@
 // The PortChecker drives instances through their states (docs/design.md, "Admin API"):
-//   pending → live     once every declared port has accepted a TCP connection, or
+//   pending → live     once every declared port has accepted a TCP connection (and, for a
+//                      web service with a healthCheckPath, a GET of it answered 2xx/3xx), or
 //   pending → failed   when the deadline passes first (terminal);
 //   live → unhealthy   after `livenessFailureThreshold` consecutive failed liveness checks,
 //   unhealthy → live   on the next successful one.
@@ -15,8 +16,9 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { LivenessTarget, RegistryStore } from '../registry/backend.js';
+import type { CheckOverlay, LivenessTarget, RegistryStore } from '../registry/backend.js';
 import type { Instance, InstanceState, PortResult, RegistryChange } from '../registry/types.js';
+import { checkHttp, type HttpCheck, type HttpProbe } from './httpcheck.js';
 import { checkPort, type PortCheck, type PortProbe } from './portcheck.js';
 import { ConnectSlots } from './slots.js';
 import { TimerWheel } from './wheel.js';
@@ -29,6 +31,8 @@ export interface PortCheckerOptions {
   settings: CheckerSettings;
   /** The connect attempt; the real TCP probe unless a test wraps it to observe it. */
   probe?: PortProbe;
+  /** The HTTP health check; the real GET unless a test wraps it. */
+  httpProbe?: HttpProbe;
   /** Clock in ms since the epoch; must agree with the registry's. */
   now?: () => number;
 }
@@ -47,6 +51,12 @@ interface BindWatch {
   ports: PortResult[];
   /** Which ports have accepted once; those are not probed again. */
   bound: boolean[];
+  /** The service's HTTP health check path, or null. */
+  readonly healthCheckPath: string | null;
+  /** Whether the health check answered 2xx/3xx (true from the start without a path). */
+  healthy: boolean;
+  /** The latest failed health check ("GET /healthz: 503"), shown as the pending reason. */
+  healthError: string | null;
   attempt: number;
   timer: NodeJS.Timeout | null;
   gone: boolean;
@@ -63,6 +73,8 @@ class LiveWatch {
   checkedAt = 0;
   /** The latest check's outcome per port when one failed; null when all accepted. */
   outcomes: readonly PortCheck[] | null = null;
+  /** The latest health check's failure when it failed; null otherwise. */
+  healthError: string | null = null;
   gone = false;
 
   constructor(
@@ -72,6 +84,7 @@ class LiveWatch {
     readonly address: string,
     readonly ports: readonly number[],
     public state: InstanceState,
+    readonly healthCheckPath: string | null,
   ) {}
 }
 
@@ -85,6 +98,9 @@ export class PortChecker {
   private readonly log: Logger;
   private readonly settings: CheckerSettings;
   private readonly probe: PortProbe;
+  private readonly httpProbe: HttpProbe;
+  /** Health check path of each service that has one, by serviceKey(); services never change. */
+  private readonly healthPaths = new Map<string, string>();
   private readonly now: () => number;
   private readonly slots: ConnectSlots;
   private readonly watches = new Map<string, Watch>();
@@ -109,6 +125,7 @@ export class PortChecker {
     this.log = opts.logger.child({ component: 'checker' });
     this.settings = opts.settings;
     this.probe = opts.probe ?? checkPort;
+    this.httpProbe = opts.httpProbe ?? checkHttp;
     this.now = opts.now ?? Date.now;
     this.slots = new ConnectSlots(opts.settings.concurrency);
     this.due = new TimerWheel<LiveWatch>(LIVENESS_TICK_MS, () => this.runDueLivenessChecks());
@@ -122,20 +139,22 @@ export class PortChecker {
     if (this.started) throw new Error('PortChecker already started');
     this.started = true;
     this.registry.on('change', this.onChange);
-    this.registry.setPortResultsOverlay((id) => this.latestPortResults(id));
+    this.registry.setCheckOverlay((id) => this.latestResults(id));
     // The narrow read for live ones: with 100,000 live instances, full Instance rows (dates
     // formatted, port results parsed) would cost more than the watches themselves.
+    const paths = this.registry.healthCheckPaths();
     const pending = this.registry.instancesInState('pending');
     const live = this.registry.livenessTargets();
     // SQLite answers in this turn: every watch exists when start() returns.
-    if (!(pending instanceof Promise) && !(live instanceof Promise)) {
-      this.resume(pending, live);
+    if (!(paths instanceof Promise) && !(pending instanceof Promise) && !(live instanceof Promise)) {
+      this.resume(paths, pending, live);
       return Promise.resolve();
     }
-    return Promise.all([pending, live]).then(([p, l]) => this.resume(p, l));
+    return Promise.all([paths, pending, live]).then(([h, p, l]) => this.resume(h, p, l));
   }
 
-  private resume(pendingInstances: readonly Instance[], live: readonly LivenessTarget[]): void {
+  private resume(paths: readonly { account: string; service: string; path: string }[], pendingInstances: readonly Instance[], live: readonly LivenessTarget[]): void {
+    for (const h of paths) this.healthPaths.set(serviceKey(h.account, h.service), h.path);
     // Changes heard while the reads were in flight (PostgreSQL) are watched already: skipped
     // here rather than watched twice.
     let pending = 0;
@@ -153,7 +172,7 @@ export class PortChecker {
     if (this.stopped) return;
     this.stopped = true;
     this.registry.off('change', this.onChange);
-    this.registry.setPortResultsOverlay(null);
+    this.registry.setCheckOverlay(null);
     for (const w of this.watches.values()) this.unwatch(w);
     this.due.close();
     this.slots.close();
@@ -166,11 +185,14 @@ export class PortChecker {
     return { watched: this.watches.size, connectsInFlight: this.slots.inFlight, connectsQueued: this.slots.queued };
   }
 
-  private latestPortResults(id: string): PortResult[] | undefined {
+  private latestResults(id: string): CheckOverlay | undefined {
     const w = this.watches.get(id);
     if (!w) return undefined;
-    if (w instanceof LiveWatch) return this.livePortResults(w);
-    return w.ports.map((p) => ({ ...p }));
+    if (w instanceof LiveWatch) {
+      const ports = this.livePortResults(w);
+      return ports && { ports };
+    }
+    return { ports: w.ports.map((p) => ({ ...p })), reason: w.healthError };
   }
 
   /** A live watch's latest results as the API shows them; undefined while SQLite's are. */
@@ -197,16 +219,25 @@ export class PortChecker {
       }
       return;
     }
-    if (change.op !== 'delete') return;
+    if (change.op !== 'delete') {
+      // Before any instance of it: a service is created with its path and never changed.
+      if (change.kind === 'service' && change.service.healthCheckPath !== null) {
+        this.healthPaths.set(serviceKey(change.service.account, change.service.name), change.service.healthCheckPath);
+      }
+      return;
+    }
     // Deleting an account or a service removes its instances in one cascade, announced by a
     // single event: drop every watch under it.
     const service = change.kind === 'service' ? change.service : null;
+    if (service !== null) this.healthPaths.delete(serviceKey(change.account, service));
+    else for (const key of this.healthPaths.keys()) if (key.startsWith(serviceKey(change.account, ''))) this.healthPaths.delete(key);
     for (const w of this.watches.values()) {
       if (w.account === change.account && (service === null || w.service === service)) this.unwatch(w);
     }
   }
 
   private watchPending(instance: Instance): void {
+    const healthCheckPath = this.healthPaths.get(serviceKey(instance.account, instance.service)) ?? null;
     const w: BindWatch = {
       id: instance.id,
       account: instance.account,
@@ -218,6 +249,9 @@ export class PortChecker {
       state: instance.state,
       ports: instance.ports.map((p) => ({ ...p })),
       bound: instance.ports.map(() => false),
+      healthCheckPath,
+      healthy: healthCheckPath === null,
+      healthError: null,
       attempt: 0,
       timer: null,
       gone: false,
@@ -230,7 +264,8 @@ export class PortChecker {
 
   /** A live or unhealthy instance waits out a liveness interval before its first check. */
   private watchLive(target: LivenessTarget): void {
-    const w = new LiveWatch(target.id, target.account, target.service, target.address, this.sharedPorts(target.ports), target.state);
+    const path = this.healthPaths.get(serviceKey(target.account, target.service)) ?? null;
+    const w = new LiveWatch(target.id, target.account, target.service, target.address, this.sharedPorts(target.ports), target.state, path);
     this.watches.set(w.id, w);
     this.due.add(w, this.settings.livenessIntervalSeconds * 1000);
   }
@@ -276,6 +311,18 @@ export class PortChecker {
     }
   }
 
+  /** One health check under the same bound, on the first port (the web service's HTTP port). */
+  private async getHealth(w: Watch, port: number | undefined, path: string): Promise<HttpCheck | null> {
+    if (port === undefined) return null;
+    if (!(await this.slots.acquire())) return null;
+    try {
+      if (w.gone || this.stopped) return null;
+      return await this.httpProbe(w.address, port, path, this.settings.httpTimeoutMs, this.abort.signal);
+    } finally {
+      this.slots.release();
+    }
+  }
+
   // ---- bind phase: pending → live | failed ----
 
   private scheduleBindCheck(w: BindWatch, delayMs: number): void {
@@ -297,6 +344,18 @@ export class PortChecker {
       this.retryBindLater(w);
       return;
     }
+    // Once every port accepts, and on every retry after, the health check decides.
+    if (w.healthCheckPath !== null && w.bound.every(Boolean)) {
+      const h = await this.getHealth(w, w.ports[0]?.port, w.healthCheckPath);
+      if (h === null || w.gone || this.stopped) return;
+      if (h.local) {
+        this.localFailure(w);
+        this.retryBindLater(w);
+        return;
+      }
+      w.healthy = h.ok;
+      w.healthError = h.error;
+    }
     await this.afterBindCheck(w);
   }
 
@@ -313,7 +372,7 @@ export class PortChecker {
 
   private async afterBindCheck(w: BindWatch): Promise<void> {
     const t = this.now();
-    if (w.bound.every(Boolean)) {
+    if (w.bound.every(Boolean) && w.healthy) {
       if (!(await this.transition(w, 'live', null, w.ports, { liveAt: t, bindMs: t - w.createdAt }))) return this.retryBindLater(w);
       // From now on a liveness watch; the results just written are SQLite's.
       w.gone = true;
@@ -322,7 +381,9 @@ export class PortChecker {
     }
     if (t >= w.deadlineAt) {
       const missing = w.ports.filter((_, i) => !w.bound[i]).map((p) => p.port);
-      const reason = `${missing.length === 1 ? 'port' : 'ports'} ${missing.join(', ')} not bound within ${w.bindTimeoutSeconds}s`;
+      const reason = missing.length > 0
+        ? `${missing.length === 1 ? 'port' : 'ports'} ${missing.join(', ')} not bound within ${w.bindTimeoutSeconds}s`
+        : `${w.healthError ?? `GET ${w.healthCheckPath ?? '/'}: not checked`} (no 2xx or 3xx within ${w.bindTimeoutSeconds}s)`;
       if (await this.transition(w, 'failed', reason, w.ports, {})) this.unwatch(w);
       else this.retryBindLater(w);
       return;
@@ -371,9 +432,22 @@ export class PortChecker {
       return;
     }
     const allOk = checks.every((c) => c.ok);
+    // The health check only once the ports accept: a refused HTTP port is already the reason.
+    let healthError: string | null = null;
+    if (allOk && w.healthCheckPath !== null) {
+      const h = await this.getHealth(w, w.ports[0], w.healthCheckPath);
+      if (h === null || w.gone || this.stopped) return;
+      if (h.local) {
+        this.localFailure(w);
+        this.retryLivenessLater(w);
+        return;
+      }
+      healthError = h.error;
+    }
     w.checkedAt = this.now();
     w.outcomes = allOk ? null : checks;
-    await this.afterLivenessCheck(w, allOk);
+    w.healthError = healthError;
+    await this.afterLivenessCheck(w, allOk && healthError === null);
   }
 
   private async afterLivenessCheck(w: LiveWatch, allOk: boolean): Promise<void> {
@@ -385,6 +459,7 @@ export class PortChecker {
       w.failures++;
       if (w.state === 'live' && w.failures >= this.settings.livenessFailureThreshold) {
         const failing = ports.filter((p) => p.ok === false).map((p) => `port ${p.port}: ${p.error ?? 'failed'}`);
+        if (w.healthError !== null) failing.push(w.healthError);
         const reason = `${failing.join('; ')} (${w.failures} consecutive failed checks)`;
         if (!(await this.transition(w, 'unhealthy', reason, ports, {}))) return this.retryLivenessLater(w);
       }
@@ -430,6 +505,11 @@ export class PortChecker {
     else this.log.warn(fields, `instance ${w.id} is ${to}: ${reason ?? ''}`);
     return true;
   }
+}
+
+/** Account and service names are DNS labels: "/" cannot occur in either. */
+function serviceKey(account: string, service: string): string {
+  return `${account}/${service}`;
 }
 
 function isChecked(state: InstanceState): boolean {

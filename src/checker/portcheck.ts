@@ -74,7 +74,8 @@ export const checkPort: PortProbe = (host, port, timeoutMs, signal) => {
   });
 };
 
-function describeError(err: NodeJS.ErrnoException): string {
+/** A socket error in words, as instance reasons and port results show it. */
+export function describeError(err: NodeJS.ErrnoException): string {
   switch (err.code) {
     case 'ECONNREFUSED':
       return 'connection refused';

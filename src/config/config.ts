@@ -3,12 +3,14 @@
 // ConfigError naming the key, which `privdns serve` prints as one line before exiting 2.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { availableParallelism, hostname } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseSubnet, type Subnet } from '../registry/subnets.js';
 import { isDnsLabel } from '../registry/names.js';
 import type { RateLimitSettings } from '../dns/ratelimit.js';
+import { LOG_FORMATS, type LogSettings } from '../log.js';
+import { nodeId } from '../node-id.js';
 
 export interface HostPort {
   host: string;
@@ -44,6 +46,8 @@ export interface Config {
     maxConnections: number; keepAliveTimeoutMs: number; requestTimeoutMs: number; headersTimeoutMs: number;
   };
   dataDir: string;
+  /** This daemon's name in a cluster (PRIVDNS_NODE_ID, or host name and admin port): src/node-id.ts. */
+  nodeId: string;
   zone: string;
   /** Empty: names outside the zone are REFUSED. */
   upstreams: HostPort[];
@@ -65,11 +69,14 @@ export interface Config {
     retryInitialMs: number;
     retryMaxMs: number;
     connectTimeoutMs: number;
+    /** Whole exchange of one HTTP health check of a web service (connect to last byte read). */
+    httpTimeoutMs: number;
     concurrency: number;
     livenessIntervalSeconds: number;
     livenessFailureThreshold: number;
   };
-  log: { level: string };
+  /** format: auto (pretty on a terminal, JSON otherwise), json or pretty. */
+  log: LogSettings;
   registry: {
     /** Accept 0.0.0.0/0, ::/0 and other catch-all prefixes as account subnets. */
     allowCatchAllSubnets: boolean;
@@ -79,8 +86,6 @@ export interface Config {
   };
   /** With a PostgreSQL registry: this node among the others (docs/cluster.md). */
   cluster: {
-    /** Default: host name and admin port. */
-    nodeId: string;
     leaseSeconds: number;
     nodeTimeoutSeconds: number;
     ackTimeoutMs: number;
@@ -140,6 +145,13 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
     ? parseHostPort('PRIVDNS_ADMIN_LISTEN', adminListenEnv)
     : parseHostPort('admin.listen', file.string('admin.listen', '127.0.0.1:8053'));
 
+  let node: string;
+  try {
+    node = nodeId(fromEnv('PRIVDNS_NODE_ID'), adminListen.port);
+  } catch (err) {
+    throw new ConfigError('PRIVDNS_NODE_ID', (err as Error).message);
+  }
+
   const upstreamsEnv = fromEnv('PRIVDNS_UPSTREAMS');
   const upstreamKey = upstreamsEnv !== undefined ? 'PRIVDNS_UPSTREAMS' : 'upstreams';
   const upstreamList = upstreamsEnv !== undefined ? splitList(upstreamsEnv) : file.list('upstreams', []);
@@ -163,6 +175,12 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
   const level = fromEnv('PRIVDNS_LOG_LEVEL') ?? file.string('log.level', 'info');
   if (!LOG_LEVELS.includes(level)) {
     throw new ConfigError(fromEnv('PRIVDNS_LOG_LEVEL') !== undefined ? 'PRIVDNS_LOG_LEVEL' : 'log.level', `"${level}" is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  const formatEnv = fromEnv('PRIVDNS_LOG_FORMAT');
+  const format = formatEnv ?? file.string('log.format', 'auto');
+  if (!isLogFormat(format)) {
+    throw new ConfigError(formatEnv !== undefined ? 'PRIVDNS_LOG_FORMAT' : 'log.format', `"${format}" is not one of ${LOG_FORMATS.join(', ')}`);
   }
 
   const operatorSubnets = file.list('dns.operatorSubnets', []).map((s, i) => {
@@ -226,6 +244,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       headersTimeoutMs: file.int('admin.headersTimeoutMs', Math.min(5000, adminRequestTimeoutMs), 100, adminRequestTimeoutMs),
     },
     dataDir: fromEnv('PRIVDNS_DATA_DIR') || file.string('dataDir', './data'),
+    nodeId: node,
     zone,
     upstreams,
     forward: {
@@ -244,11 +263,12 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       retryInitialMs,
       retryMaxMs: file.int('checker.retryMaxMs', 2000, retryInitialMs, 600_000),
       connectTimeoutMs: file.int('checker.connectTimeoutMs', 1000, 10, 60_000),
+      httpTimeoutMs: file.int('checker.httpTimeoutMs', 2000, 10, 60_000),
       concurrency: file.int('checker.concurrency', 256, 1, 100_000),
       livenessIntervalSeconds: file.int('checker.livenessIntervalSeconds', 10, 1, 86_400),
       livenessFailureThreshold: file.int('checker.livenessFailureThreshold', 3, 1, 1000),
     },
-    log: { level },
+    log: { level, format },
     registry: {
       allowCatchAllSubnets: file.bool('registry.allowCatchAllSubnets', false),
       limits: {
@@ -260,7 +280,6 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       url: registryUrl,
     },
     cluster: {
-      nodeId: fromEnv('PRIVDNS_NODE_ID') || file.string('cluster.nodeId', '') || `${hostname()}:${adminListen.port}`,
       leaseSeconds: file.int('cluster.leaseSeconds', 10, 1, 3600),
       nodeTimeoutSeconds: file.int('cluster.nodeTimeoutSeconds', 10, 1, 3600),
       ackTimeoutMs: file.int('cluster.ackTimeoutMs', 2000, 0, 60_000),
@@ -268,7 +287,7 @@ function buildConfig(doc: Record<string, unknown>, env: Env): Config {
       changesRetention: file.int('cluster.changesRetention', 100_000, 100, 100_000_000),
     },
   };
-  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'admin.token', 'dataDir', 'registry.url', 'cluster.nodeId');
+  file.known('dns.listen', 'dns.workers', 'admin.listen', 'upstreams', 'zone', 'checker.bindTimeoutSeconds', 'log.level', 'log.format', 'admin.token', 'dataDir', 'registry.url');
   const unknown = file.firstUnknownKey();
   if (unknown !== undefined) throw new ConfigError(unknown, 'unknown key (see config/default.yaml for the keys)');
   return config;
@@ -347,6 +366,10 @@ class Reader {
     }
     return v as string[];
   }
+}
+
+function isLogFormat(s: string): s is LogSettings['format'] {
+  return (LOG_FORMATS as readonly string[]).includes(s);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

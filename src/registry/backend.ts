@@ -20,7 +20,12 @@ export interface NewService {
   ports?: number[];
   bindTimeoutSeconds?: number | null;
   ttl?: number | null;
+  /** web_service only (see Service.healthCheckPath). */
+  healthCheckPath?: string | null;
 }
+
+/** The checker's latest results of an instance, shown by reads between transitions. */
+export type CheckOverlay = Pick<Instance, 'ports'> & Partial<Pick<Instance, 'reason'>>;
 
 /** An instance as the DNS index needs it (indexSnapshot). */
 export type IndexedInstance = Pick<Instance, 'id' | 'account' | 'service' | 'address' | 'state' | 'reason'>;
@@ -89,7 +94,9 @@ export interface RegistryStore extends EventEmitter<RegistryEvents> {
   updateInstanceCheck(id: string, update: InstanceCheckUpdate): Awaitable<Instance | null>;
   instancesInState(state: InstanceState): Awaitable<Instance[]>;
   livenessTargets(): Awaitable<LivenessTarget[]>;
-  setPortResultsOverlay(fn: ((id: string) => PortResult[] | undefined) | null): void;
+  /** Every service with an HTTP health check path, for the checker's start. */
+  healthCheckPaths(): Awaitable<{ account: string; service: string; path: string }[]>;
+  setCheckOverlay(fn: ((id: string) => CheckOverlay | undefined) | null): void;
 
   /**
    * What the DNS index is built from, in hand: taken in the same turn as on('change') so that

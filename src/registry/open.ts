@@ -18,10 +18,10 @@ export async function openRegistry(config: Config, logger: Logger): Promise<Regi
   };
   if (config.registry.url === '') return new Registry({ dataDir: config.dataDir, ...common });
   const { PgRegistry: Pg } = await import('./postgres/store.js');
-  const log = logger.child({ component: 'registry', node: config.cluster.nodeId });
+  const log = logger.child({ component: 'registry', node: config.nodeId });
   return Pg.open({
     url: config.registry.url,
-    nodeId: config.cluster.nodeId,
+    nodeId: config.nodeId,
     adminUrl: `http://${config.admin.listen.host}:${config.admin.listen.port}`,
     cluster: config.cluster,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),

@@ -4,6 +4,7 @@
 // same request gets the same answer and error whichever database is behind it.
 import { randomBytes } from 'node:crypto';
 import { PrivdnsError } from '../errors.js';
+import { healthCheckPathProblem } from './health-path.js';
 import { isDnsLabel } from './names.js';
 import {
   AddressSyntaxError,
@@ -97,6 +98,14 @@ export function checkServicePorts(type: ServiceType, ports: number[]): void {
     throw new PrivdnsError('invalid_ports', 'ports must be integers from 1 to 65535');
   }
   if (new Set(ports).size !== ports.length) throw new PrivdnsError('invalid_ports', 'ports must not repeat');
+}
+
+/** web_service only: an origin-form path the checker GETs (health-path.ts). */
+export function checkHealthCheckPath(type: ServiceType, path: string | null): void {
+  if (path === null) return;
+  if (type !== 'web_service') throw new PrivdnsError('invalid_request', `healthCheckPath: only a web_service has one, not a ${type}`);
+  const problem = healthCheckPathProblem(path);
+  if (problem !== null) throw new PrivdnsError('invalid_request', `healthCheckPath: ${problem}`);
 }
 
 /** An instance's address: parsed and reachable. */

@@ -82,6 +82,11 @@ const MIGRATIONS: string[] = [
   ALTER TABLE accounts ADD COLUMN serial INTEGER NOT NULL DEFAULT 1;
   UPDATE accounts SET serial = MAX(1, (SELECT value FROM meta WHERE key = 'revision'));
   `,
+  // HTTP health checks of web services: the path an instance must answer before it is live.
+  // Existing services have none, and keep being checked by their ports alone.
+  `
+  ALTER TABLE services ADD COLUMN health_check_path TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

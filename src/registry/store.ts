@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { PrivdnsError, notFound } from '../errors.js';
 import type {
+  CheckOverlay,
   IndexedInstance,
   IndexSnapshot,
   InstanceCheckUpdate,
@@ -22,6 +23,7 @@ import { migrate } from './schema.js';
 import {
   addressInUse,
   checkAddressInSubnets,
+  checkHealthCheckPath,
   checkName,
   checkNoneStranded,
   checkServicePorts,
@@ -48,7 +50,7 @@ import type {
 } from './types.js';
 import { INSTANCE_STATES } from './types.js';
 
-export type { IndexedInstance, InstanceCheckUpdate, LivenessTarget, NewInstance, NewService } from './backend.js';
+export type { CheckOverlay, IndexedInstance, InstanceCheckUpdate, LivenessTarget, NewInstance, NewService } from './backend.js';
 
 export interface RegistryOptions {
   dataDir: string;
@@ -73,7 +75,7 @@ export type { RegistryLimits } from './rules.js';
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number; serial: number }
 interface ServiceRow {
   id: number; account_id: number; account: string; name: string; type: ServiceType; ports: string;
-  bind_timeout_s: number | null; ttl: number | null; created_at: number;
+  bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null;
 }
 interface InstanceRow {
   id: string; service_id: number; account_id: number; account: string; service: string; address: string;
@@ -123,7 +125,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
   private readonly stmt;
   /** Fires at the earliest drained_at, to remove drained instances. */
   private drainTimer: NodeJS.Timeout | null = null;
-  private portResultsOverlay: ((id: string) => PortResult[] | undefined) | null = null;
+  private checkOverlay: ((id: string) => CheckOverlay | undefined) | null = null;
   /** registerInstance() calls waiting for this turn's group commit. */
   private registrations: PendingRegistration[] = [];
 
@@ -166,8 +168,10 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
       servicesOfAccount: db.prepare<[number], ServiceRow>(`${SERVICE_SELECT} WHERE s.account_id = ? ORDER BY s.name`),
       allServices: db.prepare<[], ServiceRow>(`${SERVICE_SELECT} ORDER BY a.name, s.name`),
       insertService: db.prepare(
-        'INSERT INTO services (account_id, name, type, ports, bind_timeout_s, ttl, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO services (account_id, name, type, ports, bind_timeout_s, ttl, created_at, health_check_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
+      healthCheckPaths: db.prepare<[], { account: string; service: string; path: string }>(
+        'SELECT a.name AS account, s.name AS service, s.health_check_path AS path FROM services s JOIN accounts a ON a.id = s.account_id WHERE s.health_check_path IS NOT NULL'),
       deleteService: db.prepare('DELETE FROM services WHERE id = ?'),
       instance: db.prepare<[string], InstanceRow>(`${INSTANCE_SELECT} WHERE i.id = ?`),
       instancesOfService: db.prepare<[number], InstanceRow>(`${INSTANCE_SELECT} WHERE i.service_id = ? ORDER BY i.created_at, i.id`),
@@ -301,6 +305,8 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     checkName('service', input.name);
     const ports = input.ports ?? [];
     checkServicePorts(input.type, ports);
+    const healthCheckPath = input.healthCheckPath ?? null;
+    checkHealthCheckPath(input.type, healthCheckPath);
     let serial = 0;
     const { value: service, revision } = this.write(() => {
       const account = this.accountRow(accountName);
@@ -312,7 +318,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
       }
       this.stmt.insertService.run(
         account.id, input.name, input.type, JSON.stringify(ports),
-        input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(),
+        input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(), healthCheckPath,
       );
       serial = this.bumpSerial(accountName);
       return toService(this.serviceRow(account.id, accountName, input.name));
@@ -466,15 +472,16 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
 
   /**
    * The checker persists per-port results only with state transitions (a retry of thousands
-   * of pending ports is not worth an fsync each); this lets reads show its latest ones.
+   * of pending ports is not worth an fsync each); this lets reads show its latest ones, and
+   * why a pending instance whose ports are bound is not live yet (its health check).
    */
-  setPortResultsOverlay(fn: ((id: string) => PortResult[] | undefined) | null): void {
-    this.portResultsOverlay = fn;
+  setCheckOverlay(fn: ((id: string) => CheckOverlay | undefined) | null): void {
+    this.checkOverlay = fn;
   }
 
   private withLatestPorts(instance: Instance): Instance {
-    const ports = this.portResultsOverlay?.(instance.id);
-    return ports ? { ...instance, ports } : instance;
+    const latest = this.checkOverlay?.(instance.id);
+    return latest ? { ...instance, ...latest } : instance;
   }
 
   /**
@@ -578,6 +585,11 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     });
     this.publish({ revision, serial, kind: 'instance', op: 'put', instance, previousState: previous.state });
     return instance;
+  }
+
+  /** Every service with an HTTP health check path, for the checker's start. */
+  healthCheckPaths(): { account: string; service: string; path: string }[] {
+    return this.stmt.healthCheckPaths.all();
   }
 
   instancesInState(state: InstanceState): Instance[] {
@@ -711,7 +723,7 @@ function toAccount(r: AccountRow): Account {
 function toService(r: ServiceRow): Service {
   return {
     account: r.account, name: r.name, type: r.type, ports: JSON.parse(r.ports) as number[],
-    bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, createdAt: iso(r.created_at),
+    bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, healthCheckPath: r.health_check_path, createdAt: iso(r.created_at),
   };
 }
 

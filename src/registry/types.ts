@@ -31,6 +31,11 @@ export interface Service {
   bindTimeoutSeconds: number | null;
   /** Overrides the daemon's TTL of positive answers for this service. */
   ttl: number | null;
+  /**
+   * web_service only: a path an instance must answer 2xx or 3xx on (HTTP GET on its first
+   * port) before it goes live, and at every liveness check; null: its ports alone decide.
+   */
+  healthCheckPath: string | null;
   createdAt: string;
 }
 

@@ -120,6 +120,7 @@ export const FAST_SETTINGS: CheckerSettings = {
   retryInitialMs: 100,
   retryMaxMs: 400,
   connectTimeoutMs: 500,
+  httpTimeoutMs: 1000,
   concurrency: 64,
   livenessIntervalSeconds: 1,
   livenessFailureThreshold: 2,

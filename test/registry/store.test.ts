@@ -352,10 +352,13 @@ describe('the registry persists across close and reopen of the same directory', 
   it('upgrades a database from before per-account serials without moving any serial back', () => {
     reg.createAccount('old', ['10.9.0.0/16']);
     // The database as the previous schema left it: no serial column, revision 42.
-    reg.db.exec(`ALTER TABLE accounts DROP COLUMN serial; UPDATE meta SET value = 42 WHERE key = 'revision'`);
-    reg.db.pragma(`user_version = ${SCHEMA_VERSION - 1}`);
+    // (Version 2, the one before the serial column; later migrations' columns go too.)
+    reg.db.exec(`ALTER TABLE accounts DROP COLUMN serial; ALTER TABLE services DROP COLUMN health_check_path;
+      UPDATE meta SET value = 42 WHERE key = 'revision'`);
+    reg.db.pragma('user_version = 2');
     reg.close();
     reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
+    assert.equal(reg.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
     // Before, every account was served the global revision as its serial.
     assert.equal(reg.getAccount('old').serial, 42);
     assert.equal(reg.createService('old', { name: 'svc', type: 'private_service', ports: [80] }).serial, 43);

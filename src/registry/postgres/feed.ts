@@ -201,9 +201,9 @@ export class ChangeFeed {
         'SELECT name, subnets, serial, created_at, updated_at FROM accounts ORDER BY name')).rows.map((r) => ({
         name: r.name, subnets: r.subnets, serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at),
       }));
-      services = (await c.query<{ account: string; name: string; type: ServiceType; ports: number[]; bind_timeout_s: number | null; ttl: number | null; created_at: number }>(
-        'SELECT a.name AS account, s.name, s.type, s.ports, s.bind_timeout_s, s.ttl, s.created_at FROM services s JOIN accounts a ON a.id = s.account_id')).rows.map((r) => ({
-        account: r.account, name: r.name, type: r.type, ports: r.ports, bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, createdAt: iso(r.created_at),
+      services = (await c.query<{ account: string; name: string; type: ServiceType; ports: number[]; bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null }>(
+        'SELECT a.name AS account, s.name, s.type, s.ports, s.bind_timeout_s, s.ttl, s.created_at, s.health_check_path FROM services s JOIN accounts a ON a.id = s.account_id')).rows.map((r) => ({
+        account: r.account, name: r.name, type: r.type, ports: r.ports, bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, healthCheckPath: r.health_check_path, createdAt: iso(r.created_at),
       }));
       instances = (await c.query<{ id: string; account: string; service: string; address: string; state: InstanceState; reason: string | null }>(
         `SELECT i.id, a.name AS account, s.name AS service, i.address, i.state, i.reason FROM instances i

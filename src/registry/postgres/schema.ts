@@ -39,6 +39,7 @@ const MIGRATIONS: string[] = [
     bind_timeout_s integer,
     ttl integer,
     created_at bigint NOT NULL,
+    health_check_path text,
     UNIQUE (account_id, name)
   );
   CREATE TABLE instances (

@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { PrivdnsError, notFound } from '../../errors.js';
 import type {
+  CheckOverlay,
   IndexSnapshot,
   InstanceCheckUpdate,
   LivenessTarget,
@@ -25,6 +26,7 @@ import type {
 import {
   addressInUse,
   checkAddressInSubnets,
+  checkHealthCheckPath,
   checkName,
   checkNoneStranded,
   checkServicePorts,
@@ -89,7 +91,7 @@ const types = {
 };
 
 interface AccountRow { id: number; name: string; subnets: string[]; serial: number; created_at: number; updated_at: number }
-interface ServiceRow { id: number; account_id: number; account: string; name: string; type: ServiceType; ports: number[]; bind_timeout_s: number | null; ttl: number | null; created_at: number }
+interface ServiceRow { id: number; account_id: number; account: string; name: string; type: ServiceType; ports: number[]; bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null }
 interface InstanceRow {
   id: string; service_id: number; account_id: number; account: string; service: string; address: string;
   state: InstanceState; reason: string | null; port_results: PortResult[]; bind_timeout_s: number;
@@ -130,7 +132,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   readonly log: NonNullable<PgRegistryOptions['log']>;
   readonly feed: ChangeFeed;
-  private portResultsOverlay: ((id: string) => PortResult[] | undefined) | null = null;
+  private checkOverlay: ((id: string) => CheckOverlay | undefined) | null = null;
   /** The checker lease term this node holds; null when it holds none. */
   leaseTerm: number | null = null;
   private closed = false;
@@ -202,8 +204,13 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     return this.feed.mirror.snapshot();
   }
 
-  setPortResultsOverlay(fn: ((id: string) => PortResult[] | undefined) | null): void {
-    this.portResultsOverlay = fn;
+  setCheckOverlay(fn: ((id: string) => CheckOverlay | undefined) | null): void {
+    this.checkOverlay = fn;
+  }
+
+  async healthCheckPaths(): Promise<{ account: string; service: string; path: string }[]> {
+    return this.q<{ account: string; service: string; path: string }>(
+      'SELECT a.name AS account, s.name AS service, s.health_check_path AS path FROM services s JOIN accounts a ON a.id = s.account_id WHERE s.health_check_path IS NOT NULL');
   }
 
   async revision(): Promise<number> {
@@ -292,6 +299,8 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     checkName('service', input.name);
     const ports = input.ports ?? [];
     checkServicePorts(input.type, ports);
+    const healthCheckPath = input.healthCheckPath ?? null;
+    checkHealthCheckPath(input.type, healthCheckPath);
     let serial = 0;
     const { value: service, revision } = await this.write(async (tx, revision, changes) => {
       const account = await accountRow(tx, accountName);
@@ -300,8 +309,8 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
       }
       const n = (await tx.query<{ n: number }>('SELECT COUNT(*)::int AS n FROM services WHERE account_id = $1', [account.id])).rows[0]?.n ?? 0;
       if (n >= this.limits.servicesPerAccount) throw limitExceeded('servicesPerAccount', this.limits.servicesPerAccount, `services in account "${accountName}"`);
-      await tx.query('INSERT INTO services (account_id, name, type, ports, bind_timeout_s, ttl, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-        [account.id, input.name, input.type, JSON.stringify(ports), input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now()]);
+      await tx.query('INSERT INTO services (account_id, name, type, ports, bind_timeout_s, ttl, created_at, health_check_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+        [account.id, input.name, input.type, JSON.stringify(ports), input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(), healthCheckPath]);
       serial = await bumpSerial(tx, account.id);
       const service = toService(await serviceRow(tx, account.id, accountName, input.name));
       changes.push({ revision, serial, kind: 'service', op: 'put', service });
@@ -594,8 +603,8 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   }
 
   private withLatestPorts(instance: Instance): Instance {
-    const ports = this.portResultsOverlay?.(instance.id);
-    return ports ? { ...instance, ports } : instance;
+    const latest = this.checkOverlay?.(instance.id);
+    return latest ? { ...instance, ...latest } : instance;
   }
 }
 
@@ -645,7 +654,7 @@ function toAccount(r: AccountRow): Account {
 }
 
 function toService(r: ServiceRow): Service {
-  return { account: r.account, name: r.name, type: r.type, ports: r.ports, bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, createdAt: iso(r.created_at) };
+  return { account: r.account, name: r.name, type: r.type, ports: r.ports, bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, healthCheckPath: r.health_check_path, createdAt: iso(r.created_at) };
 }
 
 function toInstance(r: InstanceRow): Instance {
