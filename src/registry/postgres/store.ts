@@ -149,9 +149,12 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     this.limits = { accounts: none, subnetsPerAccount: none, servicesPerAccount: none, instancesPerService: none, ...opts.limits };
     this.onListenerError = opts.onListenerError ?? ((err) => console.error('privdns: registry change listener failed:', err));
     this.log = opts.log ?? (() => undefined);
-    // A query that hangs (a half-open connection) fails after this, and the pool drops it.
+    // A query that hangs (a half-open connection) fails after query_timeout, and the pool
+    // drops it. The connection timeout also bounds the wait for a free pooled connection:
+    // long enough that a burst of writers queueing on the revision row is not taken for a
+    // database that is away (one that refuses connections fails at once).
     this.pool = new pg.Pool({
-      connectionString: opts.url, max: 10, types, connectionTimeoutMillis: 3000, query_timeout: 10_000,
+      connectionString: opts.url, max: 16, types, connectionTimeoutMillis: 10_000, query_timeout: 10_000,
       idleTimeoutMillis: 30_000, application_name: `privdns ${opts.nodeId}`,
     });
     // An idle connection that breaks must not end the process: the next checkout makes another.
