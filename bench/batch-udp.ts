@@ -38,7 +38,7 @@ type Mode = 'dgram' | 'batch';
 function serve(mode: Mode, port: number, batch: number): void {
   const buffers = 4 * 1024 * 1024;
   if (mode === 'dgram') {
-    // As src/dns/server.ts: literal addresses skip dns.lookup's extra tick per send.
+    // As src/dns/server/udp.ts: literal addresses skip dns.lookup's extra tick per send.
     const lookup = (address: string, _o: unknown, cb: (e: null, a: string, f: number) => void): void => cb(null, address, 4);
     const sock = dgram.createSocket({ type: 'udp4', lookup, recvBufferSize: buffers, sendBufferSize: buffers });
     sock.on('message', (msg, from) => {

@@ -2,7 +2,7 @@
 // Prints inputs tried per target, distinct behaviours, the slowest single handle() call and
 // every crash (input as hex, source, transport, error); exits 1 if there was any.
 import { parseArgs } from 'node:util';
-import { runFuzz } from '../test/dns/fuzzer.js';
+import { runFuzz } from '../test/helpers/dns/fuzzer.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '60' }, seed: { type: 'string' } } });
 const seconds = Number(values.seconds);

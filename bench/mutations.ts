@@ -33,11 +33,11 @@ const MUTATIONS: Mutation[] = [
   {
     name: 'tc-never-set',
     what: 'a reply too large for UDP is cut to its question without the TC bit',
-    file: 'src/dns/wire.ts',
+    file: 'src/dns/message/reply.ts',
     // Every reply's flags are written by writeReplyFlags: the one place TC can be set.
     from: '(f.tc ? 0x02 : 0)',
     to: '(f.tc ? 0 : 0)',
-    tests: ['dns/server.test', 'dns/zone.test', 'dns/fastpath.test', 'dns/daemon.test', 'dns/conformance.test'],
+    tests: ['dns/server/dns-server.test', 'dns/zone/zone.test', 'dns/zone/answer-cache.test', 'dns/daemon.test', 'dns/conformance.test'],
   },
   {
     name: 'no-fsync',
@@ -50,23 +50,23 @@ const MUTATIONS: Mutation[] = [
   {
     name: 'worker-drops-a-change',
     what: 'a DNS worker skips every fifth registry change (and acks the batch anyway)',
-    file: 'src/dns/worker.ts',
+    file: 'src/dns/cluster/worker.ts',
     from: 'for (const c of changes) if (c.revision > loadedAt) index.apply(c);',
     to: 'for (const c of changes) if (c.revision > loadedAt && c.revision % 5 !== 0) index.apply(c);',
-    tests: ['dns/workers.test'],
+    tests: ['dns/cluster/supervisor.test'],
   },
   {
     name: 'outsider-nxdomain',
     what: 'a source in no account gets NXDOMAIN instead of REFUSED',
-    file: 'src/dns/zone.ts',
+    file: 'src/dns/zone/zone.ts',
     from: "return { kind: 'reply', reply: { rcode: RCODE.REFUSED, authoritative: false,",
     to: "return { kind: 'reply', reply: { rcode: RCODE.NXDOMAIN, authoritative: false,",
-    tests: ['dns/zone.test', 'dns/isolation.test'],
+    tests: ['dns/zone/zone.test', 'dns/zone/isolation.test'],
   },
   {
     name: 'worker-crashes-on-short-datagram',
     what: 'the process answering DNS dies on a datagram shorter than a header (a DNS worker is re-forked at once)',
-    file: 'src/dns/server.ts',
+    file: 'src/dns/server/udp.ts',
     from: 'private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {',
     to: "private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {\n    if (msg.length < 12) setImmediate(() => { throw new Error('mutant: short datagram'); });",
     tests: ['test/dns/daemon.test'],

@@ -25,7 +25,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { AccountIndex } from '../src/dns/index.js';
+import { AccountIndex } from '../src/dns/zone/account-index.js';
 import { Registry } from '../src/registry/store.js';
 import type { RegistryChange } from '../src/registry/types.js';
 import { TestDaemon } from '../test/helpers/daemon.js';

@@ -20,9 +20,9 @@ import { Resolver } from 'node:dns/promises';
 import { parseArgs } from 'node:util';
 import { TestDaemon } from '../test/helpers/daemon.js';
 import { freePort } from '../test/helpers/ports.js';
-import { buildQuery, decodeReply } from '../test/dns/client.js';
-import { measureRate, rssMb, UdpFlood, type RateResult } from '../test/dns/load.js';
-import { Rng } from '../test/dns/fuzzer.js';
+import { buildQuery, decodeReply } from '../test/helpers/dns/client.js';
+import { measureRate, rssMb, UdpFlood, type RateResult } from '../test/helpers/dns/load.js';
+import { Rng } from '../test/helpers/dns/fuzzer.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '600' }, rrl: { type: 'string', default: '0' } } });
 const SECONDS = Number(values.seconds);

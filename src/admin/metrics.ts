@@ -3,8 +3,8 @@
 // process. DNS and forwarder figures are plain counters kept by those parts and read here at
 // scrape time, so the query path pays nothing for them.
 import client from 'prom-client';
-import type { ForwarderStats } from '../dns/forward.js';
-import type { QueryStats } from '../dns/stats.js';
+import type { ForwarderStats } from '../dns/forward/stats.js';
+import type { QueryStats } from '../dns/server/counters.js';
 
 /** The read side of QueryStats, summed over the DNS worker processes when there are several. */
 export type QueryStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;

@@ -6,9 +6,9 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { parseSubnet, type Subnet } from '../registry/subnets.js';
+import { parseSubnet, type Subnet } from '../net/subnets.js';
 import { isDnsLabel } from '../registry/names.js';
-import type { RateLimitSettings } from '../dns/ratelimit.js';
+import type { RateLimitSettings } from '../dns/server/rate-limit.js';
 import { LOG_FORMATS, type LogSettings } from '../log.js';
 import { nodeId } from '../node-id.js';
 

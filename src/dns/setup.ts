@@ -2,30 +2,30 @@
 // (when upstreams are configured), the query handler, and the UDP/TCP listeners.
 //
 // With dns.workers = 1 all of it runs in the daemon's process. With more, the listeners and
-// the query path run in that many worker processes (workers.ts, worker.ts), each with its own
+// the query path run in that many worker processes (cluster/), each with its own
 // index fed from this process's registry; this process keeps an index and a handler without
 // sockets for GET /v1/resolve.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { RegistryStore } from '../registry/backend.js';
-import { parseAddress } from '../registry/subnets.js';
-import { createExplainer, type ExplainQuery, type ExplainResult } from './explain.js';
-import { Forwarder, type ForwarderStats } from './forward.js';
-import { AccountIndex } from './index.js';
-import { ResponseRateLimiter } from './ratelimit.js';
-import { DnsServer, QueryHandler } from './server.js';
-import { QueryStats } from './stats.js';
-import { DnsWorkers } from './workers.js';
-import { Zone } from './zone.js';
-
-/** The read side of the DNS query counters, as /metrics reads them. */
-export type DnsStatsView = Pick<QueryStats, 'replyCounts' | 'truncatedCounts' | 'droppedCounts' | 'latencyHistogram' | 'rateLimited' | 'accountCounts'>;
+import { addressBytes } from '../net/ip.js';
+import { parseAddress } from '../net/subnets.js';
+import { createExplainer, type ExplainQuery, type ExplainResult } from './server/explain.js';
+import { Forwarder } from './forward/forwarder.js';
+import type { ForwarderStats } from './forward/stats.js';
+import { AccountIndex } from './zone/account-index.js';
+import { ResponseRateLimiter } from './server/rate-limit.js';
+import { DnsServer } from './server/dns-server.js';
+import { QueryHandler } from './server/handler.js';
+import { QueryStats, type QueryCountsView } from './server/counters.js';
+import { DnsWorkers } from './cluster/supervisor.js';
+import { Zone } from './zone/zone.js';
 
 export interface DnsService {
   index: AccountIndex;
   /** Query counters, read by the metrics endpoint (summed over the workers). */
-  stats: DnsStatsView;
+  stats: QueryCountsView;
   /** The forwarder's counters; null without upstreams. */
   forwarder: { stats(): ForwarderStats } | null;
   handler: QueryHandler;
@@ -96,82 +96,44 @@ export function createServer(config: Config, answering: Answering, log: Logger):
 }
 
 export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
-  return config.dns.workers > 1 ? startWorkers(config, registry, logger) : startInProcess(config, registry, logger);
-}
-
-async function startInProcess(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
   const index = AccountIndex.follow(registry);
-  const answering = createAnswering(config, index, log);
-  const { forwarder, stats, handler } = answering;
-  const server = createServer(config, answering, log);
+  const inProcess = config.dns.workers <= 1;
+  // With workers, this process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
+  const answering = createAnswering(config, index, log, inProcess);
+  const { forwarder, handler } = answering;
+  const server = inProcess ? createServer(config, answering, log) : null;
+  const workers = inProcess ? null : new DnsWorkers({ config, registry, index, logger: log });
   try {
-    await server.start();
+    // A server that fails to start has closed what it bound; workers are stopped here.
+    if (server !== null) await server.start();
+    else await workers!.start();
   } catch (err) {
-    forwarder?.close();
-    index.close();
-    throw err;
-  }
-  let ready = true;
-  log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length }, 'DNS listening');
-  const explain = createExplainer(handler);
-  return {
-    index,
-    stats,
-    forwarder,
-    handler,
-    server,
-    workers: null,
-    refreshStats: async () => undefined,
-    served: () => index.revision,
-    waitForServed: (n, ms) => index.waitForRevision(n, ms),
-    waiting: () => index.waiting,
-    visible: async () => undefined,
-    resolve: explain,
-    isReady: () => ready,
-    stop: async () => {
-      ready = false;
-      await server.stop();
-      forwarder?.close();
-      index.close();
-    },
-  };
-}
-
-async function startWorkers(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
-  const log = logger.child({ component: 'dns' });
-  // This process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
-  const index = AccountIndex.follow(registry);
-  const { forwarder, handler } = createAnswering(config, index, log, false);
-  const workers = new DnsWorkers({ config, registry, index, logger: log });
-  try {
-    await workers.start();
-  } catch (err) {
-    await workers.stop();
+    await workers?.stop();
     forwarder?.close();
     index.close();
     throw err;
   }
   let ready = true;
   log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length, workers: config.dns.workers }, 'DNS listening');
-  const explain = createExplainer(handler);
   return {
     index,
-    stats: workers.stats,
-    forwarder: config.upstreams.length > 0 ? workers.forwarder : null,
+    stats: workers?.stats ?? answering.stats,
+    forwarder: workers === null ? forwarder : config.upstreams.length > 0 ? workers.forwarder : null,
     handler,
-    server: null,
+    server,
     workers,
-    refreshStats: () => workers.collectStats(),
-    served: () => workers.served(),
-    waitForServed: (n, ms) => workers.waitFor(n, ms),
-    waiting: () => workers.waiting,
-    visible: (n) => workers.visible(n),
-    resolve: explain,
+    refreshStats: async () => workers?.collectStats(),
+    served: () => workers?.served() ?? index.revision,
+    waitForServed: (n, ms) => workers?.waitFor(n, ms) ?? index.waitForRevision(n, ms),
+    waiting: () => workers?.waiting ?? index.waiting,
+    // In one process the index applies a change before the write returns: visible at once.
+    visible: async (n) => workers?.visible(n),
+    resolve: createExplainer(handler),
     isReady: () => ready,
     stop: async () => {
       ready = false;
-      await workers.stop();
+      await (server ?? workers)?.stop();
       forwarder?.close();
       index.close();
     },
@@ -185,9 +147,7 @@ function nsAddresses(hosts: string[]): Buffer[] {
     if (!isIPv4(h) && !isIPv6(h)) continue;
     const a = parseAddress(h);
     if (a.value === 0n) continue;
-    const b = Buffer.alloc(a.family === 4 ? 4 : 16);
-    for (let k = 0; k < b.length; k++) b[b.length - 1 - k] = Number((a.value >> BigInt(8 * k)) & 0xffn);
-    out.push(b);
+    out.push(addressBytes(a));
   }
   return out;
 }

@@ -17,7 +17,7 @@ import {
   unreachableSubnet,
   type IpAddress,
   type Subnet,
-} from './subnets.js';
+} from '../net/subnets.js';
 import type { InstanceState, PortResult, ServiceType } from './types.js';
 
 /** Most of each thing the registry holds; past it a write is 409 limit_exceeded. */

@@ -38,7 +38,7 @@ import {
   parseSubnets,
   type RegistryLimits,
 } from './rules.js';
-import { parseSubnet, SubnetOwners, type Subnet } from './subnets.js';
+import { parseSubnet, SubnetOwners, type Subnet } from '../net/subnets.js';
 import type {
   Account,
   Instance,

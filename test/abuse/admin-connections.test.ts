@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { buildAdminServer } from '../../src/admin/server.js';
 import { Registry } from '../../src/registry/store.js';
-import { dig } from '../dns/client.js';
+import { dig } from '../helpers/dns/client.js';
 import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 import { freePort } from '../helpers/ports.js';

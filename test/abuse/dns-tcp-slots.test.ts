@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestDaemon } from '../helpers/daemon.js';
-import { buildQuery, decodeReply, TcpClient } from '../dns/client.js';
+import { buildQuery, decodeReply, TcpClient } from '../helpers/dns/client.js';
 
 const TXT = 16;
 const MAX_CONNECTIONS = 8;

@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestDaemon } from '../helpers/daemon.js';
-import { buildQuery, decodeReply, udpExchange } from '../dns/client.js';
-import { A, reply, StubUpstream } from '../dns/upstream-stub.js';
+import { buildQuery, decodeReply, udpExchange } from '../helpers/dns/client.js';
+import { A, reply, StubUpstream } from '../helpers/dns/upstream-stub.js';
 
 const TYPE_A = 1;
 const FLOOD = 300;

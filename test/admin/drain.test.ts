@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
-import { dig, digStatus } from '../dns/client.js';
+import { dig, digStatus } from '../helpers/dns/client.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 
 let d: TestDaemon;

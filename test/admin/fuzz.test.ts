@@ -15,13 +15,13 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import { buildAdminServer } from '../../src/admin/server.js';
 import { TOKEN_FILE } from '../../src/admin/auth.js';
-import { createExplainer } from '../../src/dns/explain.js';
-import { AccountIndex } from '../../src/dns/index.js';
-import { QueryHandler } from '../../src/dns/server.js';
-import { Zone } from '../../src/dns/zone.js';
+import { createExplainer } from '../../src/dns/server/explain.js';
+import { AccountIndex } from '../../src/dns/zone/account-index.js';
+import { QueryHandler } from '../../src/dns/server/handler.js';
+import { Zone } from '../../src/dns/zone/zone.js';
 import { DB_FILE, Registry } from '../../src/registry/store.js';
 import { TestDaemon } from '../helpers/daemon.js';
-import { Rng } from '../dns/fuzzer.js';
+import { Rng } from '../helpers/dns/fuzzer.js';
 
 const TOKEN = 'fuzz-token-0123456789abcdef';
 const AUTH = { authorization: `Bearer ${TOKEN}` };

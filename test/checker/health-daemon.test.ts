@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestDaemon } from '../helpers/daemon.js';
 import { HttpInstance } from '../helpers/http-instance.js';
-import { dig, digStatus } from '../dns/client.js';
+import { dig, digStatus } from '../helpers/dns/client.js';
 import { sleep } from './support.js';
 import type { Instance, InstanceState } from '../../src/registry/types.js';
 

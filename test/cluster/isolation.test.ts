@@ -5,15 +5,16 @@
 // addresses, instance ids or name; a source in no account is REFUSED.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { AccountIndex } from '../../src/dns/index.js';
-import { QueryHandler } from '../../src/dns/server.js';
-import { Zone } from '../../src/dns/zone.js';
+import { AccountIndex } from '../../src/dns/zone/account-index.js';
+import { QueryHandler } from '../../src/dns/server/handler.js';
+import { Zone } from '../../src/dns/zone/zone.js';
 import { PgRegistry } from '../../src/registry/postgres/store.js';
-import { parseSubnet, type Subnet } from '../../src/registry/subnets.js';
+import { parseSubnet, type Subnet } from '../../src/net/subnets.js';
 import type { ServiceType } from '../../src/registry/types.js';
 import { TestPostgres } from '../helpers/postgres.js';
-import { buildQuery, decodeReply } from '../dns/client.js';
-import { Rng } from '../dns/fuzzer.js';
+import { buildQuery, decodeReply } from '../helpers/dns/client.js';
+import { Rng } from '../helpers/dns/fuzzer.js';
+import { handleBytes } from '../helpers/dns/handle.js';
 
 const SERVICES = ['redis', 'web', 'db', 'api'];
 const TYPES: ServiceType[] = ['private_service', 'web_service', 'background_worker'];
@@ -117,7 +118,7 @@ describe('isolation property across nodes on PostgreSQL (random registries)', ()
       let queries = 0;
       let own = 0;
       const ask = (source: string, name: string): { addresses: string[]; texts: string[]; rcode: number } => {
-        const out = handler.handle(buildQuery(name, rng.pick(QTYPES), { id: ++queries & 0xffff, edns: 4096 }), source, 'udp');
+        const out = handleBytes(handler, buildQuery(name, rng.pick(QTYPES), { id: ++queries & 0xffff, edns: 4096 }), source, 'udp');
         assert.ok(out instanceof Buffer);
         const d = decodeReply(out);
         assert.ok(d);

@@ -12,7 +12,7 @@ import { TestDaemon } from '../helpers/daemon.js';
 import { metricValue } from '../helpers/metrics.js';
 import { freePort } from '../helpers/ports.js';
 import { TestPostgres } from '../helpers/postgres.js';
-import { dig, digStatus } from '../dns/client.js';
+import { dig, digStatus } from '../helpers/dns/client.js';
 
 const LEASE_SECONDS = 2;
 const ACK_TIMEOUT_MS = 1000;

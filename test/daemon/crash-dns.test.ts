@@ -18,7 +18,7 @@ import Database from 'better-sqlite3';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { DB_FILE } from '../../src/registry/store.js';
-import { Rng } from '../dns/fuzzer.js';
+import { Rng } from '../helpers/dns/fuzzer.js';
 
 const ROUNDS = Number(process.env.PRIVDNS_CRASH_ROUNDS ?? 20);
 const WRITERS = 8;

@@ -12,8 +12,8 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 import { freePort } from '../helpers/ports.js';
-import { buildQuery, TcpClient, udpExchange } from './client.js';
-import { StubUpstream } from './upstream-stub.js';
+import { buildQuery, TcpClient, udpExchange } from '../helpers/dns/client.js';
+import { StubUpstream } from '../helpers/dns/upstream-stub.js';
 
 const TRANSPORTS = ['udp', 'tcp'] as const;
 type Transport = (typeof TRANSPORTS)[number];

@@ -7,7 +7,7 @@ import { Resolver } from 'node:dns/promises';
 import net from 'node:net';
 import { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
-import { buildQuery, decodeReply, dig, digStatus, TcpClient, udpExchange } from './client.js';
+import { buildQuery, decodeReply, dig, digStatus, TcpClient, udpExchange } from '../helpers/dns/client.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 
 let d: TestDaemon;

@@ -19,7 +19,7 @@ import { BindServer } from '../helpers/bind.js';
 import { TestDaemon } from '../helpers/daemon.js';
 import { ServiceListeners } from '../helpers/listeners.js';
 import { freePort } from '../helpers/ports.js';
-import { buildQuery, TcpClient, udpExchange, type QueryOptions } from './client.js';
+import { buildQuery, TcpClient, udpExchange, type QueryOptions } from '../helpers/dns/client.js';
 import { mulberry32 } from '../helpers/random.js';
 
 const SEED = 0x1d1ff;

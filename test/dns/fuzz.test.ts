@@ -1,13 +1,14 @@
-// The DNS fuzzer (./fuzzer.ts) for a bounded time in CI: a few seconds of mutated queries
+// The DNS fuzzer (test/helpers/dns/fuzzer.ts) for a bounded time in CI: a few seconds of mutated queries
 // through the query reader and the whole answer path (QueryHandler.handle from random
 // sources over UDP and TCP), and of mutated upstream answers through the forwarder's reader
 // and cache. Any input that throws, makes the handler log an error, or gets a malformed or
 // cross-account reply is a crash. `node dist/bench/fuzz.js --seconds 300` runs it longer.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeReply, readQuery, type Rr } from '../../src/dns/wire.js';
-import { buildQuery, decodeReply } from './client.js';
-import { runFuzz } from './fuzzer.js';
+import { Query, readQuery } from '../../src/dns/message/query.js';
+import { encodeReply, type Rr } from '../../src/dns/message/reply.js';
+import { buildQuery, decodeReply } from '../helpers/dns/client.js';
+import { runFuzz } from '../helpers/dns/fuzzer.js';
 
 const SECONDS = Number(process.env.PRIVDNS_FUZZ_SECONDS ?? 4);
 
@@ -29,8 +30,7 @@ describe('inputs the fuzzer found', () => {
     // _web._tcp ANY from an account with 60 instances on 2 ports: 120 SRV plus addresses.
     const raw = buildQuery('_web._tcp.internal', 255, { edns: 65535 });
     const v = readQuery(raw);
-    assert.equal(v.kind, 'query');
-    if (v.kind !== 'query') return;
+    assert.ok(v instanceof Query);
     const srv: Rr[] = [];
     const glue: Rr[] = [];
     for (let i = 0; i < 120; i++) {
@@ -38,9 +38,9 @@ describe('inputs the fuzzer found', () => {
       if (i % 2 === 0) glue.push({ name: `inst${i >> 1}.web.internal`, type: 1, ttl: 5, data: { kind: 'bytes', bytes: Buffer.from([127, 1, 1, i >> 1]) } });
     }
     const reply = { rcode: 0, authoritative: true, answer: srv, authority: [], additional: glue };
-    const udp = encodeReply(raw, v.query, reply, { maxSize: 1232, recursionAvailable: false, udpPayload: 1232, rotation: 0 });
+    const udp = encodeReply(raw, v, reply, { maxSize: 1232, recursionAvailable: false, udpPayload: 1232, rotation: 0 });
     assert.ok(udp.length <= 1232 && (udp[2]! & 0x02) !== 0, 'truncated for UDP');
-    const tcp = encodeReply(raw, v.query, reply, { maxSize: 65_535, recursionAvailable: false, udpPayload: 1232, rotation: 0 });
+    const tcp = encodeReply(raw, v, reply, { maxSize: 65_535, recursionAvailable: false, udpPayload: 1232, rotation: 0 });
     const d = decodeReply(tcp)!;
     assert.equal(d.answer.length, 120);
     assert.equal(d.additional.length, 60);

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
-import { buildQuery, udpExchange } from '../dns/client.js';
+import { buildQuery, udpExchange } from './dns/client.js';
 
 export const NAMED = '/usr/sbin/named';
 

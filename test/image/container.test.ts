@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { assembleRuntime, imageProblems, readImage, type ImagePlan } from '../helpers/image.js';
 import { durationMs } from '../helpers/dockerfile.js';
 import { freePort } from '../helpers/ports.js';
-import { dig } from '../dns/client.js';
+import { dig } from '../helpers/dns/client.js';
 
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
 const DOCKERFILE = readFileSync(join(REPO, 'Dockerfile'), 'utf8');

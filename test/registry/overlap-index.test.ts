@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PrivdnsError } from '../../src/errors.js';
 import { Registry } from '../../src/registry/store.js';
-import { formatAddress, maskOf, parseSubnet, subnetsOverlap, type Subnet } from '../../src/registry/subnets.js';
-import { Rng } from '../dns/fuzzer.js';
+import { formatAddress, maskOf, parseSubnet, subnetsOverlap, type Subnet } from '../../src/net/subnets.js';
+import { Rng } from '../helpers/dns/fuzzer.js';
 
 let dir: string;
 let reg: Registry;

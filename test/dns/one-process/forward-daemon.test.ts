@@ -1,3 +1,3 @@
-// test/dns/forward-daemon.test.ts again with dns.workers 1: DNS answered in the daemon's own process.
+// test/dns/forward/daemon.test.ts again with dns.workers 1: DNS answered in the daemon's own process.
 process.env.PRIVDNS_TEST_DNS_WORKERS = '1';
-await import('../forward-daemon.test.js');
+await import('../forward/daemon.test.js');

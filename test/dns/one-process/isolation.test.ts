@@ -1,3 +1,3 @@
-// test/dns/isolation.test.ts again with dns.workers 1: DNS answered in the daemon's own process.
+// test/dns/zone/isolation.test.ts again with dns.workers 1: DNS answered in the daemon's own process.
 process.env.PRIVDNS_TEST_DNS_WORKERS = '1';
-await import('../isolation.test.js');
+await import('../zone/isolation.test.js');

@@ -1,3 +1,3 @@
-// test/dns/overload.test.ts again with dns.workers 1: DNS answered in the daemon's own process.
+// test/dns/server/overload.test.ts again with dns.workers 1: DNS answered in the daemon's own process.
 process.env.PRIVDNS_TEST_DNS_WORKERS = '1';
-await import('../overload.test.js');
+await import('../server/overload.test.js');

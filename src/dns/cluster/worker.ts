@@ -1,0 +1,114 @@
+// A DNS worker process (dns.workers > 1; forked by supervisor.ts). It answers queries on the
+// listeners it shares with the other workers, from its own AccountIndex, which the daemon's
+// process fills: a snapshot at start, then each batch of committed changes, every one acked
+// with the revision applied so the admin API can wait for it. It holds no database, and
+// stops when the daemon tells it to or when the daemon's process goes away (cluster ends a
+// worker whose IPC channel closes).
+import cluster from 'node:cluster';
+import pino from 'pino';
+import type { Config } from '../../config/config.js';
+import type { RegistryChange } from '../../registry/types.js';
+import { AccountIndex } from '../zone/account-index.js';
+import type { DnsServer } from '../server/dns-server.js';
+import { QueryStats } from '../server/counters.js';
+import { createAnswering, createServer, type Answering } from '../setup.js';
+import type { FromWorker, ToWorker } from './protocol.js';
+
+if (!cluster.isWorker) {
+  process.stderr.write('privdns: src/dns/cluster/worker.js is started by `privdns serve` with dns.workers > 1\n');
+  process.exit(2);
+}
+
+const index = new AccountIndex();
+let answering: Answering | null = null;
+let server: DnsServer | null = null;
+let log: pino.Logger | null = null;
+/** Changes at or below the snapshot's revision are already in it. */
+let loadedAt = -1;
+let staging: AccountIndex | null = null;
+let stopping = false;
+
+function send(msg: FromWorker): void {
+  if (process.connected) process.send?.(msg);
+}
+
+// Signals go to the daemon's process, which stops the workers in order; a terminal's Ctrl-C
+// or a kill of the whole process group reaches the workers too, and must not race it.
+process.on('SIGTERM', () => undefined);
+process.on('SIGINT', () => undefined);
+
+process.on('message', (msg: ToWorker) => {
+  switch (msg.t) {
+    case 'init':
+      init(msg.slot, msg.config);
+      return;
+    case 'reload':
+      // A resync: the snapshot that follows is built aside and swapped in at 'loaded'.
+      staging = new AccountIndex();
+      return;
+    case 'snapshot':
+      (staging ?? index).load(msg.accounts, msg.services, msg.instances);
+      return;
+    case 'loaded':
+      if (staging) {
+        index.replaceWith(staging, msg.revision);
+        staging = null;
+        loadedAt = msg.revision;
+        send({ t: 'ack', revision: index.revision });
+        return;
+      }
+      index.load([], [], [], msg.revision);
+      loadedAt = msg.revision;
+      send({ t: 'ack', revision: index.revision });
+      void listen();
+      return;
+    case 'changes':
+      apply(msg.changes);
+      return;
+    case 'stats':
+      send({ t: 'stats', id: msg.id, queries: (answering?.stats ?? new QueryStats()).data(), forwarder: answering?.forwarder?.stats() ?? null });
+      return;
+    case 'stop':
+      void stop();
+      return;
+  }
+});
+send({ t: 'hello' });
+
+function init(slot: number, config: Config): void {
+  log = pino({ level: config.log.level, base: { service: 'privdns', worker: slot } }).child({ component: 'dns' });
+  answering = createAnswering(config, index, log);
+  // Response rate limiting is kept per process. Under a flood the kernel spreads a prefix's
+  // datagrams over all the workers reading the shared socket, so each enforces its share
+  // and together they hold the configured rate.
+  const rl = config.dns.rateLimit;
+  const perWorker = rl.responsesPerSecond === 0 ? 0 : Math.max(1, Math.ceil(rl.responsesPerSecond / config.dns.workers));
+  server = createServer({ ...config, dns: { ...config.dns, rateLimit: { ...rl, responsesPerSecond: perWorker } } }, answering, log);
+}
+
+function apply(changes: RegistryChange[]): void {
+  for (const c of changes) if (c.revision > loadedAt) index.apply(c);
+  // One ack per batch: the revision this worker now answers from.
+  send({ t: 'ack', revision: index.revision });
+}
+
+async function listen(): Promise<void> {
+  if (!server) return;
+  try {
+    await server.start();
+  } catch (err) {
+    send({ t: 'failed', message: `DNS listeners: ${(err as Error).message}` });
+    process.exit(1);
+  }
+  log?.debug({ accounts: index.accounts.size, revision: index.revision }, 'DNS worker listening');
+  send({ t: 'listening' });
+}
+
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await server?.stop();
+  answering?.forwarder?.close();
+  index.close();
+  process.exit(0);
+}
