@@ -1,13 +1,16 @@
-# privdns container image: a build stage compiles TypeScript and better-sqlite3's native
-# module; the runtime stage carries only production dependencies and runs as a non-root user.
+# privdns container image: a build stage compiles privdns's TypeScript (src/ only, no tests)
+# and better-sqlite3's native module; the runtime stage carries only production dependencies
+# and runs as a non-root user.
 FROM node:20-bookworm-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY package.json package-lock.json tsconfig.json ./
+# Only what ships: npm ci's install step builds the batched UDP addon (native/, with the
+# compilers above), its prepare step compiles src/ alone (tsconfig.json) into dist/src.
+COPY package.json package-lock.json tsconfig.json tsconfig.base.json ./
+COPY scripts/build-native.mjs ./scripts/
+COPY native ./native
 COPY src ./src
-COPY test ./test
-COPY bench ./bench
 RUN npm ci && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
@@ -17,6 +20,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libcap2-bin \
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/native/build/Release/batch_udp.node ./native/build/Release/batch_udp.node
 COPY package.json ./
 COPY config ./config
 ENV NODE_ENV=production \

@@ -149,7 +149,7 @@ async function main(): Promise<void> {
         }
         writeFileSync(path, original.replace(m.from, m.to));
         rmSync(join(work, 'dist'), { recursive: true, force: true });
-        const build = await run(process.execPath, [tsc, '-p', 'tsconfig.json'], work, 5 * 60_000);
+        const build = await run(process.execPath, [tsc, '-b', 'tsconfig.test.json'], work, 5 * 60_000);
         if (build.code !== 0) {
           console.log(`${m.name}: NOT APPLIED (does not build)\n${build.out}`);
           bad++;

@@ -58,12 +58,16 @@ async function serve(argv: string[]): Promise<number> {
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'serve') return serve(rest);
-  return runCli(process.argv.slice(2), {
+  const code = await runCli(process.argv.slice(2), {
     out: (s) => process.stdout.write(s),
     err: (s) => process.stderr.write(s),
     env: process.env,
     tty: process.stderr.isTTY === true,
   });
+  // A command is done when it returns: a socket it gave up on (dns2's TCP client has no
+  // timeout of its own) must not hold the process after that.
+  setTimeout(() => process.exit(code), 1000).unref();
+  return code;
 }
 
 main().then(

@@ -1,13 +1,15 @@
-// Bearer-token auth for /v1. The token comes from config or env, or is generated once into
-// <dataDir>/admin-token (mode 0600) so a fresh install is never open.
+// Bearer-token auth. The token comes from config or env, or is generated once into
+// <dataDir>/admin-token (mode 0600) so a fresh install is never open. The routes that need it
+// are registered inside `requireToken`'s scope; the open ones (/healthz, /readyz) outside it.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-
-export const TOKEN_FILE = 'admin-token';
+import type { FastifyInstance } from 'fastify';
+import { ADMIN_TOKEN_FILE } from '../config/settings.js';
+import { PrivdnsError } from '../errors.js';
 
 export function loadOrCreateToken(dataDir: string): { token: string; path: string; created: boolean } {
-  const path = join(dataDir, TOKEN_FILE);
+  const path = join(dataDir, ADMIN_TOKEN_FILE);
   if (existsSync(path)) {
     const token = readFileSync(path, 'utf8').trim();
     if (token !== '') return { token, path, created: false };
@@ -28,4 +30,15 @@ export function tokenMatcher(token: string): (header: string | undefined) => boo
     const got = createHash('sha256').update((m[1] ?? '').trim()).digest();
     return timingSafeEqual(want, got);
   };
+}
+
+/**
+ * Every request that reaches a route of `scope` (its 404 handler included) first shows the
+ * token; a request without it is answered 401 by the error handler, before anything else.
+ */
+export function requireToken(scope: FastifyInstance, token: string): void {
+  const authorized = tokenMatcher(token);
+  scope.addHook('onRequest', async (request) => {
+    if (!authorized(request.headers.authorization)) throw new PrivdnsError('unauthorized', 'missing or wrong bearer token');
+  });
 }

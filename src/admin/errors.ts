@@ -21,6 +21,11 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_ASYNC_CONSTRAINT: 'invalid_request',
 };
 
+/** Headers an error's response carries beside its body. */
+const ERROR_HEADERS: Partial<Record<ErrorCode, Record<string, string>>> = {
+  unauthorized: { 'www-authenticate': 'Bearer realm="privdns"' },
+};
+
 /** SQLite's and the file system's ways of saying the disk is full. */
 const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC']);
 
@@ -47,7 +52,7 @@ export function toPrivdnsError(err: FastifyError | Error): PrivdnsError | null {
 export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const known = toPrivdnsError(err);
   if (known) {
-    void reply.status(known.status).send(errorBody(known));
+    void reply.status(known.status).headers(ERROR_HEADERS[known.code] ?? {}).send(errorBody(known));
     return;
   }
   request.log.error({ err }, 'unexpected error in admin API');

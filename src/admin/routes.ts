@@ -1,13 +1,18 @@
 // The /v1 routes. Handlers only translate HTTP to registry calls; every rule lives in the
 // registry, every error mapping in ./errors.ts. Writes carry the registry revision in the
 // body (or the Privdns-Revision header for 204s).
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type {
+  FastifyBaseLogger, FastifyInstance, FastifyReply, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault,
+} from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { PrivdnsError } from '../errors.js';
 import type { RegistryStore } from '../registry/backend.js';
 import * as S from './schemas.js';
 
-export type ResolveFn = (query: S.ResolveQuery) => unknown;
+export type ResolveFn = (query: S.ResolveQuery) => S.ResolveResult | Promise<S.ResolveResult>;
 
+/** A Fastify instance whose route handlers are typed from the TypeBox schemas they declare. */
+export type TypedApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
 /** The registry revision the DNS server answers from (its AccountIndex), for GET /v1/revision. */
 export interface ServedRevision {
   current(): number;
@@ -29,7 +34,7 @@ export interface ClusterView {
   /** cluster.ackTimeoutMs: how long a write waits for the other nodes. */
   ackTimeoutMs: number;
   /** GET /v1/cluster. */
-  describe(): Promise<unknown>;
+  describe(): Promise<S.ClusterState>;
 }
 
 export const REVISION_HEADER = 'privdns-revision';
@@ -51,25 +56,22 @@ const MAX_REVISION_TIMEOUT_S = 30;
 /** Long polls held at once; beyond, 503 rather than unbounded timers. */
 const MAX_REVISION_WAITERS = 10_000;
 
-export function registerRoutes(app: FastifyInstance, registry: RegistryStore, resolve?: ResolveFn, served?: ServedRevision, cluster?: ClusterView): void {
-  // What the cluster wait found for the write being answered (set by visible() below).
-  const seen = new WeakMap<FastifyReply, { complete: boolean; lagging: string[] }>();
-  const stamp = (reply: FastifyReply, revision: number, serial?: number): FastifyReply => {
-    reply.header(REVISION_HEADER, String(revision));
-    const wait = seen.get(reply);
-    if (wait) {
-      reply.header(VISIBLE_HEADER, wait.complete ? 'all' : 'partial');
-      if (!wait.complete) reply.header(LAGGING_HEADER, wait.lagging.join(','));
+export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?: ResolveFn, served?: ServedRevision, cluster?: ClusterView): void {
+  /**
+   * The tail of every write: acknowledged only once every DNS process answers from it (DNS
+   * workers apply changes over IPC; in one process it is at once), with the revision it
+   * made, and the account's SOA serial when it has one, in the headers.
+   */
+  const acknowledge = async (reply: FastifyReply, status: 200 | 201 | 202 | 204, w: { revision: number; serial?: number }): Promise<void> => {
+    if (served?.visible) await served.visible(w.revision);
+    // With several nodes, also once every live node does, bounded by cluster.ackTimeoutMs.
+    if (cluster) {
+      const wait = await cluster.waitFor(w.revision, cluster.ackTimeoutMs);
+      void reply.header(VISIBLE_HEADER, wait.complete ? 'all' : 'partial');
+      if (!wait.complete) void reply.header(LAGGING_HEADER, wait.lagging.join(','));
     }
-    return serial === undefined ? reply : reply.header(SERIAL_HEADER, String(serial));
-  };
-  const noContent = (reply: FastifyReply, revision: number, serial?: number): FastifyReply =>
-    stamp(reply.status(204), revision, serial).send();
-  // A write is acknowledged only once DNS answers from it, in every DNS process.
-  // With several nodes, also once every live node does, bounded by cluster.ackTimeoutMs.
-  const visible = async (revision: number, reply?: FastifyReply): Promise<void> => {
-    if (served?.visible) await served.visible(revision);
-    if (cluster && reply) seen.set(reply, await cluster.waitFor(revision, cluster.ackTimeoutMs));
+    void reply.code(status).header(REVISION_HEADER, String(w.revision));
+    if (w.serial !== undefined) void reply.header(SERIAL_HEADER, String(w.serial));
   };
   // Closing the server ends every long poll at once (as a timeout would), so SIGTERM does not
   // wait out a 30 s wait.
@@ -93,99 +95,96 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     }
   };
 
-  app.post<{ Body: S.CreateAccountBody }>('/v1/accounts', { schema: { body: S.createAccountBody } }, async (req, reply) => {
-    const { account, revision, serial } = await registry.createAccount(req.body.name, req.body.subnets);
-    await visible(revision, reply);
-    return stamp(reply.status(201), revision, serial).send({ ...account, revision });
+  app.post('/v1/accounts', { schema: { body: S.CreateAccountBody, response: { 201: S.AccountWritten } } }, async (req, reply) => {
+    const { account, ...w } = await registry.createAccount(req.body.name, req.body.subnets);
+    await acknowledge(reply, 201, w);
+    return { ...account, revision: w.revision };
   });
 
-  app.get('/v1/accounts', async () => ({ items: await registry.listAccounts() }));
+  app.get('/v1/accounts', { schema: { response: { 200: S.AccountList } } }, async () => ({ items: await registry.listAccounts() }));
 
-  app.get<{ Params: S.AccountParams }>('/v1/accounts/:account', { schema: { params: S.accountParams } }, async (req) =>
-    await registry.getAccount(req.params.account),
+  app.get('/v1/accounts/:account', { schema: { params: S.AccountParams, response: { 200: S.Account } } }, async (req) =>
+    registry.getAccount(req.params.account),
   );
 
-  app.patch<{ Params: S.AccountParams; Body: S.PatchAccountBody }>(
+  app.patch(
     '/v1/accounts/:account',
-    { schema: { params: S.accountParams, body: S.patchAccountBody } },
+    { schema: { params: S.AccountParams, body: S.PatchAccountBody, response: { 200: S.AccountWritten } } },
     async (req, reply) => {
-      const { account, revision, serial } = await registry.updateAccountSubnets(req.params.account, req.body.subnets);
-      await visible(revision, reply);
-      return stamp(reply, revision, serial).send({ ...account, revision });
+      const { account, ...w } = await registry.updateAccountSubnets(req.params.account, req.body.subnets);
+      await acknowledge(reply, 200, w);
+      return { ...account, revision: w.revision };
     },
   );
 
-  app.delete<{ Params: S.AccountParams }>('/v1/accounts/:account', { schema: { params: S.accountParams } }, async (req, reply) => {
+  app.delete('/v1/accounts/:account', { schema: { params: S.AccountParams } }, async (req, reply) => {
+    // The account is gone: no serial of its own to report.
     const { revision } = await registry.deleteAccount(req.params.account);
-    await visible(revision, reply);
-    return noContent(reply, revision);
+    await acknowledge(reply, 204, { revision });
+    return reply.send();
   });
 
-  app.post<{ Params: S.AccountParams; Body: S.CreateServiceBody }>(
+  app.post(
     '/v1/accounts/:account/services',
-    { schema: { params: S.accountParams, body: S.createServiceBody } },
+    { schema: { params: S.AccountParams, body: S.CreateServiceBody, response: { 201: S.ServiceWritten } } },
     async (req, reply) => {
-      const { service, revision, serial } = await registry.createService(req.params.account, req.body);
-      await visible(revision, reply);
-      return stamp(reply.status(201), revision, serial).send({ ...service, revision });
+      const { service, ...w } = await registry.createService(req.params.account, req.body);
+      await acknowledge(reply, 201, w);
+      return { ...service, revision: w.revision };
     },
   );
 
-  app.get<{ Params: S.AccountParams }>('/v1/accounts/:account/services', { schema: { params: S.accountParams } }, async (req) => ({
+  app.get('/v1/accounts/:account/services', { schema: { params: S.AccountParams, response: { 200: S.ServiceList } } }, async (req) => ({
     items: await registry.listServices(req.params.account),
   }));
 
-  app.get<{ Params: S.ServiceParams }>('/v1/accounts/:account/services/:service', { schema: { params: S.serviceParams } }, async (req) => ({
-    ...await registry.getService(req.params.account, req.params.service),
-    instances: await registry.listInstances(req.params.account, req.params.service),
-  }));
-
-  app.delete<{ Params: S.ServiceParams }>(
+  app.get(
     '/v1/accounts/:account/services/:service',
-    { schema: { params: S.serviceParams } },
+    { schema: { params: S.ServiceParams, response: { 200: S.ServiceWithInstances } } },
+    async (req) => ({
+      ...(await registry.getService(req.params.account, req.params.service)),
+      instances: await registry.listInstances(req.params.account, req.params.service),
+    }),
+  );
+
+  app.delete('/v1/accounts/:account/services/:service', { schema: { params: S.ServiceParams } }, async (req, reply) => {
+    const w = await registry.deleteService(req.params.account, req.params.service);
+    await acknowledge(reply, 204, w);
+    return reply.send();
+  });
+
+  app.post(
+    '/v1/accounts/:account/services/:service/instances',
+    { schema: { params: S.ServiceParams, body: S.CreateInstanceBody, response: { 202: S.InstanceWritten } } },
     async (req, reply) => {
-      const { revision, serial } = await registry.deleteService(req.params.account, req.params.service);
-      await visible(revision, reply);
-      return noContent(reply, revision, serial);
+      const { instance, ...w } = await registry.registerInstance(req.params.account, req.params.service, req.body);
+      await acknowledge(reply, 202, w);
+      return { ...instance, revision: w.revision };
     },
   );
 
-  app.post<{ Params: S.ServiceParams; Body: S.CreateInstanceBody }>(
+  app.get(
     '/v1/accounts/:account/services/:service/instances',
-    { schema: { params: S.serviceParams, body: S.createInstanceBody } },
-    async (req, reply) => {
-      const { instance, revision, serial } = await registry.registerInstance(req.params.account, req.params.service, req.body);
-      await visible(revision, reply);
-      return stamp(reply.status(202), revision, serial).send({ ...instance, revision });
-    },
-  );
-
-  app.get<{ Params: S.ServiceParams }>(
-    '/v1/accounts/:account/services/:service/instances',
-    { schema: { params: S.serviceParams } },
+    { schema: { params: S.ServiceParams, response: { 200: S.InstanceList } } },
     async (req) => ({ items: await registry.listInstances(req.params.account, req.params.service) }),
   );
 
-  app.get<{ Params: S.InstanceParams }>(
+  app.get(
     '/v1/accounts/:account/services/:service/instances/:id',
-    { schema: { params: S.instanceParams } },
-    async (req) => await registry.getInstance(req.params.account, req.params.service, req.params.id),
+    { schema: { params: S.InstanceParams, response: { 200: S.Instance } } },
+    async (req) => registry.getInstance(req.params.account, req.params.service, req.params.id),
   );
 
-  app.delete<{ Params: S.InstanceParams }>(
-    '/v1/accounts/:account/services/:service/instances/:id',
-    { schema: { params: S.instanceParams } },
-    async (req, reply) => {
-      const { revision, serial, drainedAt } = await registry.deleteInstance(req.params.account, req.params.service, req.params.id);
-      await visible(revision, reply);
-      return noContent(reply.header(DRAINED_AT_HEADER, drainedAt), revision, serial);
-    },
-  );
+  app.delete('/v1/accounts/:account/services/:service/instances/:id', { schema: { params: S.InstanceParams } }, async (req, reply) => {
+    const w = await registry.deleteInstance(req.params.account, req.params.service, req.params.id);
+    await acknowledge(reply.header(DRAINED_AT_HEADER, w.drainedAt), 204, w);
+    return reply.send();
+  });
 
   // GET /v1/revision[?wait=N[&timeout=S]]: the revision DNS serves; with `wait`, held until
   // DNS serves N or later (`reached: true`) or the timeout passes (`reached: false`, 200
   // all the same, as Consul's blocking queries do: the caller compares).
-  app.get<{ Querystring: S.RevisionQuery }>('/v1/revision', { schema: { querystring: S.revisionQuery } }, async (req, reply) => {
+  app.get('/v1/revision', { schema: { querystring: S.RevisionQuery, response: { 200: S.RevisionState } } }, async (req, reply) => {
     if (!served) throw new PrivdnsError('not_implemented', 'the DNS server is not running in this process');
     const wait = req.query.wait === undefined ? null : Number(req.query.wait);
     const timeoutS = req.query.timeout === undefined ? 5 : Number(req.query.timeout);
@@ -210,12 +209,13 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     // that the closing server would wait for.
     if (closing.signal.aborted) void reply.header('connection', 'close');
     const revision = served.current();
-    return reply.header(REVISION_HEADER, String(revision)).send({ revision, registry: await registry.revision(), reached, ...(lagging?.length ? { lagging } : {}) });
+    void reply.header(REVISION_HEADER, String(revision));
+    return { revision, registry: await registry.revision(), reached, ...(lagging?.length ? { lagging } : {}) };
   });
 
   // GET /v1/cluster: the nodes on this registry, the revision each serves, heartbeat age and
   // the checker lease's holder. With SQLite, this one node, which always holds it.
-  app.get('/v1/cluster', async () => {
+  app.get('/v1/cluster', { schema: { response: { 200: S.ClusterState } } }, async () => {
     if (cluster) return cluster.describe();
     const revision = await registry.revision();
     const current = served?.current() ?? revision;
@@ -226,7 +226,7 @@ export function registerRoutes(app: FastifyInstance, registry: RegistryStore, re
     };
   });
 
-  app.get<{ Querystring: S.ResolveQuery }>('/v1/resolve', { schema: { querystring: S.resolveQuery } }, async (req) => {
+  app.get('/v1/resolve', { schema: { querystring: S.ResolveQuery, response: { 200: S.ResolveResult } } }, async (req) => {
     if (!resolve) throw new PrivdnsError('not_implemented', 'the DNS server is not running in this process');
     return resolve(req.query);
   });

@@ -1,20 +1,28 @@
-// The admin HTTP API (Fastify): auth, body parsing limits, error mapping and the routes of
-// docs/design.md's "Admin API". Built here, listened on by the daemon.
+// The admin HTTP API (Fastify): body parsing limits, error mapping, and the routes of
+// docs/design.md's "Admin API", in two scopes: the open ones (/healthz, /readyz, and
+// /metrics with admin.openMetrics), and every other one, its 404 included, behind the token.
+// Built here, listened on by the daemon.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
+import type { Config } from '../config/config.js';
 import { PrivdnsError } from '../errors.js';
 import type { RegistryStore } from '../registry/backend.js';
-import { tokenMatcher } from './auth.js';
-import { clientErrorHandler, errorBody, errorHandler } from './errors.js';
+import { requireToken } from './auth.js';
+import { clientErrorHandler, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ClusterView, type ResolveFn, type ServedRevision } from './routes.js';
+import { Health } from './schemas.js';
+
+/** The admin API's part of the settings table (src/config/settings.ts). */
+export type AdminSettings = Config['admin'];
 
 export interface AdminDeps {
   registry: RegistryStore;
   logger: Logger;
-  token: string;
-  bodyLimitBytes: number;
+  token: AdminSettings['token'];
+  bodyLimitBytes: AdminSettings['bodyLimitBytes'];
   /** The DNS explain function; absent, GET /v1/resolve answers 501. */
   resolve?: ResolveFn;
   /** The revision DNS serves; absent, GET /v1/revision answers 501. */
@@ -26,12 +34,10 @@ export interface AdminDeps {
   /** Served at /metrics when given. */
   metrics?: Metrics;
   /** /metrics without the token. */
-  openMetrics?: boolean;
-  /** Bounds on connections (config admin.*); Node's defaults (none, 72 s keep-alive) when absent. */
-  connections?: { maxConnections: number; keepAliveTimeoutMs: number; requestTimeoutMs: number; headersTimeoutMs: number };
+  openMetrics?: AdminSettings['openMetrics'];
+  /** Bounds on connections; Node's defaults (none, 72 s keep-alive) when absent. */
+  connections?: Pick<AdminSettings, 'maxConnections' | 'keepAliveTimeoutMs' | 'requestTimeoutMs' | 'headersTimeoutMs'>;
 }
-
-const OPEN_PATHS = new Set(['/healthz', '/readyz']);
 
 export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance> {
   const app = Fastify({
@@ -48,7 +54,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     frameworkErrors: (err, request, reply) => errorHandler(err as FastifyError, request, reply),
     // And so do requests Node's HTTP parser refuses before Fastify sees them.
     clientErrorHandler,
-  });
+  }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Accept an empty body with Content-Type: application/json (DELETE from scripts that set
   // the header everywhere); otherwise Fastify's own parser, which rejects __proto__ poisoning.
@@ -75,33 +81,33 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     app.server.headersTimeout = deps.connections.headersTimeoutMs;
   }
 
-  const authorized = tokenMatcher(deps.token);
-  const open = deps.openMetrics ? new Set([...OPEN_PATHS, '/metrics']) : OPEN_PATHS;
-  app.addHook('onRequest', async (request, reply) => {
-    const path = request.url.split('?', 1)[0] ?? '';
-    if (open.has(path)) return;
-    if (!authorized(request.headers.authorization)) {
-      await reply
-        .status(401)
-        .header('www-authenticate', 'Bearer realm="privdns"')
-        .send(errorBody(new PrivdnsError('unauthorized', 'missing or wrong bearer token')));
-    }
-  });
   app.addHook('onResponse', async (request, reply) => {
     request.log.debug({ method: request.method, url: request.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
   });
-
   app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((request, reply) => {
-    void reply.status(404).send(errorBody(new PrivdnsError('route_not_found', `no route ${request.method} ${request.url.split('?')[0]}`)));
-  });
+  // Response schemas describe and type the bodies (and feed the OpenAPI document); the bodies
+  // are still written as JSON.stringify writes them, so a field a schema leaves out is never
+  // dropped from a response.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
-    const ready = deps.registry.isReady() && (deps.isReady?.() ?? true);
-    const status = ready ? 'ready' : deps.registry.backend === 'postgres' && deps.registry.isReady() === false && (deps.isReady?.() ?? true) ? 'registry_stale' : 'starting';
+  app.get('/healthz', { schema: { response: { 200: Health } } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { response: { 200: Health, 503: Health } } }, async (_request, reply) => {
+    const registryReady = deps.registry.isReady();
+    const daemonReady = deps.isReady?.() ?? true;
+    const ready = registryReady && daemonReady;
+    // A PostgreSQL registry unreachable past cluster.maxStaleSeconds: DNS still answers from
+    // the index, but its answers may be stale.
+    const status = ready ? 'ready' : deps.registry.backend === 'postgres' && !registryReady && daemonReady ? 'registry_stale' : 'starting';
     return reply.status(ready ? 200 : 503).send({ status });
   });
+  const metrics = deps.metrics;
+  const serveMetrics = (scope: FastifyInstance): void => {
+    if (!metrics) return;
+    scope.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
+      reply.header('content-type', metrics.contentType).send(await metrics.text()),
+    );
+  };
+  if (deps.openMetrics) serveMetrics(app);
 
   // The OpenAPI document is generated from the same route schemas Fastify validates with.
   await app.register(swagger, {
@@ -112,14 +118,16 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
       security: [{ bearer: [] }],
     },
   });
-  registerRoutes(app, deps.registry, deps.resolve, deps.served, deps.cluster);
-  const metrics = deps.metrics;
-  if (metrics) {
-    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
-      reply.header('content-type', metrics.contentType).send(await metrics.text()),
-    );
-  }
-  app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  await app.register(async (v1) => {
+    requireToken(v1, deps.token);
+    // Behind the token too: without it, nothing tells which routes exist.
+    v1.setNotFoundHandler(async (request) => {
+      throw new PrivdnsError('route_not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
+    });
+    registerRoutes(v1, deps.registry, deps.resolve, deps.served, deps.cluster);
+    if (!deps.openMetrics) serveMetrics(v1);
+    v1.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  });
   await app.ready();
   return app;
 }

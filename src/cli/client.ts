@@ -3,7 +3,7 @@
 // PRIVDNS_DATA_DIR), and one request function that turns failures into CliError.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TOKEN_FILE } from '../admin/auth.js';
+import { ADMIN_TOKEN_FILE, SETTINGS } from '../config/settings.js';
 
 export const EXIT = { ok: 0, apiError: 1, usage: 2, unreachable: 3, failed: 4 } as const;
 
@@ -26,10 +26,10 @@ export class AdminClient {
 
   constructor(opts: ClientOptions = {}) {
     const env = opts.env ?? process.env;
-    const listen = opts.admin ?? env.PRIVDNS_ADMIN_LISTEN ?? '127.0.0.1:8053';
+    const listen = opts.admin ?? env[SETTINGS.admin.listen.env!] ?? SETTINGS.admin.listen.default;
     const hostPort = listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
     this.baseUrl = /^https?:\/\//.test(hostPort) ? hostPort.replace(/\/$/, '') : `http://${hostPort}`;
-    this.token = opts.token ?? env.PRIVDNS_ADMIN_TOKEN ?? readTokenFile(env.PRIVDNS_DATA_DIR ?? './data');
+    this.token = opts.token ?? env[SETTINGS.admin.token.env!] ?? readTokenFile(env[SETTINGS.dataDir.env!] ?? SETTINGS.dataDir.default);
   }
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -68,7 +68,7 @@ export class AdminClient {
 
 function readTokenFile(dataDir: string): string {
   try {
-    return readFileSync(join(dataDir, TOKEN_FILE), 'utf8').trim();
+    return readFileSync(join(dataDir, ADMIN_TOKEN_FILE), 'utf8').trim();
   } catch {
     return '';
   }

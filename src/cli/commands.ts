@@ -1,8 +1,15 @@
 // The operator subcommands of `privdns`: thin wrappers of the admin API with human output
-// (or --json), clear errors and exit codes (see EXIT in ./client.ts).
+// (or --json), clear errors and exit codes (see EXIT in ./client.ts), and `dig`, a query of
+// the DNS server itself. The API's shapes are the admin's own schemas (src/admin/schemas.ts).
 import { parseArgs } from 'node:util';
+import type {
+  Account, AccountList, AccountWritten, Instance, InstanceList, InstanceWritten, ResolveResult, ServiceList, ServiceWithInstances,
+  ServiceWritten,
+} from '../admin/schemas.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseHostPort, type HostPort } from '../config/config.js';
 import { AdminClient, CliError, EXIT } from './client.js';
-import type { Account, Instance, Service } from '../registry/types.js';
+import { DIG_TIMEOUT_S, dig, digServer, queryName, queryType, type DigResult } from './dig.js';
+import { sectionLines, table } from './format.js';
 
 export interface Io {
   out: (s: string) => void;
@@ -31,6 +38,9 @@ export const CLI_USAGE = `usage: privdns <command> [options]
   instances add ACCOUNT SERVICE ADDRESS [--wait] [--timeout S] [--bind-timeout S]
   instances ls ACCOUNT SERVICE | get ACCOUNT SERVICE ID | rm ACCOUNT SERVICE ID
   resolve NAME --from SOURCE_IP [--type TYPE]    what DNS answers that source, and why
+  dig NAME [TYPE] [--server HOST:PORT] [--tcp] [--timeout S] [--config FILE]
+                                                 ask the DNS server from this machine (default server:
+                                                 the first dns.listen, on loopback if it is a wildcard)
 
 options: --json (machine output)  --admin HOST:PORT  --token TOKEN  -h, --help
 environment: PRIVDNS_ADMIN_LISTEN, PRIVDNS_ADMIN_TOKEN, PRIVDNS_DATA_DIR (token file)
@@ -40,6 +50,8 @@ type Handler = (args: { positionals: string[]; values: Record<string, unknown>; 
 
 interface Command {
   args: string[];
+  /** Positionals that may follow `args`. */
+  optional?: string[];
   options?: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
   run: Handler;
 }
@@ -53,14 +65,14 @@ const COMMANDS: Record<string, Command> = {
     run: async ({ positionals: [name], values, client, io }) => {
       const subnets = (values.subnet as string[] | undefined) ?? [];
       if (subnets.length === 0) throw new CliError('accounts create needs at least one --subnet CIDR', EXIT.usage);
-      const a = await client.request<Account>('POST', '/v1/accounts', { name, subnets });
+      const a = await client.request<AccountWritten>('POST', '/v1/accounts', { name, subnets });
       return print(io, values, a, () => `account ${a.name} created: ${a.subnets.join(', ')}`);
     },
   },
   'accounts ls': {
     args: [],
     run: async ({ values, client, io }) => {
-      const r = await client.request<{ items: Account[] }>('GET', '/v1/accounts');
+      const r = await client.request<AccountList>('GET', '/v1/accounts');
       return print(io, values, r, () => table(['ACCOUNT', 'SUBNETS', 'CREATED'], r.items.map((a) => [a.name, a.subnets.join(','), a.createdAt])));
     },
   },
@@ -77,7 +89,7 @@ const COMMANDS: Record<string, Command> = {
     run: async ({ positionals: [name], values, client, io }) => {
       const subnets = (values.subnet as string[] | undefined) ?? [];
       if (subnets.length === 0) throw new CliError('accounts set-subnets needs at least one --subnet CIDR', EXIT.usage);
-      const a = await client.request<Account>('PATCH', `/v1/accounts/${enc(name!)}`, { subnets });
+      const a = await client.request<AccountWritten>('PATCH', `/v1/accounts/${enc(name!)}`, { subnets });
       return print(io, values, a, () => `account ${a.name}: ${a.subnets.join(', ')}`);
     },
   },
@@ -103,21 +115,21 @@ const COMMANDS: Record<string, Command> = {
       if (ports.length > 0) body.ports = ports;
       if (values['bind-timeout'] !== undefined) body.bindTimeoutSeconds = intArg('--bind-timeout', values['bind-timeout'] as string);
       if (values.ttl !== undefined) body.ttl = intArg('--ttl', values.ttl as string);
-      const s = await client.request<Service>('POST', `/v1/accounts/${enc(account!)}/services`, body);
+      const s = await client.request<ServiceWritten>('POST', `/v1/accounts/${enc(account!)}/services`, body);
       return print(io, values, s, () => `service ${s.name} (${s.type}${s.ports.length ? `, ports ${s.ports.join(',')}` : ''}) created in ${s.account}`);
     },
   },
   'services ls': {
     args: ['ACCOUNT'],
     run: async ({ positionals: [account], values, client, io }) => {
-      const r = await client.request<{ items: Service[] }>('GET', `/v1/accounts/${enc(account!)}/services`);
+      const r = await client.request<ServiceList>('GET', `/v1/accounts/${enc(account!)}/services`);
       return print(io, values, r, () => table(['SERVICE', 'TYPE', 'PORTS'], r.items.map((s) => [s.name, s.type, s.ports.join(',') || '-'])));
     },
   },
   'services get': {
     args: ['ACCOUNT', 'NAME'],
     run: async ({ positionals: [account, name], values, client, io }) => {
-      const s = await client.request<Service & { instances: Instance[] }>('GET', `/v1/accounts/${enc(account!)}/services/${enc(name!)}`);
+      const s = await client.request<ServiceWithInstances>('GET', `/v1/accounts/${enc(account!)}/services/${enc(name!)}`);
       return print(io, values, s, () => `${s.name} (${s.type}, ports ${s.ports.join(',') || '-'})\n${instanceTable(s.instances)}`);
     },
   },
@@ -135,7 +147,7 @@ const COMMANDS: Record<string, Command> = {
       const body: Record<string, unknown> = { address };
       if (values['bind-timeout'] !== undefined) body.bindTimeoutSeconds = intArg('--bind-timeout', values['bind-timeout'] as string);
       const base = `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances`;
-      let inst = await client.request<Instance>('POST', base, body);
+      let inst: Instance = await client.request<InstanceWritten>('POST', base, body);
       if (!values.wait) return print(io, values, inst, () => `instance ${inst.id} (${inst.address}) registered: ${inst.state}`);
       const limitMs = (values.timeout !== undefined ? intArg('--timeout', values.timeout as string) : inst.bindTimeoutSeconds + 5) * 1000;
       const started = Date.now();
@@ -160,7 +172,7 @@ const COMMANDS: Record<string, Command> = {
   'instances ls': {
     args: ['ACCOUNT', 'SERVICE'],
     run: async ({ positionals: [account, service], values, client, io }) => {
-      const r = await client.request<{ items: Instance[] }>('GET', `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances`);
+      const r = await client.request<InstanceList>('GET', `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances`);
       return print(io, values, r, () => instanceTable(r.items));
     },
   },
@@ -184,8 +196,20 @@ const COMMANDS: Record<string, Command> = {
     run: async ({ positionals: [name], values, client, io }) => {
       if (typeof values.from !== 'string') throw new CliError('resolve needs --from SOURCE_IP (the client address to answer as)', EXIT.usage);
       const q = new URLSearchParams({ source: values.from, name: name!, type: (values.type as string | undefined) ?? 'A' });
-      const r = await client.request<Record<string, unknown>>('GET', `/v1/resolve?${q}`);
+      const r = await client.request<ResolveResult>('GET', `/v1/resolve?${q}`);
       return print(io, values, r, () => formatResolve(r));
+    },
+  },
+  dig: {
+    args: ['NAME'],
+    optional: ['TYPE'],
+    options: { server: { type: 'string' }, tcp: { type: 'boolean' }, timeout: { type: 'string' }, config: { type: 'string' } },
+    run: async ({ positionals: [name, type], values, io }) => {
+      const server = typeof values.server === 'string' ? parseServer(values.server) : configuredServer(values.config as string | undefined, io.env);
+      const timeoutS = values.timeout === undefined ? DIG_TIMEOUT_S : intArg('--timeout', values.timeout as string);
+      if (timeoutS < 1 || timeoutS > 60) throw new CliError(`--timeout must be 1 to 60 seconds, got ${timeoutS}`, EXIT.usage);
+      const r = await dig(queryName(name!), queryType(type ?? 'A'), server, values.tcp === true, timeoutS * 1000);
+      return print(io, values, r, () => formatDig(r));
     },
   },
 };
@@ -206,13 +230,14 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
       allowPositionals: true,
       strict: true,
     });
+    const usage = `usage: privdns ${key} ${[...command.args, ...(command.optional ?? []).map((a) => `[${a}]`)].join(' ')}`;
     if (values.help) {
-      io.out(`usage: privdns ${key} ${command.args.join(' ')}${Object.keys(command.options ?? {}).map((o) => ` [--${o}]`).join('')}\n`);
+      io.out(`${usage}${Object.keys(command.options ?? {}).map((o) => ` [--${o}]`).join('')}\n`);
       return EXIT.ok;
     }
     const args = positionals.slice(key.split(' ').length);
-    if (args.length !== command.args.length) {
-      throw new CliError(`usage: privdns ${key} ${command.args.join(' ')}`, EXIT.usage);
+    if (args.length < command.args.length || args.length > command.args.length + (command.optional?.length ?? 0)) {
+      throw new CliError(usage, EXIT.usage);
     }
     const client = new AdminClient({ admin: values.admin as string | undefined, token: values.token as string | undefined, env: io.env });
     return await command.run({ positionals: args, values, client, io });
@@ -240,11 +265,6 @@ function intArg(flag: string, s: string): number {
   return Number(s);
 }
 
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
-}
-
 function instanceTable(items: Instance[]): string {
   return table(
     ['INSTANCE', 'ADDRESS', 'STATE', 'REASON'],
@@ -253,18 +273,35 @@ function instanceTable(items: Instance[]): string {
 }
 
 /** Prints an explain result the way dig lays out an answer. */
-function formatResolve(r: Record<string, unknown>): string {
-  const lines: string[] = [];
-  const str = (v: unknown): string => (typeof v === 'string' || typeof v === 'number' ? String(v) : JSON.stringify(v));
-  lines.push(`;; status: ${str(r.rcode ?? r.status ?? '?')}  account: ${str(r.account ?? '-')}`);
-  if (r.reason !== undefined) lines.push(`;; reason: ${str(r.reason)}`);
-  for (const section of ['answer', 'authority', 'additional'] as const) {
-    const records = r[section] ?? r[`${section}s`];
-    if (!Array.isArray(records) || records.length === 0) continue;
-    lines.push('', `;; ${section.toUpperCase()} SECTION:`);
-    for (const rec of records as Record<string, unknown>[]) {
-      lines.push([rec.name, rec.ttl, 'IN', rec.type, rec.data].map(str).join('\t'));
-    }
+function formatResolve(r: ResolveResult): string {
+  return [`;; status: ${r.rcode}  account: ${r.account ?? '-'}`, `;; reason: ${r.reason}`, ...sectionLines(r)].join('\n');
+}
+
+function formatDig(r: DigResult): string {
+  return [
+    `;; status: ${r.rcode}  flags: ${r.flags.join(' ')}`,
+    ...(r.ede ? [`;; EDE: ${r.ede.infoCode}: ${r.ede.extraText}`] : []),
+    ...sectionLines(r),
+    '',
+    `;; SERVER: ${r.server} (${r.transport}${r.retriedOverTcp ? ', after a truncated UDP reply' : ''})`,
+  ].join('\n');
+}
+
+function parseServer(s: string): HostPort {
+  try {
+    return parseHostPort('--server', s);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(`--server: "${s}" is not host:port`, EXIT.usage);
+    throw err;
   }
-  return lines.join('\n');
+}
+
+/** The first dns.listen address of the daemon's settings (its file and PRIVDNS_* variables). */
+function configuredServer(file: string | undefined, env: Record<string, string | undefined>): HostPort {
+  try {
+    return digServer(loadConfig(file ?? DEFAULT_CONFIG_PATH, env).dns.listen[0]!);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(`${err.message} (or give --server HOST:PORT)`, EXIT.usage);
+    throw err;
+  }
 }

@@ -14,7 +14,7 @@ import type { FastifyInstance, InjectOptions } from 'fastify';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { buildAdminServer } from '../../src/admin/server.js';
-import { TOKEN_FILE } from '../../src/admin/auth.js';
+import { ADMIN_TOKEN_FILE } from '../../src/config/settings.js';
 import { createExplainer } from '../../src/dns/server/explain.js';
 import { AccountIndex } from '../../src/dns/zone/account-index.js';
 import { QueryHandler } from '../../src/dns/server/handler.js';
@@ -221,7 +221,7 @@ describe('the token never appears in the daemon\'s logs', () => {
       await d?.dispose();
       // An empty PRIVDNS_ADMIN_TOKEN makes the daemon read or generate <data>/admin-token.
       d = await TestDaemon.start({ env: { PRIVDNS_LOG_LEVEL: 'trace', ...(generated ? { PRIVDNS_ADMIN_TOKEN: '' } : {}) } });
-      const token = generated ? readFileSync(join(d.dataDir, TOKEN_FILE), 'utf8').trim() : d.token;
+      const token = generated ? readFileSync(join(d.dataDir, ADMIN_TOKEN_FILE), 'utf8').trim() : d.token;
       assert.ok(token.length >= 20);
       const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<number> => {
         const res = await fetch(`${d.adminUrl}${path}`, {

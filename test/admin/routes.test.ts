@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import pino from 'pino';
 import { buildAdminServer } from '../../src/admin/server.js';
-import type { ServedRevision } from '../../src/admin/routes.js';
+import type { ResolveFn, ServedRevision } from '../../src/admin/routes.js';
+import type { ResolveResult } from '../../src/admin/schemas.js';
 import { Registry } from '../../src/registry/store.js';
 import type { RegistryChange } from '../../src/registry/types.js';
 import { ERROR_STATUS, type ErrorCode } from '../../src/errors.js';
@@ -25,7 +26,7 @@ interface Server {
   dir: string;
 }
 
-async function server(extra: { resolve?: (q: unknown) => unknown; isReady?: () => boolean; served?: ServedRevision } = {}): Promise<Server> {
+async function server(extra: { resolve?: ResolveFn; isReady?: () => boolean; served?: ServedRevision } = {}): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'privdns-routes-'));
   const registry = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
   const app = await buildAdminServer({ registry, logger: pino({ level: 'silent' }), token: TOKEN, bodyLimitBytes: BODY_LIMIT, ...extra });
@@ -176,11 +177,15 @@ describe('GET /v1/resolve explains what DNS would answer', () => {
 
   it('passes the validated query to the DNS explain function', async () => {
     const asked: unknown[] = [];
-    const s = await server({ resolve: (q) => (asked.push(q), { rcode: 'NOERROR', answers: [] }) });
+    const answer: ResolveResult = {
+      source: '10.1.0.5', account: null, operator: false, question: { name: 'redis.', type: 'A' }, rcode: 'REFUSED',
+      flags: { aa: false, tc: false, ra: false }, answer: [], authority: [], additional: [], forwarded: false, size: 40, reason: 'a fake', ede: null,
+    };
+    const s = await server({ resolve: (q) => (asked.push(q), answer) });
     try {
       const res = await call(s, 'GET', '/v1/resolve?source=10.1.0.5&name=redis&type=A');
       assert.equal(res.statusCode, 200);
-      assert.deepEqual(res.json(), { rcode: 'NOERROR', answers: [] });
+      assert.deepEqual(res.json(), answer);
       assert.deepEqual(asked.map((q) => ({ ...(q as object) })), [{ source: '10.1.0.5', name: 'redis', type: 'A' }]);
       assertError(await call(s, 'GET', '/v1/resolve?name=redis'), 400, 'invalid_request');
       assertError(await call(s, 'GET', '/v1/resolve?source=1.2.3.4&name=a&name=b'), 400, 'invalid_request');

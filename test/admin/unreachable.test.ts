@@ -1,5 +1,5 @@
 // Addresses no instance can be reached at, and subnets that make every client an account's,
-// are refused through the admin API with a 422 and a code of their own (DESIGN.md, accounts
+// are refused through the admin API with a 422 and a code of their own (docs/design.md, accounts
 // and instances). The hostile forms include every spelling a client might try: IPv4-mapped
 // IPv6, upper case, zero runs written out.
 import { after, before, describe, it } from 'node:test';

@@ -1,29 +1,13 @@
 // The `privdns` binary's operator commands, run as a user runs them, against a real daemon.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
-import { MAIN, TestDaemon } from '../helpers/daemon.js';
+import { TestDaemon } from '../helpers/daemon.js';
+import { runPrivdns, type Run } from '../helpers/run.js';
 import { freePort } from '../helpers/ports.js';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 function cli(d: TestDaemon, args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const proc = spawn(process.execPath, [MAIN, ...args], {
-      env: { PATH: process.env.PATH ?? '', PRIVDNS_ADMIN_LISTEN: `127.0.0.1:${d.adminPort}`, PRIVDNS_ADMIN_TOKEN: d.token, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    proc.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runPrivdns(args, { PRIVDNS_ADMIN_LISTEN: `127.0.0.1:${d.adminPort}`, PRIVDNS_ADMIN_TOKEN: d.token, ...env });
 }
 
 describe('privdns CLI', () => {

@@ -2,12 +2,11 @@
 // one clear ConfigError naming the key for every invalid value; `privdns serve` exits 2 on it.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseHostPort } from '../../src/config/config.js';
-import { MAIN } from '../helpers/daemon.js';
+import { runPrivdns, type Run } from '../helpers/run.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'privdns-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -181,23 +180,8 @@ describe('host:port is parsed with IPv6 in brackets or by the last colon', () =>
 });
 
 describe('privdns serve with a bad config exits 2 with one line naming the key', () => {
-  function serve(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      const proc = spawn(process.execPath, [MAIN, 'serve', ...args], {
-        env: { PATH: process.env.PATH ?? '', PRIVDNS_DATA_DIR: join(dir, 'data'), ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      proc.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      proc.once('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-    });
-  }
+  const serve = (args: string[], env: Record<string, string> = {}): Promise<Run> =>
+    runPrivdns(['serve', ...args], { PRIVDNS_DATA_DIR: join(dir, 'data'), ...env }, 10_000);
 
   it('a bad value in the file given with --config', async () => {
     const r = await serve(['--config', yamlFile('dns:\n  ttl: lots\n')]);

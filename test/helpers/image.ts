@@ -79,7 +79,7 @@ function mapCopies(plan: ImagePlan): Mapped[] {
 const DEV_ONLY: [RegExp, string][] = [
   [/^(test|bench|scripts|docs|\.ci)(\/|$)/, 'tests, benchmarks and tooling'],
   [/^src(\/|$)/, 'TypeScript sources (the image runs dist/src)'],
-  [/^tsconfig\.json$/, 'the compiler settings'],
+  [/^tsconfig(\.[a-z]+)?\.json$/, 'the compiler settings'],
   [/^dist$/, 'all of dist/, with the compiled tests and benchmarks'],
   [/^dist\/(test|bench)(\/|$)/, 'compiled tests or benchmarks'],
   [/^\.$/, 'the whole checkout'],

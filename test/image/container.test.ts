@@ -143,11 +143,12 @@ describe('the runtime stage, assembled and started as an unprivileged user', () 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('holds production dependencies only, dist/src, config and package.json', () => {
+  it('holds production dependencies only, dist/src, the batched UDP addon, config and package.json', () => {
     const modules = join(runtime, 'node_modules');
     for (const dep of Object.keys(PKG.dependencies)) assert.ok(existsSync(join(modules, dep, 'package.json')), `${dep} is in the image`);
     for (const dev of Object.keys(PKG.devDependencies)) assert.ok(!existsSync(join(modules, dev)), `${dev} (a devDependency) is not`);
-    assert.deepEqual(readdirSync(runtime).sort(), ['config', 'dist', 'node_modules', 'package.json']);
+    assert.deepEqual(readdirSync(runtime).sort(), ['config', 'dist', 'native', 'node_modules', 'package.json']);
+    assert.deepEqual(readdirSync(join(runtime, 'native', 'build', 'Release')), ['batch_udp.node']);
     assert.deepEqual(readdirSync(join(runtime, 'dist')), ['src']);
     assert.ok(existsSync(join(runtime, 'config', 'default.yaml')));
   });
