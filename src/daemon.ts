@@ -1,5 +1,8 @@
 // `privdns serve`: opens the registry, then starts the parts around it (admin API, checker,
 // DNS server) and stops them in reverse order on SIGTERM/SIGINT.
+//
+// With a PostgreSQL registry the node also beats its heartbeat (the revision its DNS serves)
+// and runs the port checker, drains and pruning only while it holds the checker lease.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Metrics } from './admin/metrics.js';
@@ -7,27 +10,28 @@ import { buildAdminServer } from './admin/server.js';
 import { loadOrCreateToken } from './admin/auth.js';
 import { PortChecker } from './checker/checker.js';
 import type { Config } from './config/config.js';
-import { Registry } from './registry/store.js';
+import type { RegistryStore } from './registry/backend.js';
+import { isPostgres, openRegistry } from './registry/open.js';
 import { startDns, type DnsService } from './dns/setup.js';
+import { CheckerLease, NodeHeartbeat, waitForCluster } from './registry/postgres/cluster.js';
+import type { PgRegistry } from './registry/postgres/store.js';
+import type { ClusterView } from './admin/routes.js';
 import { VERSION } from './version.js';
 
 export interface Daemon {
-  registry: Registry;
+  registry: RegistryStore;
   admin: FastifyInstance;
-  checker: PortChecker;
+  /** The port checker while this node runs it (always with SQLite; the lease holder with PostgreSQL). */
+  readonly checker: PortChecker | null;
   dns: DnsService;
   stop(): Promise<void>;
 }
 
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const registry = new Registry({
-    dataDir: config.dataDir,
-    defaultBindTimeoutSeconds: config.checker.bindTimeoutSeconds,
-    defaultTtl: config.dns.ttl,
-    allowCatchAllSubnets: config.registry.allowCatchAllSubnets,
-    limits: config.registry.limits,
-    onListenerError: (err, change) => logger.error({ err, change: { kind: change.kind, op: change.op, revision: change.revision } }, 'registry change listener failed'),
-  });
+  const registry = await openRegistry(config, logger);
+  const close = async (): Promise<void> => {
+    await registry.close();
+  };
   let token = config.admin.token;
   if (token === '') {
     const t = loadOrCreateToken(config.dataDir);
@@ -40,8 +44,24 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   try {
     dns = await startDns(config, registry, logger);
   } catch (err) {
-    registry.close();
+    await close();
     throw err;
+  }
+  const pgRegistry = isPostgres(registry) ? registry : null;
+  const heartbeat = pgRegistry ? new NodeHeartbeat(pgRegistry, () => dns.served(), `http://${config.admin.listen.host}:${config.admin.listen.port}`) : null;
+  if (heartbeat) {
+    // Reported as soon as every DNS process serves a change, so writers elsewhere stop waiting.
+    let queued = false;
+    registry.on('change', (c) => {
+      if (queued) return;
+      queued = true;
+      queueMicrotask(() => {
+        queued = false;
+        void dns.visible(c.revision).then(() => heartbeat.servedMoved());
+      });
+    });
+    registry.on('resync', () => heartbeat.servedMoved());
+    heartbeat.start();
   }
   const workers = dns.workers;
   const metrics = new Metrics({
@@ -51,10 +71,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     refresh: () => dns.refreshStats(),
     build: { version: VERSION, node: config.nodeId },
     ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
+    ...(pgRegistry ? { cluster: () => pgRegistry.status() } : {}),
   });
+  const cluster = pgRegistry ? clusterView(pgRegistry, config) : undefined;
   const admin = await buildAdminServer({
     registry, logger, token, bodyLimitBytes: config.admin.bodyLimitBytes, resolve: dns.resolve, isReady: dns.isReady,
     served: { current: () => dns.served(), waitFor: (n, ms) => dns.waitForServed(n, ms), waiting: () => dns.waiting(), visible: (n) => dns.visible(n) },
+    ...(cluster ? { cluster } : {}),
     metrics, openMetrics: config.admin.openMetrics,
     connections: {
       maxConnections: config.admin.maxConnections, keepAliveTimeoutMs: config.admin.keepAliveTimeoutMs,
@@ -64,25 +87,84 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   try {
     await admin.listen({ host: config.admin.listen.host, port: config.admin.listen.port });
   } catch (err) {
+    await heartbeat?.stop();
     await dns.stop();
-    registry.close();
+    await close();
     throw err;
   }
-  const checker = new PortChecker({ registry, logger, settings: config.checker });
-  checker.start();
-  logger.info({ admin: `${config.admin.listen.host}:${config.admin.listen.port}`, dataDir: config.dataDir, revision: registry.revision() }, 'privdns started');
+
+  let checker: PortChecker | null = null;
+  let leaderJobs: NodeJS.Timeout | null = null;
+  let lease: CheckerLease | null = null;
+  const startChecker = async (): Promise<void> => {
+    checker = new PortChecker({ registry, logger, settings: config.checker });
+    await checker.start();
+  };
+  if (pgRegistry) {
+    lease = new CheckerLease(
+      pgRegistry,
+      (term) => {
+        logger.info({ node: pgRegistry.nodeId, term }, 'checker lease taken: this node runs the port checker, drains and pruning');
+        void startChecker().catch((err: unknown) => logger.error({ err }, 'port checker could not start'));
+        leaderJobs ??= setInterval(() => void runLeaderJobs(pgRegistry, config, logger), 1000);
+        leaderJobs.unref();
+      },
+      (term) => {
+        if (leaderJobs) clearInterval(leaderJobs);
+        leaderJobs = null;
+        const c = checker;
+        checker = null;
+        if (c) {
+          logger.warn({ node: pgRegistry.nodeId, term }, 'checker lease lost: this node stops checking');
+          void c.stop();
+        }
+      },
+    );
+    lease.start();
+  } else {
+    await startChecker();
+  }
+  logger.info({
+    admin: `${config.admin.listen.host}:${config.admin.listen.port}`, dataDir: config.dataDir, registry: registry.backend,
+    ...(pgRegistry ? { node: pgRegistry.nodeId } : {}), revision: await registry.revision(),
+  }, 'privdns started');
 
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       await admin.close();
-      await checker.stop();
+      await lease?.stop();
+      await (checker as PortChecker | null)?.stop();
+      await heartbeat?.stop();
       await dns.stop();
       metrics.close();
-      registry.close();
+      await close();
       logger.info('privdns stopped');
     })();
     return stopping;
   };
-  return { registry, admin, checker, dns, stop };
+  return { registry, admin, get checker() { return checker; }, dns, stop };
+}
+
+/** The lease holder's periodic work: instances whose drain is over, and old change history. */
+async function runLeaderJobs(registry: PgRegistry, config: Config, logger: Logger): Promise<void> {
+  const term = registry.leaseTerm;
+  if (term === null) return;
+  try {
+    await registry.purgeDrained(term);
+    await registry.pruneChanges(term, config.cluster.changesRetention);
+  } catch (err) {
+    logger.debug({ err }, 'drain or prune did not run; next second');
+  }
+}
+
+function clusterView(registry: PgRegistry, config: Config): ClusterView {
+  return {
+    waitFor: (revision, timeoutMs) => waitForCluster(registry, revision, timeoutMs),
+    ackTimeoutMs: config.cluster.ackTimeoutMs,
+    describe: async () => {
+      const [nodes, holder] = await Promise.all([registry.nodes(), CheckerLease.holder(registry)]);
+      return { node: registry.nodeId, revision: await registry.revision(), nodes, checker: holder, feed: registry.status() };
+    },
+  };
 }

@@ -29,6 +29,8 @@ export const ERROR_STATUS = {
   invalid_ports: 422,
   not_implemented: 501,
   unavailable: 503,
+  /** PostgreSQL cannot be reached: nothing was written; DNS still answers from memory. */
+  registry_unavailable: 503,
   /** The disk of the data directory is full: nothing was written; retry once there is room. */
   storage_full: 503,
   internal: 500,

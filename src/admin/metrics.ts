@@ -5,11 +5,12 @@
 import client from 'prom-client';
 import type { ForwarderStats } from '../dns/forward/stats.js';
 import type { QueryCountsView } from '../dns/server/counters.js';
-import type { Registry } from '../registry/store.js';
+import type { RegistryCounts, RegistryStore } from '../registry/backend.js';
+import type { FeedStatus } from '../registry/postgres/feed.js';
 import type { RegistryChange } from '../registry/types.js';
 
 export interface MetricsSources {
-  registry: Registry;
+  registry: RegistryStore;
   dns?: QueryCountsView;
   forwarder?: { stats(): ForwarderStats };
   /** Run before each scrape: brings `dns` and `forwarder` up to date (asks the DNS workers). */
@@ -18,6 +19,8 @@ export interface MetricsSources {
   build?: { version: string; node: string };
   /** DNS worker processes (dns.workers > 1). */
   workers?: { replies(): { worker: number; replies: number }[]; restarts(): number };
+  /** The change feed of a PostgreSQL registry. */
+  cluster?: () => FeedStatus;
 }
 
 type Labels = Record<string, string | number>;
@@ -28,13 +31,13 @@ interface Sample {
 }
 
 /** A metric whose samples are computed when scraped. */
-function pulled(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[]): client.Metric {
+function pulled(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[] | Promise<Sample[]>): client.Metric {
   const metric = {
     name,
     help,
     type,
     aggregator: 'sum',
-    get: async () => ({ name, help, type, aggregator: 'sum', values: samples() }),
+    get: async () => ({ name, help, type, aggregator: 'sum', values: await samples() }),
     reset: () => undefined,
   };
   return metric as unknown as client.Metric;
@@ -82,14 +85,48 @@ export class Metrics {
       }).set(src.build, 1);
     }
 
-    reg.registerMetric(pulled('privdns_registry_accounts', 'Accounts in the registry.', 'gauge', () => [{ value: src.registry.counts().accounts }]));
-    reg.registerMetric(pulled('privdns_registry_services', 'Services in the registry.', 'gauge', () => [{ value: src.registry.counts().services }]));
+    // Read from the database once per scrape; a database that cannot answer (PostgreSQL
+    // away) leaves these out of the scrape rather than failing all of it.
+    const counts = async (): Promise<RegistryCounts | null> => {
+      try {
+        return await src.registry.counts();
+      } catch {
+        return null;
+      }
+    };
+    reg.registerMetric(pulled('privdns_registry_accounts', 'Accounts in the registry.', 'gauge', async () => {
+      const c = await counts();
+      return c ? [{ value: c.accounts }] : [];
+    }));
+    reg.registerMetric(pulled('privdns_registry_services', 'Services in the registry.', 'gauge', async () => {
+      const c = await counts();
+      return c ? [{ value: c.services }] : [];
+    }));
     reg.registerMetric(
-      pulled('privdns_registry_instances', 'Instances in the registry, by state (pending ones are the checks under way).', 'gauge', () =>
-        Object.entries(src.registry.counts().instances).map(([state, value]) => ({ labels: { state }, value })),
+      pulled('privdns_registry_instances', 'Instances in the registry, by state (pending ones are the checks under way).', 'gauge', async () =>
+        Object.entries((await counts())?.instances ?? {}).map(([state, value]) => ({ labels: { state }, value })),
       ),
     );
-    reg.registerMetric(pulled('privdns_registry_revision', 'The registry revision: committed changes so far.', 'gauge', () => [{ value: src.registry.revision() }]));
+    reg.registerMetric(pulled('privdns_registry_revision', 'The registry revision: committed changes so far.', 'gauge', async () => {
+      try {
+        return [{ value: await src.registry.revision() }];
+      } catch {
+        return [];
+      }
+    }));
+
+    const feed = src.cluster;
+    if (feed) {
+      reg.registerMetric(pulled('privdns_cluster_feed_connected', '1 while the change feed is connected to PostgreSQL.', 'gauge', () => [{ value: feed().connected ? 1 : 0 }]));
+      reg.registerMetric(pulled('privdns_cluster_lag_revisions', 'Revisions committed in the database that this node has not applied yet.', 'gauge', () => {
+        const f = feed();
+        return [{ value: Math.max(0, f.latest - f.applied) }];
+      }));
+      reg.registerMetric(pulled('privdns_cluster_applied_revision', 'The registry revision this node has applied.', 'gauge', () => [{ value: feed().applied }]));
+      reg.registerMetric(pulled('privdns_cluster_stale_seconds', 'Seconds since the change feed last heard from the database (0 while connected).', 'gauge', () => [{ value: feed().secondsStale }]));
+      reg.registerMetric(pulled('privdns_cluster_resyncs_total', 'Full re-reads of the registry, by cause (gap: pruned history; epoch: another database; backwards).', 'counter', () =>
+        Object.entries(feed().resyncs).map(([reason, value]) => ({ labels: { reason }, value }))));
+    }
 
     const dns = src.dns;
     if (dns) {

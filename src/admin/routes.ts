@@ -6,7 +6,7 @@ import type {
 } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { PrivdnsError } from '../errors.js';
-import type { Registry } from '../registry/store.js';
+import type { RegistryStore } from '../registry/backend.js';
 import * as S from './schemas.js';
 
 export type ResolveFn = (query: S.ResolveQuery) => S.ResolveResult | Promise<S.ResolveResult>;
@@ -27,7 +27,23 @@ export interface ServedRevision {
   visible?(revision: number): Promise<void>;
 }
 
+/** With a PostgreSQL registry: the other nodes (src/registry/postgres/cluster.ts). */
+export interface ClusterView {
+  /** Until every live node serves `revision`, or the timeout. */
+  waitFor(revision: number, timeoutMs: number): Promise<{ complete: boolean; lagging: string[] }>;
+  /** cluster.ackTimeoutMs: how long a write waits for the other nodes. */
+  ackTimeoutMs: number;
+  /** GET /v1/cluster. */
+  describe(): Promise<S.ClusterState>;
+}
+
 export const REVISION_HEADER = 'privdns-revision';
+/**
+ * With several nodes: `partial` when a write was acknowledged before every live node served it
+ * (cluster.ackTimeoutMs), with the nodes that lag in privdns-lagging; `all` otherwise.
+ */
+export const VISIBLE_HEADER = 'privdns-visible';
+export const LAGGING_HEADER = 'privdns-lagging';
 /**
  * On every write to an account: the SOA serial that account's DNS answers carry once the
  * write is served (already so when the response arrives). The account's serial moves only
@@ -40,7 +56,7 @@ const MAX_REVISION_TIMEOUT_S = 30;
 /** Long polls held at once; beyond, 503 rather than unbounded timers. */
 const MAX_REVISION_WAITERS = 10_000;
 
-export function registerRoutes(app: TypedApp, registry: Registry, resolve?: ResolveFn, served?: ServedRevision): void {
+export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?: ResolveFn, served?: ServedRevision, cluster?: ClusterView): void {
   /**
    * The tail of every write: acknowledged only once every DNS process answers from it (DNS
    * workers apply changes over IPC; in one process it is at once), with the revision it
@@ -48,6 +64,12 @@ export function registerRoutes(app: TypedApp, registry: Registry, resolve?: Reso
    */
   const acknowledge = async (reply: FastifyReply, status: 200 | 201 | 202 | 204, w: { revision: number; serial?: number }): Promise<void> => {
     if (served?.visible) await served.visible(w.revision);
+    // With several nodes, also once every live node does, bounded by cluster.ackTimeoutMs.
+    if (cluster) {
+      const wait = await cluster.waitFor(w.revision, cluster.ackTimeoutMs);
+      void reply.header(VISIBLE_HEADER, wait.complete ? 'all' : 'partial');
+      if (!wait.complete) void reply.header(LAGGING_HEADER, wait.lagging.join(','));
+    }
     void reply.code(status).header(REVISION_HEADER, String(w.revision));
     if (w.serial !== undefined) void reply.header(SERIAL_HEADER, String(w.serial));
   };
@@ -174,12 +196,34 @@ export function registerRoutes(app: TypedApp, registry: Registry, resolve?: Reso
       if (served.waiting() >= MAX_REVISION_WAITERS) throw new PrivdnsError('unavailable', 'too many revision waits in progress; retry');
       reached = closing.signal.aborted ? false : await untilClosing(served.waitFor(wait, Math.round(timeoutS * 1000)));
     }
+    let lagging: string[] | undefined;
+    if (req.query.scope === 'cluster' && wait !== null && reached && cluster && !closing.signal.aborted) {
+      const left = Math.round(timeoutS * 1000);
+      const r = await untilClosing(cluster.waitFor(wait, left).then((w) => {
+        lagging = w.lagging;
+        return w.complete;
+      }));
+      reached = r;
+    }
     // Ended by the server closing: the connection must not linger as an idle keep-alive
     // that the closing server would wait for.
     if (closing.signal.aborted) void reply.header('connection', 'close');
     const revision = served.current();
     void reply.header(REVISION_HEADER, String(revision));
-    return { revision, registry: await registry.revision(), reached };
+    return { revision, registry: await registry.revision(), reached, ...(lagging?.length ? { lagging } : {}) };
+  });
+
+  // GET /v1/cluster: the nodes on this registry, the revision each serves, heartbeat age and
+  // the checker lease's holder. With SQLite, this one node, which always holds it.
+  app.get('/v1/cluster', { schema: { response: { 200: S.ClusterState } } }, async () => {
+    if (cluster) return cluster.describe();
+    const revision = await registry.revision();
+    const current = served?.current() ?? revision;
+    return {
+      node: 'local', revision,
+      nodes: [{ id: 'local', adminUrl: null, served: current, heartbeatAgeSeconds: 0, live: true }],
+      checker: { node: 'local', term: 0, expiresInSeconds: null },
+    };
   });
 
   app.get('/v1/resolve', { schema: { querystring: S.ResolveQuery, response: { 200: S.ResolveResult } } }, async (req) => {

@@ -10,7 +10,8 @@ import { INSTANCE_STATES, SERVICE_TYPES, type InstanceState, type ServiceType } 
  * A string that is one of `values`: a plain JSON schema enum (one clear validation message,
  * where TypeBox's union of literals gives an anyOf), typed as their union.
  */
-const oneOf = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ [Kind]: 'StringEnum', type: 'string', enum: [...values] });
+const oneOf = <T extends string>(values: readonly T[], options: { description?: string } = {}) =>
+  Type.Unsafe<T>({ [Kind]: 'StringEnum', type: 'string', enum: [...values], ...options });
 // So that TypeBox's own checker (Value.Check) knows the kind too.
 TypeRegistry.Set<{ enum: string[] }>('StringEnum', (schema, value) => typeof value === 'string' && schema.enum.includes(value));
 const nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
@@ -68,6 +69,7 @@ export const RevisionQuery = Type.Object(
   {
     wait: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'return once DNS serves this revision or later' })),
     timeout: Type.Optional(Type.String({ pattern: '^[0-9]{1,2}(\\.[0-9]{1,3})?$', description: 'seconds to wait at most, 0-30, default 5' })),
+    scope: Type.Optional(oneOf<'node' | 'cluster'>(['node', 'cluster'], { description: 'cluster: wait until every live node serves it (PostgreSQL registry)' })),
   },
   { additionalProperties: false },
 );
@@ -134,6 +136,32 @@ export const RevisionState = Type.Object({
   revision: Type.Integer({ description: 'the revision DNS serves' }),
   registry: Type.Integer({ description: 'the registry\'s latest revision' }),
   reached: Type.Boolean({ description: 'DNS serves `wait` or later' }),
+  lagging: Type.Optional(Type.Array(Type.String(), { description: 'scope=cluster: the live nodes that did not serve `wait` in time' })),
+});
+
+export const ClusterState = Type.Object({
+  node: Type.String({ description: 'the node answering' }),
+  revision: Type.Integer({ description: 'the registry\'s latest revision' }),
+  nodes: Type.Array(Type.Object({
+    id: Type.String(),
+    adminUrl: nullable(Type.String()),
+    served: Type.Integer({ description: 'the revision the node\'s DNS serves' }),
+    heartbeatAgeSeconds: Type.Number(),
+    live: Type.Boolean({ description: 'heartbeat within cluster.nodeTimeoutSeconds' }),
+  })),
+  checker: Type.Object({
+    node: nullable(Type.String({ description: 'the checker lease\'s holder; null: expired' })),
+    term: Type.Integer(),
+    expiresInSeconds: nullable(Type.Number()),
+  }),
+  feed: Type.Optional(Type.Object({
+    connected: Type.Boolean(),
+    applied: Type.Integer(),
+    latest: Type.Integer(),
+    secondsStale: Type.Number(),
+    resyncs: Type.Record(Type.String(), Type.Integer()),
+    ready: Type.Boolean(),
+  }, { description: 'PostgreSQL registry: this node\'s change feed' })),
 });
 
 const ResolvedRecord = Type.Object({ name: Type.String(), type: Type.String(), ttl: Type.Integer(), data: Type.String() });
@@ -177,3 +205,4 @@ export type InstanceWritten = Static<typeof InstanceWritten>;
 export type ServiceWithInstances = Static<typeof ServiceWithInstances>;
 export type RevisionState = Static<typeof RevisionState>;
 export type ResolveResult = Static<typeof ResolveResult>;
+export type ClusterState = Static<typeof ClusterState>;

@@ -8,18 +8,18 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { PrivdnsError } from '../errors.js';
-import type { Registry } from '../registry/store.js';
+import type { RegistryStore } from '../registry/backend.js';
 import { requireToken } from './auth.js';
 import { clientErrorHandler, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
-import { registerRoutes, type ResolveFn, type ServedRevision } from './routes.js';
+import { registerRoutes, type ClusterView, type ResolveFn, type ServedRevision } from './routes.js';
 import { Health } from './schemas.js';
 
 /** The admin API's part of the settings table (src/config/settings.ts). */
 export type AdminSettings = Config['admin'];
 
 export interface AdminDeps {
-  registry: Registry;
+  registry: RegistryStore;
   logger: Logger;
   token: AdminSettings['token'];
   bodyLimitBytes: AdminSettings['bodyLimitBytes'];
@@ -27,6 +27,8 @@ export interface AdminDeps {
   resolve?: ResolveFn;
   /** The revision DNS serves; absent, GET /v1/revision answers 501. */
   served?: ServedRevision;
+  /** The other nodes, with a PostgreSQL registry. */
+  cluster?: ClusterView;
   /** Readiness beyond "the process is up": listeners bound, index built. */
   isReady?: () => boolean;
   /** Served at /metrics when given. */
@@ -90,8 +92,13 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
 
   app.get('/healthz', { schema: { response: { 200: Health } } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { response: { 200: Health, 503: Health } } }, async (_request, reply) => {
-    const ready = deps.registry.db.open && (deps.isReady?.() ?? true);
-    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'starting' });
+    const registryReady = deps.registry.isReady();
+    const daemonReady = deps.isReady?.() ?? true;
+    const ready = registryReady && daemonReady;
+    // A PostgreSQL registry unreachable past cluster.maxStaleSeconds: DNS still answers from
+    // the index, but its answers may be stale.
+    const status = ready ? 'ready' : deps.registry.backend === 'postgres' && !registryReady && daemonReady ? 'registry_stale' : 'starting';
+    return reply.status(ready ? 200 : 503).send({ status });
   });
   const metrics = deps.metrics;
   const serveMetrics = (scope: FastifyInstance): void => {
@@ -117,7 +124,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     v1.setNotFoundHandler(async (request) => {
       throw new PrivdnsError('route_not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
     });
-    registerRoutes(v1, deps.registry, deps.resolve, deps.served);
+    registerRoutes(v1, deps.registry, deps.resolve, deps.served, deps.cluster);
     if (!deps.openMetrics) serveMetrics(v1);
     v1.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   });

@@ -16,7 +16,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { CheckOverlay, LivenessTarget, Registry } from '../registry/store.js';
+import type { CheckOverlay, LivenessTarget, RegistryStore } from '../registry/backend.js';
 import type { Instance, InstanceState, PortResult, RegistryChange } from '../registry/types.js';
 import { checkHttp, type HttpCheck, type HttpProbe } from './httpcheck.js';
 import { checkPort, type PortCheck, type PortProbe } from './portcheck.js';
@@ -26,7 +26,7 @@ import { TimerWheel } from './wheel.js';
 export type CheckerSettings = Config['checker'];
 
 export interface PortCheckerOptions {
-  registry: Registry;
+  registry: RegistryStore;
   logger: Logger;
   settings: CheckerSettings;
   /** The connect attempt; the real TCP probe unless a test wraps it to observe it. */
@@ -94,7 +94,7 @@ type Watch = BindWatch | LiveWatch;
 const LIVENESS_TICK_MS = 50;
 
 export class PortChecker {
-  private readonly registry: Registry;
+  private readonly registry: RegistryStore;
   private readonly log: Logger;
   private readonly settings: CheckerSettings;
   private readonly probe: PortProbe;
@@ -135,20 +135,35 @@ export class PortChecker {
 
   /** Resumes checks of what SQLite holds (pending against their original deadlines, live and
    * unhealthy with liveness checks) and follows the registry's changes from now on. */
-  start(): void {
+  start(): Promise<void> {
     if (this.started) throw new Error('PortChecker already started');
     this.started = true;
     this.registry.on('change', this.onChange);
     this.registry.setCheckOverlay((id) => this.latestResults(id));
-    for (const h of this.registry.healthCheckPaths()) this.healthPaths.set(serviceKey(h.account, h.service), h.path);
+    // The narrow read for live ones: with 100,000 live instances, full Instance rows (dates
+    // formatted, port results parsed) would cost more than the watches themselves.
+    const paths = this.registry.healthCheckPaths();
+    const pending = this.registry.instancesInState('pending');
+    const live = this.registry.livenessTargets();
+    // SQLite answers in this turn: every watch exists when start() returns.
+    if (!(paths instanceof Promise) && !(pending instanceof Promise) && !(live instanceof Promise)) {
+      this.resume(paths, pending, live);
+      return Promise.resolve();
+    }
+    return Promise.all([paths, pending, live]).then(([h, p, l]) => this.resume(h, p, l));
+  }
+
+  private resume(paths: readonly { account: string; service: string; path: string }[], pendingInstances: readonly Instance[], live: readonly LivenessTarget[]): void {
+    for (const h of paths) this.healthPaths.set(serviceKey(h.account, h.service), h.path);
+    // Changes heard while the reads were in flight (PostgreSQL) are watched already: skipped
+    // here rather than watched twice.
     let pending = 0;
-    for (const instance of this.registry.instancesInState('pending')) {
+    for (const instance of pendingInstances) {
+      if (this.stopped || this.watches.has(instance.id)) continue;
       this.watchPending(instance);
       pending++;
     }
-    // The narrow read: with 100,000 live instances, full Instance rows (dates formatted, port
-    // results parsed) would cost more than the watches themselves.
-    for (const target of this.registry.livenessTargets()) this.watchLive(target);
+    for (const target of live) if (!this.stopped && !this.watches.has(target.id)) this.watchLive(target);
     this.log.info({ pending, watched: this.watches.size, concurrency: this.slots.size }, 'port checker started');
   }
 
@@ -341,7 +356,7 @@ export class PortChecker {
       w.healthy = h.ok;
       w.healthError = h.error;
     }
-    this.afterBindCheck(w);
+    await this.afterBindCheck(w);
   }
 
   private async probeBindPort(w: BindWatch, index: number): Promise<boolean | 'local' | null> {
@@ -355,10 +370,10 @@ export class PortChecker {
     return r.ok;
   }
 
-  private afterBindCheck(w: BindWatch): void {
+  private async afterBindCheck(w: BindWatch): Promise<void> {
     const t = this.now();
     if (w.bound.every(Boolean) && w.healthy) {
-      if (!this.transition(w, 'live', null, w.ports, { liveAt: t, bindMs: t - w.createdAt })) return this.retryBindLater(w);
+      if (!(await this.transition(w, 'live', null, w.ports, { liveAt: t, bindMs: t - w.createdAt }))) return this.retryBindLater(w);
       // From now on a liveness watch; the results just written are SQLite's.
       w.gone = true;
       this.watchLive({ id: w.id, account: w.account, service: w.service, address: w.address, state: 'live', ports: w.ports.map((p) => p.port) });
@@ -369,7 +384,7 @@ export class PortChecker {
       const reason = missing.length > 0
         ? `${missing.length === 1 ? 'port' : 'ports'} ${missing.join(', ')} not bound within ${w.bindTimeoutSeconds}s`
         : `${w.healthError ?? `GET ${w.healthCheckPath ?? '/'}: not checked`} (no 2xx or 3xx within ${w.bindTimeoutSeconds}s)`;
-      if (this.transition(w, 'failed', reason, w.ports, {})) this.unwatch(w);
+      if (await this.transition(w, 'failed', reason, w.ports, {})) this.unwatch(w);
       else this.retryBindLater(w);
       return;
     }
@@ -432,21 +447,21 @@ export class PortChecker {
     w.checkedAt = this.now();
     w.outcomes = allOk ? null : checks;
     w.healthError = healthError;
-    this.afterLivenessCheck(w, allOk && healthError === null);
+    await this.afterLivenessCheck(w, allOk && healthError === null);
   }
 
-  private afterLivenessCheck(w: LiveWatch, allOk: boolean): void {
+  private async afterLivenessCheck(w: LiveWatch, allOk: boolean): Promise<void> {
     const ports = this.livePortResults(w) ?? [];
     if (allOk) {
       w.failures = 0;
-      if (w.state === 'unhealthy' && !this.transition(w, 'live', null, ports, {})) return this.retryLivenessLater(w);
+      if (w.state === 'unhealthy' && !(await this.transition(w, 'live', null, ports, {}))) return this.retryLivenessLater(w);
     } else {
       w.failures++;
       if (w.state === 'live' && w.failures >= this.settings.livenessFailureThreshold) {
         const failing = ports.filter((p) => p.ok === false).map((p) => `port ${p.port}: ${p.error ?? 'failed'}`);
         if (w.healthError !== null) failing.push(w.healthError);
         const reason = `${failing.join('; ')} (${w.failures} consecutive failed checks)`;
-        if (!this.transition(w, 'unhealthy', reason, ports, {})) return this.retryLivenessLater(w);
+        if (!(await this.transition(w, 'unhealthy', reason, ports, {}))) return this.retryLivenessLater(w);
       }
     }
     if (!w.gone) this.due.add(w, this.settings.livenessIntervalSeconds * 1000);
@@ -467,11 +482,13 @@ export class PortChecker {
   }
 
   /** Writes a state change through the registry and logs it; false if the instance is gone. */
-  private transition(w: Watch, to: InstanceState, reason: string | null, ports: PortResult[], extra: { liveAt?: number; bindMs?: number }): boolean {
+  private async transition(w: Watch, to: InstanceState, reason: string | null, ports: PortResult[], extra: { liveAt?: number; bindMs?: number }): Promise<boolean> {
     const from = w.state;
     let written: Instance | null;
     try {
-      written = this.registry.updateInstanceCheck(w.id, { state: to, reason, ports: ports.map((p) => ({ ...p })), ...extra });
+      const result = this.registry.updateInstanceCheck(w.id, { state: to, reason, ports: ports.map((p) => ({ ...p })), ...extra });
+      // SQLite answers in this turn: the transition is logged in the same turn as its change event.
+      written = result instanceof Promise ? await result : result;
     } catch (err) {
       // The database refused the write (e.g. closing): keep the old state and try again on the
       // next check rather than believe a transition that is not in SQLite.

@@ -311,3 +311,21 @@ export function nodeName(c: Common & { env: string }): Setting<string, Derived<s
     fallback: (get) => make(undefined, get),
   });
 }
+
+/** Where the registry lives: empty (the SQLite file in `dataDir`) or a postgres:// URL. */
+export function databaseUrl(c: Common & { default: string }): Setting<string, string> {
+  const read = (s: string, key: string): string => {
+    if (s !== '' && !/^postgres(ql)?:\/\/[^\s]+$/.test(s)) {
+      throw new ConfigError(key, 'must be empty (SQLite in dataDir) or a postgres:// URL');
+    }
+    return s;
+  };
+  return setting(c, {
+    type: 'URL',
+    values: 'empty, or `postgres://…`',
+    default: c.default,
+    fromFile: (v, key) => read(fileString(v, key), key),
+    fromEnv: read,
+    fallback: () => c.default,
+  });
+}

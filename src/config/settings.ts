@@ -3,7 +3,7 @@
 // and the configuration tables of README.md and docs/design.md (./reference.ts) all come
 // from here; the Config type is derived from it.
 import {
-  atLeastKey, boolean, domainName, hostPort, integer, isSetting, listenAddresses, nodeName, oneOf, processCount, resolverAddresses,
+  atLeastKey, boolean, databaseUrl, domainName, hostPort, integer, isSetting, listenAddresses, nodeName, oneOf, processCount, resolverAddresses,
   string, subnetList, type Setting,
 } from './kinds.js';
 import { LOG_FORMATS, QUERY_LOG_LEVELS } from '../log.js';
@@ -151,6 +151,27 @@ export const SETTINGS = {
       servicesPerAccount: integer({ default: 10_000, min: 1, max: 10_000_000, summary: true, doc: 'services of one account' }),
       instancesPerService: integer({ default: 100_000, min: 1, max: 10_000_000, summary: true, doc: 'instances of one service' }),
     },
+    url: databaseUrl({
+      default: '', env: 'PRIVDNS_REGISTRY_URL', summary: true,
+      doc: 'empty: a SQLite file in `dataDir`, one node; `postgres://…`: one PostgreSQL database shared by every node (docs/cluster.md)',
+    }),
+  },
+  /** With a PostgreSQL registry: this node among the others (docs/cluster.md). */
+  cluster: {
+    leaseSeconds: integer({
+      default: 10, min: 1, max: 3600,
+      doc: 'the checker lease (port checker, drains, pruning) passes to another node this long after its holder stops renewing',
+    }),
+    nodeTimeoutSeconds: integer({ default: 10, min: 1, max: 3600, doc: 'a node whose heartbeat is older is not waited for by writes, nor listed as live' }),
+    ackTimeoutMs: integer({
+      default: 2000, min: 0, max: 60_000, summary: true,
+      doc: 'a write waits this long for every live node to serve it, then answers `privdns-visible: partial`',
+    }),
+    maxStaleSeconds: integer({ default: 30, min: 1, max: DAY_S, doc: '/readyz is 503 `registry_stale` once the database has been unreachable this long' }),
+    changesRetention: integer({
+      default: 100_000, min: 100, max: 100_000_000,
+      doc: 'revisions of change history kept; a node further behind reads the whole registry again',
+    }),
   },
 };
 

@@ -8,7 +8,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { Registry } from '../registry/store.js';
+import type { RegistryStore } from '../registry/backend.js';
 import { addressBytes } from '../net/ip.js';
 import { parseAddress } from '../net/subnets.js';
 import { createExplainer, type ExplainQuery, type ExplainResult } from './server/explain.js';
@@ -97,7 +97,7 @@ export function createServer(config: Config, answering: Answering, log: Logger):
   return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, rateLimit, stats: answering.stats, logger: log });
 }
 
-export async function startDns(config: Config, registry: Registry, logger: Logger): Promise<DnsService> {
+export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
   const index = AccountIndex.follow(registry);
   const inProcess = config.dns.workers <= 1;

@@ -4,25 +4,41 @@
 // checker) see it before the caller (an HTTP handler) acknowledges the write.
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { PrivdnsError, notFound } from '../errors.js';
+import type {
+  CheckOverlay,
+  IndexedInstance,
+  IndexSnapshot,
+  InstanceCheckUpdate,
+  LivenessTarget,
+  NewInstance,
+  NewService,
+  RegistryCounts,
+  RegistryEvents,
+  RegistryStore,
+} from './backend.js';
 import { migrate } from './schema.js';
-import { isDnsLabel } from './names.js';
-import { healthCheckPathProblem } from './health-path.js';
 import {
-  AddressSyntaxError,
-  CATCH_ALL_BELOW,
-  parseAddress,
-  parseSubnet,
-  subnetContains,
-  subnetsOverlap,
-  SubnetOwners,
-  unreachableAddress,
-  unreachableSubnet,
-  type Subnet,
-} from '../net/subnets.js';
+  addressInUse,
+  checkAddressInSubnets,
+  checkHealthCheckPath,
+  checkName,
+  checkNoneStranded,
+  checkServicePorts,
+  drainedAt as drainEnd,
+  iso,
+  isoOrNull,
+  limitExceeded,
+  newInstanceFields,
+  newInstanceId,
+  overlapError,
+  parseInstanceAddress,
+  parseSubnets,
+  type RegistryLimits,
+} from './rules.js';
+import { parseSubnet, SubnetOwners, type Subnet } from '../net/subnets.js';
 import type {
   Account,
   Instance,
@@ -34,38 +50,7 @@ import type {
 } from './types.js';
 import { INSTANCE_STATES } from './types.js';
 
-export interface NewService {
-  name: string;
-  type: ServiceType;
-  ports?: number[];
-  bindTimeoutSeconds?: number | null;
-  ttl?: number | null;
-  /** web_service only (see Service.healthCheckPath). */
-  healthCheckPath?: string | null;
-}
-
-/** An instance as the DNS index needs it (Registry.indexSnapshot). */
-export type IndexedInstance = Pick<Instance, 'id' | 'account' | 'service' | 'address' | 'state' | 'reason'>;
-
-/** A live or unhealthy instance as the checker's liveness checks need it (Registry.livenessTargets). */
-export type LivenessTarget = Pick<Instance, 'id' | 'account' | 'service' | 'address' | 'state'> & { ports: readonly number[] };
-
-export interface NewInstance {
-  address: string;
-  bindTimeoutSeconds?: number;
-}
-
-/** The checker's latest results of an instance, shown by reads between transitions. */
-export type CheckOverlay = Pick<Instance, 'ports'> & Partial<Pick<Instance, 'reason'>>;
-
-/** What the checker records about an instance; any field left out is kept. */
-export interface InstanceCheckUpdate {
-  state?: InstanceState;
-  reason?: string | null;
-  ports?: PortResult[];
-  liveAt?: number | null;
-  bindMs?: number | null;
-}
+export type { CheckOverlay, IndexedInstance, InstanceCheckUpdate, LivenessTarget, NewInstance, NewService } from './backend.js';
 
 export interface RegistryOptions {
   dataDir: string;
@@ -85,13 +70,7 @@ export interface RegistryOptions {
   limits?: Partial<RegistryLimits>;
 }
 
-/** Most of each thing the registry holds; past it a write is 409 limit_exceeded. */
-export interface RegistryLimits {
-  accounts: number;
-  subnetsPerAccount: number;
-  servicesPerAccount: number;
-  instancesPerService: number;
-}
+export type { RegistryLimits } from './rules.js';
 
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number; serial: number }
 interface ServiceRow {
@@ -132,7 +111,8 @@ interface PendingRegistration {
   reject: (err: unknown) => void;
 }
 
-export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
+export class Registry extends EventEmitter<RegistryEvents> implements RegistryStore {
+  readonly backend = 'sqlite';
   readonly db: Database.Database;
   private readonly now: () => number;
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
@@ -243,12 +223,16 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     if (this.db.open) this.db.close();
   }
 
+  isReady(): boolean {
+    return this.db.open;
+  }
+
   revision(): number {
     return this.stmt.revision.get()?.value ?? 0;
   }
 
   /** How much the registry holds, for metrics. */
-  counts(): { accounts: number; services: number; instances: Record<InstanceState, number> } {
+  counts(): RegistryCounts {
     const instances = Object.fromEntries(INSTANCE_STATES.map((st) => [st, 0])) as Record<InstanceState, number>;
     for (const row of this.stmt.countInstances.all()) instances[row.state] = row.n;
     return { accounts: this.stmt.countAccounts.get()?.n ?? 0, services: this.stmt.countServices.get()?.n ?? 0, instances };
@@ -258,8 +242,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   createAccount(name: string, subnets: string[]): { account: Account; revision: number; serial: number } {
     checkName('account', name);
-    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
-    this.checkSubnetCount(parsed);
+    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets, this.limits);
     const owners = this.owners;
     const { value: account, revision } = this.write(() => {
       if (this.stmt.accountByName.get(name)) {
@@ -286,24 +269,14 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   }
 
   updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number; serial: number } {
-    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets);
-    this.checkSubnetCount(parsed);
+    const parsed = parseSubnets(subnets, this.allowCatchAllSubnets, this.limits);
     const owners = this.owners;
     let before: string[] = [];
     const { value: account, revision } = this.write(() => {
       const row = this.accountRow(name);
       before = JSON.parse(row.subnets) as string[];
       this.checkNoOverlap(parsed, name);
-      const stranded = this.stmt.instancesOfAccount
-        .all(row.id)
-        .filter((i) => !parsed.some((s) => subnetContains(s, parseAddress(i.address))));
-      if (stranded.length > 0) {
-        throw new PrivdnsError(
-          'address_outside_subnets',
-          `the new subnets would leave ${stranded.length} instance(s) of "${name}" outside them; delete those first`,
-          { instances: stranded.slice(0, 20).map((i) => ({ id: i.id, service: i.service, address: i.address })) },
-        );
-      }
+      checkNoneStranded(name, parsed, this.stmt.instancesOfAccount.all(row.id));
       this.stmt.updateAccountSubnets.run(JSON.stringify(parsed.map((s) => s.cidr)), this.now(), row.id);
       this.bumpSerial(name);
       return toAccount(this.accountRow(name));
@@ -331,21 +304,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
   createService(accountName: string, input: NewService): { service: Service; revision: number; serial: number } {
     checkName('service', input.name);
     const ports = input.ports ?? [];
-    if (input.type === 'background_worker') {
-      if (ports.length > 0) throw new PrivdnsError('invalid_ports', 'a background_worker listens on no port: omit "ports"');
-    } else if (ports.length === 0) {
-      throw new PrivdnsError('invalid_ports', `a ${input.type} needs one or more ports`);
-    }
-    if (ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65_535)) {
-      throw new PrivdnsError('invalid_ports', 'ports must be integers from 1 to 65535');
-    }
-    if (new Set(ports).size !== ports.length) throw new PrivdnsError('invalid_ports', 'ports must not repeat');
+    checkServicePorts(input.type, ports);
     const healthCheckPath = input.healthCheckPath ?? null;
-    if (healthCheckPath !== null) {
-      if (input.type !== 'web_service') throw new PrivdnsError('invalid_request', `healthCheckPath: only a web_service has one, not a ${input.type}`);
-      const problem = healthCheckPathProblem(healthCheckPath);
-      if (problem !== null) throw new PrivdnsError('invalid_request', `healthCheckPath: ${problem}`);
-    }
+    checkHealthCheckPath(input.type, healthCheckPath);
     let serial = 0;
     const { value: service, revision } = this.write(() => {
       const account = this.accountRow(accountName);
@@ -454,30 +415,13 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
 
   /** Validates and inserts one instance in a write transaction (a savepoint when nested). */
   private insertInstance(accountName: string, serviceName: string, input: NewInstance): CreatedInstance {
-    let address;
-    try {
-      address = parseAddress(input.address);
-    } catch (err) {
-      if (err instanceof AddressSyntaxError) throw new PrivdnsError('invalid_address', err.message);
-      throw err;
-    }
-    const unreachable = unreachableAddress(address);
-    if (unreachable !== null) {
-      throw new PrivdnsError('unreachable_address', `${address.text}: ${unreachable}; no instance can be reached there`, { address: address.text });
-    }
+    const address = parseInstanceAddress(input.address);
     let replaced: Instance | null = null;
     let serial = 0;
     const { value: instance, revision } = this.write(() => {
       const account = this.accountRow(accountName);
       const service = this.serviceRow(account.id, accountName, serviceName);
-      const subnets = (JSON.parse(account.subnets) as string[]).map(parseSubnet);
-      if (!subnets.some((s) => subnetContains(s, address))) {
-        throw new PrivdnsError(
-          'address_outside_subnets',
-          `${address.text} is not inside any subnet of account "${accountName}"`,
-          { address: address.text, subnets: subnets.map((s) => s.cidr) },
-        );
-      }
+      checkAddressInSubnets(address, accountName, JSON.parse(account.subnets) as string[]);
       const taken = this.stmt.instanceByAddress.get(account.id, address.text);
       if (taken?.state === 'draining') {
         // Already out of DNS: its successor at the same address may register at once.
@@ -485,22 +429,19 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
         this.stmt.deleteInstance.run(taken.id);
         this.bumpSerial(accountName);
       } else if (taken) {
-        throw new PrivdnsError('address_in_use', `${address.text} is already used by instance ${taken.id} in account "${accountName}"`, {
-          instance: taken.id,
-        });
+        throw addressInUse(address.text, taken.id, accountName);
       }
       if ((this.stmt.countInstancesOfService.get(service.id)?.n ?? 0) >= this.limits.instancesPerService) {
         throw limitExceeded('instancesPerService', this.limits.instancesPerService, `instances of service "${serviceName}"`);
       }
-      const worker = service.type === 'background_worker';
       const timeout = input.bindTimeoutSeconds ?? service.bind_timeout_s ?? this.defaultBindTimeoutSeconds;
       const t = this.now();
       const id = newInstanceId();
-      const ports: PortResult[] = (JSON.parse(service.ports) as number[]).map((port) => ({ port, ok: null, error: null, checkedAt: null }));
+      const fresh = newInstanceFields(service.type, JSON.parse(service.ports) as number[], timeout, t);
       this.stmt.insertInstance.run({
         id, service_id: service.id, account_id: account.id, address: address.text,
-        state: worker ? 'running' : 'pending', reason: null, port_results: JSON.stringify(ports),
-        bind_timeout_s: timeout, created_at: t, deadline_at: worker ? null : t + timeout * 1000,
+        state: fresh.state, reason: null, port_results: JSON.stringify(fresh.portResults),
+        bind_timeout_s: timeout, created_at: t, deadline_at: fresh.deadlineAt,
       });
       serial = this.bumpSerial(accountName);
       return this.instanceById(id);
@@ -562,8 +503,9 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
       const row = this.stmt.instance.get(id);
       if (!row) throw notFound(`instance "${id}"`, { account: accountName, service: serviceName, instance: id });
       before = toInstance(row);
-      if (row.served_ttl > 0) {
-        this.stmt.startDrain.run(t + row.served_ttl * 1000, t, id);
+      const until = drainEnd(t, row.served_ttl);
+      if (until !== null) {
+        this.stmt.startDrain.run(until, t, id);
         after = this.instanceById(id);
       } else {
         this.stmt.deleteInstance.run(id);
@@ -670,7 +612,7 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
    * most of its time formatting dates and parsing JSON that the index never reads, and its
    * garbage sets the process's peak memory. Account and service names are shared strings.
    */
-  indexSnapshot(): { revision: number; accounts: Account[]; services: Service[]; instances: IndexedInstance[] } {
+  indexSnapshot(): IndexSnapshot {
     return this.db.transaction(() => {
       const owner = new Map<number, { account: string; service: string }>();
       for (const r of this.stmt.serviceOwners.iterate()) owner.set(r.id, { account: r.account, service: r.name });
@@ -767,80 +709,12 @@ export class Registry extends EventEmitter<{ change: [RegistryChange] }> {
     for (const mine of subnets) {
       const theirs = owners.overlap(mine, self);
       if (theirs) {
-        throw new PrivdnsError('subnet_overlap', `${mine.cidr} overlaps ${theirs.subnet.cidr} of account "${theirs.owner}"`, {
-          subnet: mine.cidr,
-          conflictsWith: { account: theirs.owner, subnet: theirs.subnet.cidr },
-        });
+        throw overlapError(mine.cidr, { account: theirs.owner, subnet: theirs.subnet.cidr });
       }
     }
   }
 
-  private checkSubnetCount(subnets: Subnet[]): void {
-    if (subnets.length > this.limits.subnetsPerAccount) {
-      throw limitExceeded('subnetsPerAccount', this.limits.subnetsPerAccount, 'subnets in one account', subnets.length);
-    }
-  }
 }
-
-function limitExceeded(limit: keyof RegistryLimits, max: number, what: string, got?: number): PrivdnsError {
-  return new PrivdnsError('limit_exceeded', `at most ${max} ${what} (registry.limits.${limit})${got === undefined ? '' : `, got ${got}`}`, {
-    limit: `registry.limits.${limit}`,
-    max,
-  });
-}
-
-function checkName(what: string, name: string): void {
-  if (typeof name !== 'string' || !isDnsLabel(name)) {
-    throw new PrivdnsError('invalid_request', `${what} name must be a DNS label: lower-case letters, digits and inner hyphens, 1-63 long`);
-  }
-}
-
-function parseSubnets(subnets: string[], allowCatchAll: boolean): Subnet[] {
-  if (!Array.isArray(subnets) || subnets.length === 0) {
-    throw new PrivdnsError('invalid_subnet', 'an account needs one or more subnets');
-  }
-  const parsed = subnets.map((s) => {
-    try {
-      return parseSubnet(s);
-    } catch (err) {
-      if (err instanceof AddressSyntaxError) throw new PrivdnsError('invalid_subnet', err.message, { subnet: s });
-      throw err;
-    }
-  });
-  for (const s of parsed) {
-    const unreachable = unreachableSubnet(s);
-    if (unreachable !== null) {
-      throw new PrivdnsError('unreachable_subnet', `${s.cidr} holds no address an instance can be reached at (${unreachable})`, { subnet: s.cidr });
-    }
-    if (!allowCatchAll && s.prefix < CATCH_ALL_BELOW[s.family]) {
-      throw new PrivdnsError(
-        'catch_all_subnet',
-        `${s.cidr} is shorter than /${CATCH_ALL_BELOW[s.family]}: it would make every client of the family this account's (set registry.allowCatchAllSubnets to allow it)`,
-        { subnet: s.cidr },
-      );
-    }
-  }
-  for (let i = 0; i < parsed.length; i++) {
-    for (let j = i + 1; j < parsed.length; j++) {
-      const a = parsed[i] as Subnet;
-      const b = parsed[j] as Subnet;
-      if (subnetsOverlap(a, b)) throw new PrivdnsError('invalid_subnet', `${a.cidr} and ${b.cidr} overlap`);
-    }
-  }
-  return parsed;
-}
-
-// Instance ids double as DNS labels (<id>.<service>.<zone>): lower-case base32, letter first.
-const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
-function newInstanceId(): string {
-  const bytes = randomBytes(10);
-  let id = ID_ALPHABET[(bytes[0] as number) % 26] as string;
-  for (let i = 1; i < 10; i++) id += ID_ALPHABET[(bytes[i] as number) & 31];
-  return id;
-}
-
-const iso = (ms: number): string => new Date(ms).toISOString();
-const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 function toAccount(r: AccountRow): Account {
   return { name: r.name, subnets: JSON.parse(r.subnets) as string[], serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };

@@ -95,7 +95,7 @@ describe('GET /v1/revision long polls', () => {
   it('are in the OpenAPI document with their query schema', async () => {
     const doc = await api('GET', '/v1/openapi.json', undefined, 200);
     const params = (doc.paths['/v1/revision'].get.parameters as Array<{ name: string }>).map((p) => p.name).sort();
-    assert.deepEqual(params, ['timeout', 'wait']);
+    assert.deepEqual(params, ['scope', 'timeout', 'wait']);
   });
 
   it('do not hold up SIGTERM: a 30 s wait ends when the daemon stops', async (t) => {

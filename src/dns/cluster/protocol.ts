@@ -13,6 +13,8 @@ export type ToWorker =
   | { t: 'init'; slot: number; config: Config }
   | { t: 'snapshot'; accounts: Account[]; services: Service[]; instances: IndexedInstance[] }
   | { t: 'loaded'; revision: number }
+  /** A resync: the snapshot that follows is built aside and swapped in whole at 'loaded'. */
+  | { t: 'reload' }
   | { t: 'changes'; changes: RegistryChange[] }
   | { t: 'stats'; id: number }
   | { t: 'stop' };

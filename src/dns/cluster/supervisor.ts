@@ -19,7 +19,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
-import type { IndexedInstance, Registry } from '../../registry/store.js';
+import type { IndexedInstance, IndexSnapshot, RegistryStore } from '../../registry/backend.js';
 import type { Account, RegistryChange, Service } from '../../registry/types.js';
 import { emptyForwarderStats, sumForwarderStats, type ForwarderStats } from '../forward/stats.js';
 import type { AccountIndex } from '../zone/account-index.js';
@@ -67,7 +67,7 @@ interface Waiter {
 
 export interface DnsWorkersOptions {
   config: Config;
-  registry: Registry;
+  registry: RegistryStore;
   /** The daemon's own index (following the registry): part of what "served" means. */
   index: AccountIndex;
   logger: Logger;
@@ -82,6 +82,7 @@ export class DnsWorkers {
   private nextStatsId = 1;
   private readonly statsWaits = new Map<number, { left: Set<Slot>; done: () => void }>();
   private readonly onChange = (change: RegistryChange): void => this.enqueue(change);
+  private readonly onResync = (): void => this.reloadAll();
   private readonly flush = (): void => this.send();
   private readonly log: Logger;
   private startup: { resolve: () => void; reject: (err: Error) => void } | null = null;
@@ -113,6 +114,7 @@ export class DnsWorkers {
     // Read by cluster at the first fork.
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     this.opts.registry.on('change', this.onChange);
+    this.opts.registry.on('resync', this.onResync);
     cluster.on('message', this.onMessage);
     cluster.on('exit', this.onExit);
     const started = new Promise<void>((resolve, reject) => (this.startup = { resolve, reject }));
@@ -249,6 +251,7 @@ export class DnsWorkers {
   async stop(): Promise<void> {
     this.stopping = true;
     this.opts.registry.off('change', this.onChange);
+    this.opts.registry.off('resync', this.onResync);
     const exits: Promise<void>[] = [];
     for (const s of this.slots) {
       const w = s.worker;
@@ -323,18 +326,34 @@ export class DnsWorkers {
     for (const s of this.slots) if (s.state !== 'starting') this.post(s, { t: 'changes', changes });
   }
 
-  private sendSnapshot(slot: Slot): void {
-    // Taken and sent in one synchronous stretch: every change after `revision` is sent after
-    // it, and changes at or below it that are still queued are skipped by the worker.
-    // indexSnapshot: only the fields the index reads, a fraction of the bytes to serialise.
+  /** After a resync: every serving worker builds the new snapshot aside and swaps it in. */
+  private reloadAll(): void {
+    // Changes queued before the resync are in the snapshot; those after it follow it.
+    this.pending = [];
     const snap = this.opts.registry.indexSnapshot();
-    this.post(slot, { t: 'init', slot: slot.index, config: this.opts.config });
+    for (const s of this.slots) {
+      if (s.state === 'starting') continue;
+      this.post(s, { t: 'reload' });
+      this.postSnapshot(s, snap);
+    }
+  }
+
+  private postSnapshot(slot: Slot, snap: IndexSnapshot): void {
     const parts: [Account[], Service[], IndexedInstance[]][] = [];
     for (let i = 0; i < snap.accounts.length; i += SNAPSHOT_CHUNK) parts.push([snap.accounts.slice(i, i + SNAPSHOT_CHUNK), [], []]);
     for (let i = 0; i < snap.services.length; i += SNAPSHOT_CHUNK) parts.push([[], snap.services.slice(i, i + SNAPSHOT_CHUNK), []]);
     for (let i = 0; i < snap.instances.length; i += SNAPSHOT_CHUNK) parts.push([[], [], snap.instances.slice(i, i + SNAPSHOT_CHUNK)]);
     for (const [accounts, services, instances] of parts) this.post(slot, { t: 'snapshot', accounts, services, instances });
     this.post(slot, { t: 'loaded', revision: snap.revision });
+  }
+
+  private sendSnapshot(slot: Slot): void {
+    // Taken and sent in one synchronous stretch: every change after `revision` is sent after
+    // it, and changes at or below it that are still queued are skipped by the worker.
+    // indexSnapshot: only the fields the index reads, a fraction of the bytes to serialise.
+    const snap = this.opts.registry.indexSnapshot();
+    this.post(slot, { t: 'init', slot: slot.index, config: this.opts.config });
+    this.postSnapshot(slot, snap);
     slot.state = 'loading';
     slot.acked = 0;
   }

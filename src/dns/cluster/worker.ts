@@ -26,6 +26,7 @@ let server: DnsServer | null = null;
 let log: Logger | null = null;
 /** Changes at or below the snapshot's revision are already in it. */
 let loadedAt = -1;
+let staging: AccountIndex | null = null;
 let stopping = false;
 
 function send(msg: FromWorker): void {
@@ -42,10 +43,21 @@ process.on('message', (msg: ToWorker) => {
     case 'init':
       init(msg.slot, msg.config);
       return;
+    case 'reload':
+      // A resync: the snapshot that follows is built aside and swapped in at 'loaded'.
+      staging = new AccountIndex();
+      return;
     case 'snapshot':
-      index.load(msg.accounts, msg.services, msg.instances);
+      (staging ?? index).load(msg.accounts, msg.services, msg.instances);
       return;
     case 'loaded':
+      if (staging) {
+        index.replaceWith(staging, msg.revision);
+        staging = null;
+        loadedAt = msg.revision;
+        send({ t: 'ack', revision: index.revision });
+        return;
+      }
       index.load([], [], [], msg.revision);
       loadedAt = msg.revision;
       send({ t: 'ack', revision: index.revision });

@@ -11,7 +11,7 @@
 //
 // The index also tracks the registry revision it serves (the last change applied), which
 // GET /v1/revision?wait=N waits on.
-import type { IndexedInstance, Registry } from '../../registry/store.js';
+import type { IndexedInstance, RegistryStore } from '../../registry/backend.js';
 import { addressBytes } from '../../net/ip.js';
 import { SubnetTable } from '../../net/subnet-table.js';
 import { parseAddress, parseSubnet, type Subnet } from '../../net/subnets.js';
@@ -74,27 +74,47 @@ interface RevisionWaiter {
 }
 
 export class AccountIndex {
-  readonly accounts = new Map<string, AccountView>();
-  readonly bySource = new SubnetTable<AccountView>();
-  private registry: Registry | null = null;
+  // Replaced whole by replaceWith() (a resync): never held across queries elsewhere.
+  accounts = new Map<string, AccountView>();
+  bySource = new SubnetTable<AccountView>();
+  private registry: RegistryStore | null = null;
   private readonly onChange = (change: RegistryChange): void => this.apply(change);
+  private readonly onResync = (): void => {
+    const registry = this.registry;
+    if (!registry) return;
+    const snap = registry.indexSnapshot();
+    const next = new AccountIndex();
+    next.load(snap.accounts, snap.services, snap.instances, snap.revision);
+    this.replaceWith(next, snap.revision);
+  };
   /** The registry revision DNS answers from: the last change applied. */
   revision = 0;
   private waiters: RevisionWaiter[] = [];
 
   /** Builds the index from the registry and follows its changes until close(). */
-  static follow(registry: Registry): AccountIndex {
+  static follow(registry: RegistryStore): AccountIndex {
     const index = new AccountIndex();
     // indexSnapshot() and on() run in the same tick; no commit can fall between them.
     const snap = registry.indexSnapshot();
     index.load(snap.accounts, snap.services, snap.instances, snap.revision);
     registry.on('change', index.onChange);
+    // The registry read everything again (PostgreSQL's feed found a gap): a new index, swapped in at once.
+    registry.on('resync', index.onResync);
     index.registry = registry;
     return index;
   }
 
+  /** Takes `next`'s contents in one step, so no query sees half of either (a resync). */
+  replaceWith(next: AccountIndex, revision: number): void {
+    this.accounts = next.accounts;
+    this.bySource = next.bySource;
+    this.revision = revision;
+    if (this.waiters.length > 0) this.wake();
+  }
+
   close(): void {
     this.registry?.off('change', this.onChange);
+    this.registry?.off('resync', this.onResync);
     this.registry = null;
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);

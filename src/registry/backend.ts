@@ -1,0 +1,109 @@
+// What the rest of privdns sees of the registry, whichever database holds it: SQLite embedded
+// in the process (store.ts, the default) or PostgreSQL shared by several nodes (postgres/).
+//
+// Calls return a value or a promise of one (Awaitable) and every caller awaits them: SQLite
+// answers synchronously, in the same turn as the commit, which its group commit and
+// fsync-before-ack guarantees rely on; PostgreSQL answers over the network.
+//
+// Both emit the same `change` events in revision order, after the commit, and before the write
+// that made a change is answered by this node. With PostgreSQL a node also hears every other
+// node's changes (the change feed); `resync` says the whole registry was read again, after
+// which indexSnapshot() must be taken anew in place of what was built from earlier events.
+import type { EventEmitter } from 'node:events';
+import type { Account, Instance, InstanceState, PortResult, RegistryChange, Service, ServiceType } from './types.js';
+
+export type Awaitable<T> = T | Promise<T>;
+
+export interface NewService {
+  name: string;
+  type: ServiceType;
+  ports?: number[];
+  bindTimeoutSeconds?: number | null;
+  ttl?: number | null;
+  /** web_service only (see Service.healthCheckPath). */
+  healthCheckPath?: string | null;
+}
+
+/** The checker's latest results of an instance, shown by reads between transitions. */
+export type CheckOverlay = Pick<Instance, 'ports'> & Partial<Pick<Instance, 'reason'>>;
+
+/** An instance as the DNS index needs it (indexSnapshot). */
+export type IndexedInstance = Pick<Instance, 'id' | 'account' | 'service' | 'address' | 'state' | 'reason'>;
+
+/** A live or unhealthy instance as the checker's liveness checks need it (livenessTargets). */
+export type LivenessTarget = Pick<Instance, 'id' | 'account' | 'service' | 'address' | 'state'> & { ports: readonly number[] };
+
+export interface NewInstance {
+  address: string;
+  bindTimeoutSeconds?: number;
+}
+
+/** What the checker records about an instance; any field left out is kept. */
+export interface InstanceCheckUpdate {
+  state?: InstanceState;
+  reason?: string | null;
+  ports?: PortResult[];
+  liveAt?: number | null;
+  bindMs?: number | null;
+}
+
+export interface IndexSnapshot {
+  revision: number;
+  accounts: Account[];
+  services: Service[];
+  instances: IndexedInstance[];
+}
+
+export interface RegistryCounts {
+  accounts: number;
+  services: number;
+  instances: Record<InstanceState, number>;
+}
+
+export type Written = { revision: number; serial: number };
+
+export interface RegistryEvents {
+  change: [RegistryChange];
+  resync: [];
+}
+
+export interface RegistryStore extends EventEmitter<RegistryEvents> {
+  readonly backend: 'sqlite' | 'postgres';
+  /** The latest committed revision (in the database, not what this node has applied). */
+  revision(): Awaitable<number>;
+  counts(): Awaitable<RegistryCounts>;
+
+  createAccount(name: string, subnets: string[]): Awaitable<{ account: Account } & Written>;
+  listAccounts(): Awaitable<Account[]>;
+  getAccount(name: string): Awaitable<Account>;
+  updateAccountSubnets(name: string, subnets: string[]): Awaitable<{ account: Account } & Written>;
+  deleteAccount(name: string): Awaitable<{ revision: number }>;
+
+  createService(account: string, input: NewService): Awaitable<{ service: Service } & Written>;
+  listServices(account: string): Awaitable<Service[]>;
+  getService(account: string, name: string): Awaitable<Service>;
+  deleteService(account: string, name: string): Awaitable<Written>;
+
+  /** A registration from the API (SQLite: group-committed with those of the same turn). */
+  registerInstance(account: string, service: string, input: NewInstance): Promise<{ instance: Instance } & Written>;
+  listInstances(account: string, service: string): Awaitable<Instance[]>;
+  getInstance(account: string, service: string, id: string): Awaitable<Instance>;
+  deleteInstance(account: string, service: string, id: string): Awaitable<Written & { drainedAt: string }>;
+
+  /** The checker's write; null if the instance is gone, or (PostgreSQL) this node no longer holds the checker lease. */
+  updateInstanceCheck(id: string, update: InstanceCheckUpdate): Awaitable<Instance | null>;
+  instancesInState(state: InstanceState): Awaitable<Instance[]>;
+  livenessTargets(): Awaitable<LivenessTarget[]>;
+  /** Every service with an HTTP health check path, for the checker's start. */
+  healthCheckPaths(): Awaitable<{ account: string; service: string; path: string }[]>;
+  setCheckOverlay(fn: ((id: string) => CheckOverlay | undefined) | null): void;
+
+  /**
+   * What the DNS index is built from, in hand: taken in the same turn as on('change') so that
+   * no change falls between them. SQLite reads it; PostgreSQL keeps it from its change feed.
+   */
+  indexSnapshot(): IndexSnapshot;
+  /** Open and, with PostgreSQL, the index built and the feed not stale past cluster.maxStaleSeconds. */
+  isReady(): boolean;
+  close(): Awaitable<void>;
+}
