@@ -5,9 +5,16 @@
 // never SQLite.
 //
 // Only what DNS answers is kept: DNS-visible services (not background workers) and their
-// `live` instances, with addresses already in wire form, so a query does no parsing; and,
+// `live` instances, with addresses already in binary form, so a query does no parsing; and,
 // for explaining a negative answer from the account's own point of view, the names of its
 // background workers and the state of its instances that are not live.
+//
+// Every DNS process holds one of these (the daemon's and each worker's), so its size at
+// 100,000 instances counts several times over: an IPv4 address is a number, not a Buffer
+// (rdataOf makes the rdata when an answer is built, and answers are memoised); the
+// reverse-lookup map of an account is built at its first PTR query after a change; and
+// the sets that most accounts and services leave empty share one empty instance until
+// their first entry.
 //
 // The index also tracks the registry revision it serves (the last change applied), which
 // GET /v1/revision?wait=N waits on.
@@ -21,11 +28,9 @@ import type { Rr } from '../message/reply.js';
 export interface LiveInstance {
   id: string;
   service: string;
-  /** Canonical address text, as the registry stores it. */
-  address: string;
   family: 4 | 6;
-  /** The address as A/AAAA rdata (4 or 16 bytes). */
-  rdata: Buffer;
+  /** IPv4: the address as an unsigned 32-bit number; IPv6: its 16 bytes (AAAA rdata). */
+  addr: number | Buffer;
 }
 
 export interface ServiceView {
@@ -40,7 +45,7 @@ export interface ServiceView {
   v4: LiveInstance[] | null;
   v6: LiveInstance[] | null;
   /** Instances that are not live (pending, failed, unhealthy, draining) by id: why not. */
-  notLive: Map<string, { state: InstanceState; reason: string | null }>;
+  notLive: ReadonlyMap<string, NotLive>;
   /**
    * Memoised answer records by question form (zone.ts), so a query for a large set costs
    * the records sent, not the set; null after a change.
@@ -52,10 +57,14 @@ export interface AccountView {
   name: string;
   subnets: Subnet[];
   services: Map<string, ServiceView>;
-  /** Live instance by reverse-lookup name (`7.0.1.10.in-addr.arpa`), for PTR. */
-  byReverseName: Map<string, LiveInstance>;
+  /**
+   * Live instance by reverse-lookup name (`7.0.1.10.in-addr.arpa`), for PTR: built by
+   * byReverseName() at the first PTR query, null again after any change to the account's
+   * instances.
+   */
+  reverse: Map<string, LiveInstance> | null;
   /** Background workers: registered, never resolvable. */
-  workers: Set<string>;
+  workers: ReadonlySet<string>;
   /**
    * The SOA serial of this account's view of the zone: the account's own change counter
    * (Account.serial, kept in SQLite), one more per change to the account, its services or
@@ -66,6 +75,16 @@ export interface AccountView {
   /** Memoised `_services` TXT records (one per service) by owner name; null after a service change. */
   servicesTxt: Map<string, Rr[]> | null;
 }
+
+export interface NotLive {
+  state: InstanceState;
+  reason: string | null;
+}
+
+// The one empty set and map every account without workers and every service without
+// non-live instances points at; replaced by its own at the first entry, never written to.
+const NO_WORKERS: ReadonlySet<string> = new Set();
+const NONE_NOT_LIVE: ReadonlyMap<string, NotLive> = new Map();
 
 interface RevisionWaiter {
   revision: number;
@@ -207,7 +226,7 @@ export class AccountIndex {
       for (const s of view.subnets) this.bySource.delete(s);
       view.subnets = a.subnets.map(parseSubnet);
     } else {
-      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), byReverseName: new Map(), workers: new Set(), serial: a.serial, servicesTxt: null };
+      view = { name: a.name, subnets: a.subnets.map(parseSubnet), services: new Map(), reverse: null, workers: NO_WORKERS, serial: a.serial, servicesTxt: null };
       this.accounts.set(a.name, view);
     }
     for (const s of view.subnets) this.bySource.set(s, view);
@@ -227,17 +246,18 @@ export class AccountIndex {
     if (s.type === 'background_worker') {
       // Workers listen on no port and never get a name; they are remembered only to say so.
       this.deleteService(s.account, s.name);
-      view.workers.add(s.name);
+      if (view.workers === NO_WORKERS) view.workers = new Set();
+      (view.workers as Set<string>).add(s.name);
       return;
     }
-    view.workers.delete(s.name);
+    if (view.workers.has(s.name)) (view.workers as Set<string>).delete(s.name);
     const existing = view.services.get(s.name);
     if (existing) {
       existing.ports = s.ports;
       existing.ttl = s.ttl;
       existing.answers = null;
     } else {
-      view.services.set(s.name, { name: s.name, type: s.type, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null, notLive: new Map(), answers: null });
+      view.services.set(s.name, { name: s.name, type: s.type, ports: s.ports, ttl: s.ttl, live: new Map(), v4: null, v6: null, notLive: NONE_NOT_LIVE, answers: null });
     }
   }
 
@@ -245,54 +265,70 @@ export class AccountIndex {
     const view = this.accounts.get(account);
     if (!view) return;
     view.servicesTxt = null;
-    view.workers.delete(name);
+    if (view.workers.has(name)) (view.workers as Set<string>).delete(name);
     const svc = view.services.get(name);
     if (!svc) return;
-    for (const inst of svc.live.values()) view.byReverseName.delete(reverseName(inst));
+    if (svc.live.size > 0) view.reverse = null;
     view.services.delete(name);
   }
 
   private putInstance(i: IndexedInstance): void {
     if (i.state !== 'live') {
       this.removeInstance(i);
-      this.accounts.get(i.account)?.services.get(i.service)?.notLive.set(i.id, { state: i.state, reason: i.reason });
+      const svc = this.accounts.get(i.account)?.services.get(i.service);
+      if (!svc) return;
+      if (svc.notLive === NONE_NOT_LIVE) svc.notLive = new Map();
+      (svc.notLive as Map<string, NotLive>).set(i.id, { state: i.state, reason: i.reason });
       return;
     }
     const view = this.accounts.get(i.account);
     const svc = view?.services.get(i.service);
     if (!view || !svc) return;
-    svc.notLive.delete(i.id);
+    if (svc.notLive.has(i.id)) (svc.notLive as Map<string, NotLive>).delete(i.id);
     // The service's own name string, not the instance's copy: one string per service, not
-    // per instance, at 100,000 instances. The registry's address text is canonical already.
-    const live: LiveInstance = addressRdata(i.address, i.id, svc.name);
-    const old = svc.live.get(i.id);
-    if (old) view.byReverseName.delete(reverseName(old));
-    svc.live.set(i.id, live);
+    // per instance, at 100,000 instances.
+    svc.live.set(i.id, liveInstance(i.address, i.id, svc.name));
     svc.v4 = svc.v6 = null;
     svc.answers = null;
-    view.byReverseName.set(reverseName(live), live);
+    view.reverse = null;
   }
 
   private removeInstance(i: Pick<Instance, 'id' | 'account' | 'service'>): void {
     const view = this.accounts.get(i.account);
     const svc = view?.services.get(i.service);
-    svc?.notLive.delete(i.id);
-    const old = svc?.live.get(i.id);
-    if (!view || !svc || !old) return;
-    svc.live.delete(i.id);
+    if (svc?.notLive.has(i.id)) (svc.notLive as Map<string, NotLive>).delete(i.id);
+    if (!view || !svc || !svc.live.delete(i.id)) return;
     svc.v4 = svc.v6 = null;
     svc.answers = null;
-    view.byReverseName.delete(reverseName(old));
+    view.reverse = null;
   }
 }
 
 /**
- * A live instance with its address as A/AAAA rdata. Run for every instance at start (100,000
+ * A live instance of the registry's address text. Run for every instance at start (100,000
  * of them): parseAddress reads the registry's canonical dotted quads without the general parser.
  */
-function addressRdata(address: string, id: string, service: string): LiveInstance {
+function liveInstance(address: string, id: string, service: string): LiveInstance {
   const addr = parseAddress(address);
-  return { id, service, address: addr.text, family: addr.family, rdata: addressBytes(addr) };
+  return { id, service, family: addr.family, addr: addr.family === 4 ? Number(addr.value) : addressBytes(addr) };
+}
+
+/** The instance's address as A/AAAA rdata (4 or 16 bytes); IPv4's is made anew each call. */
+export function rdataOf(inst: Pick<LiveInstance, 'addr'>): Buffer {
+  if (typeof inst.addr !== 'number') return inst.addr;
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(inst.addr);
+  return b;
+}
+
+/** The account's live instance whose reverse-lookup name is `name` (lower case), if any. */
+export function byReverseName(view: AccountView, name: string): LiveInstance | undefined {
+  if (view.reverse === null) {
+    const reverse = new Map<string, LiveInstance>();
+    for (const svc of view.services.values()) for (const inst of svc.live.values()) reverse.set(reverseName(inst), inst);
+    view.reverse = reverse;
+  }
+  return view.reverse.get(name);
 }
 
 /** The live instances of a service of one family, memoised until the next change. */
@@ -302,14 +338,12 @@ export function liveOfFamily(svc: ServiceView, family: 4 | 6): LiveInstance[] {
 }
 
 /** `7.0.1.10.in-addr.arpa` or the nibble form under ip6.arpa, lower case. */
-export function reverseName(inst: Pick<LiveInstance, 'family' | 'rdata'>): string {
+export function reverseName(inst: Pick<LiveInstance, 'addr'>): string {
+  const a = inst.addr;
+  if (typeof a === 'number') return `${a & 255}.${(a >>> 8) & 255}.${(a >>> 16) & 255}.${a >>> 24}.in-addr.arpa`;
   const parts: string[] = [];
-  if (inst.family === 4) {
-    for (let k = 3; k >= 0; k--) parts.push(String(inst.rdata[k]));
-    return `${parts.join('.')}.in-addr.arpa`;
-  }
   for (let k = 15; k >= 0; k--) {
-    const b = inst.rdata[k]!;
+    const b = a[k]!;
     parts.push((b & 15).toString(16), (b >> 4).toString(16));
   }
   return `${parts.join('.')}.ip6.arpa`;

@@ -28,7 +28,7 @@
 // source address), and the answer order is left to the encoder's per-query rotation, so an
 // answer can be cached per account and encoded once.
 import type { AccountView, LiveInstance, ServiceView } from './account-index.js';
-import { liveOfFamily } from './account-index.js';
+import { byReverseName, liveOfFamily, rdataOf } from './account-index.js';
 import { CLASS_ANY, CLASS_IN, EDE_OTHER, RCODE, TYPE, typeName } from '../message/constants.js';
 import { txtRdata, type Reply, type Rr } from '../message/reply.js';
 
@@ -109,7 +109,7 @@ export class Zone {
       bare = true;
     }
     else if (asker.view !== null && (name.endsWith('.in-addr.arpa') || name.endsWith('.ip6.arpa'))) {
-      const inst = asker.view.byReverseName.get(name);
+      const inst = byReverseName(asker.view, name);
       if (inst && (qtype === TYPE.PTR || qtype === TYPE.ANY)) {
         return reply(RCODE.NOERROR, [{ name, type: TYPE.PTR, ttl: this.ttlOf(asker.view.services.get(inst.service)), data: { kind: 'name', target: this.instanceName(inst) } }], [], [],
           `PTR of live instance ${inst.id} of service "${inst.service}" in account "${asker.view.name}"`);
@@ -249,7 +249,7 @@ export class Zone {
     if (wantSrv) {
       for (const inst of svc.live.values()) {
         const target = this.instanceName(inst, form === 'operator' ? view.name : null);
-        const glue: Rr = { name: target, type: inst.family === 4 ? TYPE.A : TYPE.AAAA, ttl, data: { kind: 'bytes', bytes: inst.rdata } };
+        const glue: Rr = { name: target, type: inst.family === 4 ? TYPE.A : TYPE.AAAA, ttl, data: { kind: 'bytes', bytes: rdataOf(inst) } };
         for (const port of svc.ports) {
           answer.push({ name, type: TYPE.SRV, ttl, data: { kind: 'srv', priority: 0, weight: 10, port, target }, glue });
         }
@@ -263,7 +263,7 @@ export class Zone {
     if (qtype !== type && qtype !== TYPE.ANY) {
       return this.nodata(view, `instance ${inst.id} has only an ${typeName(type)} record`, this.settings.pendingNegativeTtl);
     }
-    return reply(RCODE.NOERROR, [{ name, type, ttl: this.ttlOf(svc), data: { kind: 'bytes', bytes: inst.rdata } }], [], [],
+    return reply(RCODE.NOERROR, [{ name, type, ttl: this.ttlOf(svc), data: { kind: 'bytes', bytes: rdataOf(inst) } }], [], [],
       `live instance ${inst.id} of service "${svc.name}" of account "${view.name}"`);
   }
 
@@ -407,5 +407,5 @@ function hasLiveService(view: AccountView): boolean {
 
 function pushAddresses(out: Rr[], name: string, ttl: number, insts: LiveInstance[]): void {
   const type = insts[0]?.family === 6 ? TYPE.AAAA : TYPE.A;
-  for (const inst of insts) out.push({ name, type, ttl, data: { kind: 'bytes', bytes: inst.rdata } });
+  for (const inst of insts) out.push({ name, type, ttl, data: { kind: 'bytes', bytes: rdataOf(inst) } });
 }
