@@ -99,13 +99,15 @@ export function createServer(config: Config, answering: Answering, log: Logger):
 
 export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
-  const index = AccountIndex.follow(registry);
   const inProcess = config.dns.workers <= 1;
+  // One read of the registry at start, for this process's index and every worker's.
+  const snapshot = registry.indexSnapshot();
+  const index = AccountIndex.follow(registry, snapshot);
   // With workers, this process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
   const answering = createAnswering(config, index, log, inProcess);
   const { forwarder, handler } = answering;
   const server = inProcess ? createServer(config, answering, log) : null;
-  const workers = inProcess ? null : new DnsWorkers({ config, registry, index, logger: log });
+  const workers = inProcess ? null : new DnsWorkers({ config, registry, index, logger: log, snapshot });
   try {
     // A server that fails to start has closed what it bound; workers are stopped here.
     if (server !== null) await server.start();

@@ -71,6 +71,11 @@ export interface DnsWorkersOptions {
   /** The daemon's own index (following the registry): part of what "served" means. */
   index: AccountIndex;
   logger: Logger;
+  /**
+   * The registry as `index` was built from it, taken in the same synchronous stretch as
+   * start(): the workers started with it are sent it rather than a read of their own.
+   */
+  snapshot?: IndexSnapshot;
 }
 
 export class DnsWorkers {
@@ -81,8 +86,21 @@ export class DnsWorkers {
   private stopping = false;
   private nextStatsId = 1;
   private readonly statsWaits = new Map<number, { left: Set<Slot>; done: () => void }>();
-  private readonly onChange = (change: RegistryChange): void => this.enqueue(change);
-  private readonly onResync = (): void => this.reloadAll();
+  /**
+   * The registry as of the last change seen, while workers still wait for it: a snapshot
+   * is the same for every worker that asks before the next change, so the workers starting
+   * together (or restarted together) cost one registry read, not one each, and one copy in
+   * memory. Dropped at the next change or once no worker waits.
+   */
+  private shared: IndexSnapshot | null;
+  private readonly onChange = (change: RegistryChange): void => {
+    this.shared = null;
+    this.enqueue(change);
+  };
+  private readonly onResync = (): void => {
+    this.shared = null;
+    this.reloadAll();
+  };
   private readonly flush = (): void => this.send();
   private readonly log: Logger;
   private startup: { resolve: () => void; reject: (err: Error) => void } | null = null;
@@ -107,6 +125,7 @@ export class DnsWorkers {
 
   constructor(private readonly opts: DnsWorkersOptions) {
     this.log = opts.logger;
+    this.shared = opts.snapshot ?? null;
   }
 
   /** Forks the workers; resolves once every one is listening, rejects if one cannot. */
@@ -351,11 +370,12 @@ export class DnsWorkers {
     // Taken and sent in one synchronous stretch: every change after `revision` is sent after
     // it, and changes at or below it that are still queued are skipped by the worker.
     // indexSnapshot: only the fields the index reads, a fraction of the bytes to serialise.
-    const snap = this.opts.registry.indexSnapshot();
+    const snap = (this.shared ??= this.opts.registry.indexSnapshot());
     this.post(slot, { t: 'init', slot: slot.index, config: this.opts.config });
     this.postSnapshot(slot, snap);
     slot.state = 'loading';
     slot.acked = 0;
+    if (this.slots.every((s) => s.state !== 'starting')) this.shared = null;
   }
 
   private readonly onMessage = (worker: Worker, msg: FromWorker): void => {
