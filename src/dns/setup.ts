@@ -3,8 +3,10 @@
 //
 // With dns.workers = 1 all of it runs in the daemon's process. With more, the listeners and
 // the query path run in that many worker processes (cluster/), each with its own
-// index fed from this process's registry; this process keeps an index and a handler without
-// sockets for GET /v1/resolve.
+// index fed from this process's registry; this process keeps a handler without sockets for
+// GET /v1/resolve, over an index it builds at the first such call. Until then it holds no
+// index: at 100,000 instances that is a second of start-up and a copy of the index saved,
+// for an endpoint used to debug.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
@@ -100,14 +102,13 @@ export function createServer(config: Config, answering: Answering, log: Logger):
 export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
   const inProcess = config.dns.workers <= 1;
-  // One read of the registry at start, for this process's index and every worker's.
-  const snapshot = registry.indexSnapshot();
-  const index = AccountIndex.follow(registry, snapshot);
+  const index = inProcess ? AccountIndex.follow(registry) : new AccountIndex();
+  let indexed = inProcess;
   // With workers, this process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
   const answering = createAnswering(config, index, log, inProcess);
   const { forwarder, handler } = answering;
   const server = inProcess ? createServer(config, answering, log) : null;
-  const workers = inProcess ? null : new DnsWorkers({ config, registry, index, logger: log, snapshot });
+  const workers = inProcess ? null : new DnsWorkers({ config, registry, logger: log });
   try {
     // A server that fails to start has closed what it bound; workers are stopped here.
     if (server !== null) await server.start();
@@ -118,8 +119,9 @@ export async function startDns(config: Config, registry: RegistryStore, logger: 
     index.close();
     throw err;
   }
+  const explain = createExplainer(handler);
   let ready = true;
-  log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length, workers: config.dns.workers }, 'DNS listening');
+  log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, ...(inProcess ? { accounts: index.accounts.size } : {}), upstreams: config.upstreams.length, workers: config.dns.workers }, 'DNS listening');
   return {
     index,
     stats: workers?.stats ?? answering.stats,
@@ -133,7 +135,13 @@ export async function startDns(config: Config, registry: RegistryStore, logger: 
     waiting: () => workers?.waiting ?? index.waiting,
     // In one process the index applies a change before the write returns: visible at once.
     visible: async (n) => workers?.visible(n),
-    resolve: createExplainer(handler),
+    resolve: (q) => {
+      if (!indexed) {
+        indexed = true;
+        index.attach(registry);
+      }
+      return explain(q);
+    },
     isReady: () => ready,
     stop: async () => {
       ready = false;

@@ -22,7 +22,6 @@ import type { Config } from '../../config/config.js';
 import type { IndexedInstance, IndexSnapshot, RegistryStore } from '../../registry/backend.js';
 import type { Account, RegistryChange, Service } from '../../registry/types.js';
 import { emptyForwarderStats, sumForwarderStats, type ForwarderStats } from '../forward/stats.js';
-import type { AccountIndex } from '../zone/account-index.js';
 import { QueryStats, type QueryCountsView, type QueryStatsData } from '../server/counters.js';
 import type { FromWorker, ToWorker } from './protocol.js';
 
@@ -68,14 +67,7 @@ interface Waiter {
 export interface DnsWorkersOptions {
   config: Config;
   registry: RegistryStore;
-  /** The daemon's own index (following the registry): part of what "served" means. */
-  index: AccountIndex;
   logger: Logger;
-  /**
-   * The registry as `index` was built from it, taken in the same synchronous stretch as
-   * start(): the workers started with it are sent it rather than a read of their own.
-   */
-  snapshot?: IndexSnapshot;
 }
 
 export class DnsWorkers {
@@ -92,9 +84,12 @@ export class DnsWorkers {
    * together (or restarted together) cost one registry read, not one each, and one copy in
    * memory. Dropped at the next change or once no worker waits.
    */
-  private shared: IndexSnapshot | null;
+  private shared: IndexSnapshot | null = null;
+  /** The latest registry revision seen (snapshots and changes): what every worker is to serve. */
+  private latest = 0;
   private readonly onChange = (change: RegistryChange): void => {
     this.shared = null;
+    if (change.revision > this.latest) this.latest = change.revision;
     this.enqueue(change);
   };
   private readonly onResync = (): void => {
@@ -125,7 +120,6 @@ export class DnsWorkers {
 
   constructor(private readonly opts: DnsWorkersOptions) {
     this.log = opts.logger;
-    this.shared = opts.snapshot ?? null;
   }
 
   /** Forks the workers; resolves once every one is listening, rejects if one cannot. */
@@ -151,7 +145,7 @@ export class DnsWorkers {
 
   /** The revision every DNS process answers from: the lowest a worker has acked. */
   served(): number {
-    let min = this.opts.index.revision;
+    let min = this.latest;
     for (const s of this.slots) if (s.state !== 'starting' && s.acked < min) min = s.acked;
     return min;
   }
@@ -349,12 +343,18 @@ export class DnsWorkers {
   private reloadAll(): void {
     // Changes queued before the resync are in the snapshot; those after it follow it.
     this.pending = [];
-    const snap = this.opts.registry.indexSnapshot();
+    const snap = this.snapshot();
     for (const s of this.slots) {
       if (s.state === 'starting') continue;
       this.post(s, { t: 'reload' });
       this.postSnapshot(s, snap);
     }
+  }
+
+  private snapshot(): IndexSnapshot {
+    const snap = this.opts.registry.indexSnapshot();
+    if (snap.revision > this.latest) this.latest = snap.revision;
+    return snap;
   }
 
   private postSnapshot(slot: Slot, snap: IndexSnapshot): void {
@@ -370,7 +370,7 @@ export class DnsWorkers {
     // Taken and sent in one synchronous stretch: every change after `revision` is sent after
     // it, and changes at or below it that are still queued are skipped by the worker.
     // indexSnapshot: only the fields the index reads, a fraction of the bytes to serialise.
-    const snap = (this.shared ??= this.opts.registry.indexSnapshot());
+    const snap = (this.shared ??= this.snapshot());
     this.post(slot, { t: 'init', slot: slot.index, config: this.opts.config });
     this.postSnapshot(slot, snap);
     slot.state = 'loading';

@@ -18,7 +18,7 @@
 //
 // The index also tracks the registry revision it serves (the last change applied), which
 // GET /v1/revision?wait=N waits on.
-import type { IndexedInstance, IndexSnapshot, RegistryStore } from '../../registry/backend.js';
+import type { IndexedInstance, RegistryStore } from '../../registry/backend.js';
 import { addressBytes } from '../../net/ip.js';
 import { SubnetTable } from '../../net/subnet-table.js';
 import { parseAddress, parseSubnet, type Subnet } from '../../net/subnets.js';
@@ -110,19 +110,25 @@ export class AccountIndex {
   revision = 0;
   private waiters: RevisionWaiter[] = [];
 
-  /**
-   * Builds the index from the registry and follows its changes until close(). `snap`, if
-   * given, must have been taken in the same synchronous stretch as this call.
-   */
-  static follow(registry: RegistryStore, snap: IndexSnapshot = registry.indexSnapshot()): AccountIndex {
+  /** Builds the index from the registry and follows its changes until close(). */
+  static follow(registry: RegistryStore): AccountIndex {
     const index = new AccountIndex();
-    // indexSnapshot() and on() run in the same tick; no commit can fall between them.
-    index.load(snap.accounts, snap.services, snap.instances, snap.revision);
-    registry.on('change', index.onChange);
-    // The registry read everything again (PostgreSQL's feed found a gap): a new index, swapped in at once.
-    registry.on('resync', index.onResync);
-    index.registry = registry;
+    index.attach(registry);
     return index;
+  }
+
+  /**
+   * Loads the registry into this (empty) index and follows its changes until close(): for
+   * an index built only when first needed.
+   */
+  attach(registry: RegistryStore): void {
+    // indexSnapshot() and on() run in the same tick; no commit can fall between them.
+    const snap = registry.indexSnapshot();
+    this.load(snap.accounts, snap.services, snap.instances, snap.revision);
+    registry.on('change', this.onChange);
+    // The registry read everything again (PostgreSQL's feed found a gap): a new index, swapped in at once.
+    registry.on('resync', this.onResync);
+    this.registry = registry;
   }
 
   /** Takes `next`'s contents in one step, so no query sees half of either (a resync). */
