@@ -67,7 +67,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const metrics = new Metrics({
     registry,
     dns: dns.stats,
-    ...(dns.forwarder ? { forwarder: dns.forwarder } : {}),
+    forwarder: dns.forwarder,
     refresh: () => dns.refreshStats(),
     build: { version: VERSION, node: config.nodeId },
     ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
