@@ -130,14 +130,16 @@ export async function startDaemon(config: Config, logger: Logger, opts: DaemonOp
     served: { current: () => dns.served(), waitFor: (n, ms) => dns.waitForServed(n, ms), waiting: () => dns.waiting(), visible: (n) => dns.visible(n) },
     ...(cluster ? { cluster } : {}),
     metrics, openMetrics: config.admin.openMetrics,
-    reload: async () => {
-      try {
-        return await reload();
-      } catch (err) {
-        if (err instanceof ConfigError) throw new PrivdnsError('invalid_config', err.message, { key: err.key });
-        throw err;
-      }
-    },
+    ...(opts.load ? {
+      reload: async () => {
+        try {
+          return await reload();
+        } catch (err) {
+          if (err instanceof ConfigError) throw new PrivdnsError('invalid_config', err.message, { key: err.key });
+          throw err;
+        }
+      },
+    } : {}),
     connections: {
       maxConnections: config.admin.maxConnections, keepAliveTimeoutMs: config.admin.keepAliveTimeoutMs,
       requestTimeoutMs: config.admin.requestTimeoutMs, headersTimeoutMs: config.admin.headersTimeoutMs,

@@ -35,7 +35,7 @@ export interface AdminDeps {
   metrics?: Metrics;
   /** /metrics without the token. */
   openMetrics?: AdminSettings['openMetrics'];
-  /** POST /v1/reload: reads the config again (src/daemon.ts); absent, 501. */
+  /** POST /v1/reload: reads the config again (src/daemon.ts); absent, no such route. */
   reload?: () => Promise<ReloadResult>;
   /** Bounds on connections; Node's defaults (none, 72 s keep-alive) when absent. */
   connections?: Pick<AdminSettings, 'maxConnections' | 'keepAliveTimeoutMs' | 'requestTimeoutMs' | 'headersTimeoutMs'>;
@@ -129,10 +129,8 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     registerRoutes(v1, deps.registry, deps.resolve, deps.served, deps.cluster);
     // What SIGHUP does, for an operator who is not on the daemon's machine: 422 invalid_config
     // naming the key when the file is bad (the running config kept).
-    v1.post('/v1/reload', { schema: { response: { 200: ReloadResult } } }, async () => {
-      if (!deps.reload) throw new PrivdnsError('not_implemented', 'this daemon cannot reload its config');
-      return deps.reload();
-    });
+    const reload = deps.reload;
+    if (reload) v1.post('/v1/reload', { schema: { response: { 200: ReloadResult } } }, async () => reload());
     if (!deps.openMetrics) serveMetrics(v1);
     v1.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   });
