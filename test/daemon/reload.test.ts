@@ -66,6 +66,13 @@ function logLines(d: TestDaemon, msg: string): Record<string, unknown>[] {
   return d.output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r.msg === msg);
 }
 
+/** logLines() once it holds `n` lines: the log reaches the test a little after the counter moves. */
+async function waitForLines(d: TestDaemon, msg: string, n: number): Promise<Record<string, unknown>[]> {
+  const deadline = Date.now() + 5000;
+  while (logLines(d, msg).length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return logLines(d, msg);
+}
+
 /** The TTL of the apex SOA answer (dns.ttl), asked by acme's source. */
 async function apexTtl(d: TestDaemon, source = SOURCE): Promise<number> {
   const raw = await udpExchange(d.dnsPort, buildQuery('internal', TYPE_SOA, { id: 7 }), source, 2000);
@@ -112,7 +119,7 @@ describe('reload on SIGHUP', () => {
     assert.ok(newUp.queries.length > 200, `the new upstream answers after the reload (${newUp.queries.length})`);
     const hashAfter = await configHash(d);
     assert.ok(hashAfter && hashAfter !== hashBefore, `the config hash changed (${hashBefore} → ${hashAfter})`);
-    const done = logLines(d, 'config reloaded');
+    const done = await waitForLines(d, 'config reloaded', 1);
     assert.equal(done.length, 1);
     assert.deepEqual(done[0]!.applied, ['upstreams']);
     assert.ok(Number(await metric(d, /^privdns_config_last_reload_timestamp_seconds ([\d.e+]+)$/m)) * 1000 > Date.now() - 60_000);
@@ -133,7 +140,7 @@ describe('reload on SIGHUP', () => {
     for (const [i, [text, key]] of bad.entries()) {
       writeFileSync(file, text);
       await sighup(d, 'error', i);
-      const lines = logLines(d, FAILED);
+      const lines = await waitForLines(d, FAILED, i + 1);
       assert.equal(lines.length, i + 1, `one line per bad reload:\n${d.output.slice(-1500)}`);
       assert.equal(lines[i]!.key, key);
       assert.match(String(lines[i]!.reason), new RegExp(`config: ${key.replace('.', '\\.')}:`));
@@ -194,7 +201,7 @@ describe('reload on SIGHUP', () => {
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.deepEqual(r.body.applied, ['dns.ttl']);
     assert.deepEqual(r.body.kept, ['admin.bodyLimitBytes']);
-    const kept = logLines(d, 'config reload: these settings need a restart; their running values are kept');
+    const kept = await waitForLines(d, 'config reload: these settings need a restart; their running values are kept', 1);
     assert.equal(kept.length, 1);
     assert.deepEqual(kept[0]!.keys, ['admin.bodyLimitBytes']);
     assert.equal(await apexTtl(d), 8);
