@@ -163,6 +163,10 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     });
     // An idle connection that breaks must not end the process: the next checkout makes another.
     this.pool.on('error', (err) => this.log('warn', 'registry connection lost', { err: err.message }));
+    // Nor one checked out: pg-pool listens only while a client is idle, and a connection cut
+    // between two statements of a transaction emits 'error' on the client, which unheard ends
+    // the process. The statement in flight or the next one fails and is answered 503.
+    this.pool.on('connect', (client) => client.on('error', () => undefined));
     this.feed = new ChangeFeed({
       url: opts.url, pool: this.pool, types, log: this.log,
       maxStaleSeconds: this.cluster.maxStaleSeconds,
