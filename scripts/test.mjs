@@ -29,5 +29,22 @@ if (files.length === 0) {
   console.error(`no test files in ${relative(root, testDir)}${filters.length ? ` matching ${filters.join(', ')}` : ''}`);
   process.exit(1);
 }
-const child = spawn(process.execPath, ['--test', '--test-concurrency=2', ...files], { cwd: root, stdio: 'inherit' });
-child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+
+// The DNS end-to-end tests run twice, once with each way of reading UDP (dns.io): first every
+// file with PRIVDNS_TEST_DNS_IO as given (auto: batch where the addon is built), then the
+// files under test/dns/ and test/abuse/ again with the other mode.
+const firstIo = process.env.PRIVDNS_TEST_DNS_IO ?? 'auto';
+const secondIo = firstIo === 'dgram' ? 'batch' : 'dgram';
+const dnsFiles = files.filter((p) => /(^|\/)test\/(dns|abuse)\//.test(p));
+
+function run(list, io) {
+  return new Promise((resolve) => {
+    console.log(`# ${list.length} test files, dns.io ${io}`);
+    const child = spawn(process.execPath, ['--test', '--test-concurrency=2', ...list], { cwd: root, stdio: 'inherit', env: { ...process.env, PRIVDNS_TEST_DNS_IO: io } });
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+  });
+}
+
+const first = await run(files, firstIo);
+const second = dnsFiles.length === 0 ? 0 : await run(dnsFiles, secondIo);
+process.exit(first !== 0 ? first : second);

@@ -94,7 +94,7 @@ export function createAnswering(config: Config, index: AccountIndex, log: Logger
 export function createServer(config: Config, answering: Answering, log: Logger): DnsServer {
   const rateLimit = ResponseRateLimiter.from(config.dns.rateLimit);
   const { ipv4PrefixLength, ipv6PrefixLength } = config.dns.rateLimit;
-  return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, rateLimit, stats: answering.stats, logger: log });
+  return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, io: config.dns.io, rateLimit, stats: answering.stats, logger: log });
 }
 
 export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
