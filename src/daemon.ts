@@ -70,6 +70,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     ...(dns.forwarder ? { forwarder: dns.forwarder } : {}),
     refresh: () => dns.refreshStats(),
     build: { version: VERSION, node: config.nodeId },
+    dnsIo: dns.io,
     ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
     ...(pgRegistry ? { cluster: () => pgRegistry.status() } : {}),
   });

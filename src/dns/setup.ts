@@ -17,6 +17,7 @@ import type { ForwarderStats } from './forward/stats.js';
 import { AccountIndex } from './zone/account-index.js';
 import { ResponseRateLimiter } from './server/rate-limit.js';
 import { DnsServer } from './server/dns-server.js';
+import { resolveUdpIo, type UdpIo } from './server/udp.js';
 import { QueryLog } from './server/query-log.js';
 import { QueryHandler } from './server/handler.js';
 import { QueryStats, type QueryCountsView } from './server/counters.js';
@@ -34,6 +35,8 @@ export interface DnsService {
   server: DnsServer | null;
   /** The worker processes, when dns.workers > 1. */
   workers: DnsWorkers | null;
+  /** How every DNS process reads and writes UDP (dns.io decided). */
+  io: UdpIo;
   /** Brings stats and forwarder counters up to date before a scrape (asks the workers). */
   refreshStats(): Promise<void>;
   /** The registry revision every DNS process answers from. */
@@ -99,6 +102,11 @@ export function createServer(config: Config, answering: Answering, log: Logger):
 
 export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
+  // dns.io decided once, here, and handed to every DNS process as batch or dgram: the log
+  // line and privdns_dns_io_info say what each of them uses.
+  const setting = config.dns.io;
+  const udpIo = resolveUdpIo(setting);
+  config = { ...config, dns: { ...config.dns, io: udpIo.mode } };
   const index = AccountIndex.follow(registry);
   const inProcess = config.dns.workers <= 1;
   // With workers, this process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
@@ -117,9 +125,11 @@ export async function startDns(config: Config, registry: RegistryStore, logger: 
     throw err;
   }
   let ready = true;
+  log.info({ io: udpIo.mode, setting, processes: Math.max(1, config.dns.workers) }, udpIo.why);
   log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length, workers: config.dns.workers }, 'DNS listening');
   return {
     index,
+    io: udpIo.mode,
     stats: workers?.stats ?? answering.stats,
     forwarder: workers === null ? forwarder : config.upstreams.length > 0 ? workers.forwarder : null,
     handler,

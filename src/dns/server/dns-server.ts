@@ -26,7 +26,7 @@ export interface DnsServerOptions {
    * went, and binds or closes their UDP sockets; 0 never looks again after start (default 5000).
    */
   interfacePollMs?: number;
-  /** dns.io: how UDP is read and written (udp.ts); default auto. */
+  /** dns.io: how UDP is read and written (udp.ts); default auto, decided here without a log line. */
   io?: DnsIo;
 }
 
@@ -36,7 +36,7 @@ export class DnsServer {
 
   constructor(private readonly opts: DnsServerOptions) {
     const stats = opts.stats ?? null;
-    this.udp = new UdpListeners({ listen: opts.listen, handler: opts.handler, rateLimit: opts.rateLimit ?? null, stats, logger: opts.logger, interfacePollMs: opts.interfacePollMs ?? 5000, io: resolveUdpIo(opts.io ?? 'auto', opts.logger) });
+    this.udp = new UdpListeners({ listen: opts.listen, handler: opts.handler, rateLimit: opts.rateLimit ?? null, stats, logger: opts.logger, interfacePollMs: opts.interfacePollMs ?? 5000, io: resolveUdpIo(opts.io ?? 'auto').mode });
     this.tcp = new TcpListeners({ handler: opts.handler, tcp: opts.tcp, clientPrefix: opts.clientPrefix ?? { ipv4PrefixLength: 24, ipv6PrefixLength: 56 }, stats, logger: opts.logger });
   }
 

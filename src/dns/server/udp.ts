@@ -62,20 +62,19 @@ function sendUdp(sock: dgram.Socket, reply: Buffer, to: dgram.RemoteInfo, logger
   }
 }
 
-/** dns.io resolved for this process: auto is batch where the addon loaded. Logs which, once per call. */
-export function resolveUdpIo(setting: DnsIo, logger: Logger | undefined): 'batch' | 'dgram' {
-  if (setting === 'dgram') {
-    logger?.info({ io: 'dgram' }, 'DNS over UDP through node:dgram (dns.io dgram)');
-    return 'dgram';
-  }
-  if (batchIoAvailable()) {
-    logger?.info({ io: 'batch' }, `DNS over UDP in batches (recvmmsg/sendmmsg; dns.io ${setting})`);
-    return 'batch';
-  }
+/** How this process reads and writes UDP: dns.io with auto decided. */
+export type UdpIo = 'batch' | 'dgram';
+
+/**
+ * dns.io decided: auto is batch where the addon loaded, dgram elsewhere; `why` says which
+ * and why, for the one log line. Throws for batch where the addon did not load.
+ */
+export function resolveUdpIo(setting: DnsIo): { mode: UdpIo; why: string } {
+  if (setting === 'dgram') return { mode: 'dgram', why: 'DNS over UDP through node:dgram (dns.io dgram)' };
+  if (batchIoAvailable()) return { mode: 'batch', why: `DNS over UDP in batches (recvmmsg/sendmmsg; dns.io ${setting})` };
   const reason = batchIoLoadError()?.message ?? 'not built';
   if (setting === 'batch') throw new Error(`dns.io is batch but the batched UDP addon did not load: ${reason}`);
-  logger?.info({ io: 'dgram', reason }, 'DNS over UDP through node:dgram: the batched UDP addon did not load (dns.io auto)');
-  return 'dgram';
+  return { mode: 'dgram', why: `DNS over UDP through node:dgram: ${reason} (dns.io auto)` };
 }
 
 /** What UdpListeners keeps of a bound socket, either kind. */
@@ -137,7 +136,7 @@ export interface UdpListenersOptions {
   logger: Logger | undefined;
   interfacePollMs: number;
   /** Resolved dns.io (resolveUdpIo). */
-  io: 'batch' | 'dgram';
+  io: UdpIo;
 }
 
 export class UdpListeners {
