@@ -3,7 +3,7 @@
 // the DNS server itself. The API's shapes are the admin's own schemas (src/admin/schemas.ts).
 import { parseArgs } from 'node:util';
 import type {
-  Account, AccountList, AccountWritten, Instance, InstanceList, InstanceWritten, ResolveResult, ServiceList, ServiceWithInstances,
+  Account, AccountList, AccountWritten, Instance, InstanceList, InstanceWritten, ReloadResult, ResolveResult, ServiceList, ServiceWithInstances,
   ServiceWritten,
 } from '../admin/schemas.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseHostPort, type HostPort } from '../config/config.js';
@@ -38,6 +38,7 @@ export const CLI_USAGE = `usage: privdns <command> [options]
   instances add ACCOUNT SERVICE ADDRESS [--wait] [--timeout S] [--bind-timeout S]
   instances ls ACCOUNT SERVICE | get ACCOUNT SERVICE ID | rm ACCOUNT SERVICE ID
   resolve NAME --from SOURCE_IP [--type TYPE]    what DNS answers that source, and why
+  reload                                         the daemon reads its config again (as on SIGHUP)
   dig NAME [TYPE] [--server HOST:PORT] [--tcp] [--timeout S] [--config FILE]
                                                  ask the DNS server from this machine (default server:
                                                  the first dns.listen, on loopback if it is a wildcard)
@@ -198,6 +199,18 @@ const COMMANDS: Record<string, Command> = {
       const q = new URLSearchParams({ source: values.from, name: name!, type: (values.type as string | undefined) ?? 'A' });
       const r = await client.request<ResolveResult>('GET', `/v1/resolve?${q}`);
       return print(io, values, r, () => formatResolve(r));
+    },
+  },
+  reload: {
+    args: [],
+    run: async ({ values, client, io }) => {
+      const r = await client.request<ReloadResult>('POST', '/v1/reload');
+      return print(io, values, r, () => [
+        `config reloaded: hash ${r.hash}`,
+        `  applied: ${r.applied.length > 0 ? r.applied.join(', ') : '(nothing changed)'}`,
+        ...(r.kept.length > 0 ? [`  kept until a restart: ${r.kept.join(', ')}`] : []),
+        ...(r.workersApplied ? [] : ['  warning: a DNS worker did not confirm the new config in time']),
+      ].join('\n'));
     },
   },
   dig: {

@@ -16,6 +16,7 @@ import type {
   NewInstance,
   NewService,
   RegistryCounts,
+  RegistryRules,
   RegistryEvents,
   RegistryStore,
 } from './backend.js';
@@ -117,9 +118,9 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
   private readonly now: () => number;
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   private readonly defaultBindTimeoutSeconds: number;
-  private readonly defaultTtl: number;
-  private readonly allowCatchAllSubnets: boolean;
-  private readonly limits: RegistryLimits;
+  private defaultTtl: number;
+  private allowCatchAllSubnets: boolean;
+  private limits: RegistryLimits;
   /** Every account's subnets, for the overlap check; kept in step after each commit. */
   private readonly owners: SubnetOwners;
   private readonly stmt;
@@ -215,6 +216,13 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     // dns.ttl may have grown since the last run: live instances are served with it from now.
     this.stmt.markAllLiveServed.run(this.defaultTtl);
     this.scheduleDrainSweep();
+  }
+
+  /** A reload's registry settings: later writes are checked against them (nothing stored is re-checked). */
+  reconfigure(rules: RegistryRules): void {
+    this.defaultTtl = rules.defaultTtl;
+    this.allowCatchAllSubnets = rules.allowCatchAllSubnets;
+    this.limits = { ...rules.limits };
   }
 
   close(): void {

@@ -20,6 +20,7 @@ import type {
   NewInstance,
   NewService,
   RegistryCounts,
+  RegistryRules,
   RegistryEvents,
   RegistryStore,
   Written,
@@ -127,9 +128,9 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   readonly pool: pg.Pool;
   private readonly now: () => number;
   private readonly defaultBindTimeoutSeconds: number;
-  private readonly defaultTtl: number;
-  private readonly allowCatchAllSubnets: boolean;
-  private readonly limits: RegistryLimits;
+  private defaultTtl: number;
+  private allowCatchAllSubnets: boolean;
+  private limits: RegistryLimits;
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   readonly log: NonNullable<PgRegistryOptions['log']>;
   readonly feed: ChangeFeed;
@@ -172,6 +173,13 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
       publish: (c) => this.publish(c),
       resynced: () => this.emit('resync'),
     });
+  }
+
+  /** A reload's registry settings: later writes are checked against them (nothing stored is re-checked). */
+  reconfigure(rules: RegistryRules): void {
+    this.defaultTtl = rules.defaultTtl;
+    this.allowCatchAllSubnets = rules.allowCatchAllSubnets;
+    this.limits = { ...rules.limits };
   }
 
   /** Connects, migrates, reads a consistent snapshot and follows the feed; ready when it returns. */
