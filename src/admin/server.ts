@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { PrivdnsError } from '../errors.js';
 import type { RegistryStore } from '../registry/backend.js';
-import { requireToken } from './auth.js';
+import { ACCESS, requireToken } from './auth.js';
 import { clientErrorHandler, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ClusterView, type ResolveFn, type ServedRevision } from './routes.js';
@@ -103,7 +103,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
   const metrics = deps.metrics;
   const serveMetrics = (scope: FastifyInstance): void => {
     if (!metrics) return;
-    scope.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
+    scope.get('/metrics', { schema: { hide: true }, config: { access: 'root' } }, async (_request, reply) =>
       reply.header('content-type', metrics.contentType).send(await metrics.text()),
     );
   };
@@ -119,14 +119,20 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     },
   });
   await app.register(async (v1) => {
-    requireToken(v1, deps.token);
+    // Who may use a route is decided where it is declared: one without a decision is a bug
+    // caught at start, never a route open to every account's token.
+    v1.addHook('onRoute', (route) => {
+      const access = (route.config as { access?: unknown } | undefined)?.access;
+      if (!ACCESS.includes(access as never)) throw new Error(`admin route ${String(route.method)} ${route.url} declares no config.access`);
+    });
+    requireToken(v1, deps.token, deps.registry);
     // Behind the token too: without it, nothing tells which routes exist.
     v1.setNotFoundHandler(async (request) => {
       throw new PrivdnsError('route_not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
     });
     registerRoutes(v1, deps.registry, deps.resolve, deps.served, deps.cluster);
     if (!deps.openMetrics) serveMetrics(v1);
-    v1.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+    v1.get('/v1/openapi.json', { schema: { hide: true }, config: { access: 'any' } }, async () => app.swagger());
   });
   await app.ready();
   return app;

@@ -151,6 +151,10 @@ export const SETTINGS = {
       servicesPerAccount: integer({ default: 10_000, min: 1, max: 10_000_000, summary: true, doc: 'services of one account' }),
       instancesPerService: integer({ default: 100_000, min: 1, max: 10_000_000, summary: true, doc: 'instances of one service' }),
     },
+    auditRetention: integer({
+      default: 100_000, min: 1000, max: 100_000_000,
+      doc: 'revisions of audit log kept (one entry per write); older entries are pruned every 1000 revisions',
+    }),
     url: databaseUrl({
       default: '', env: 'PRIVDNS_REGISTRY_URL', summary: true,
       doc: 'empty: a SQLite file in `dataDir`, one node; `postgres://…`: one PostgreSQL database shared by every node (docs/cluster.md)',
