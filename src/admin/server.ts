@@ -9,11 +9,25 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { PrivdnsError } from '../errors.js';
 import type { RegistryStore } from '../registry/backend.js';
-import { ACCESS, requireToken } from './auth.js';
+import { ACCESS, requireToken, type Access } from './auth.js';
 import { clientErrorHandler, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ClusterView, type ResolveFn, type ServedRevision } from './routes.js';
 import { Health } from './schemas.js';
+
+/** A route behind the token, as registered: what the access tests enumerate. */
+export interface AdminRoute {
+  method: string;
+  url: string;
+  access: Access;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every route behind the token (HEAD twins included), with who may use it. */
+    adminRoutes: readonly AdminRoute[];
+  }
+}
 
 /** The admin API's part of the settings table (src/config/settings.ts). */
 export type AdminSettings = Config['admin'];
@@ -118,12 +132,15 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
       security: [{ bearer: [] }],
     },
   });
+  const adminRoutes: AdminRoute[] = [];
+  app.decorate('adminRoutes', adminRoutes);
   await app.register(async (v1) => {
     // Who may use a route is decided where it is declared: one without a decision is a bug
     // caught at start, never a route open to every account's token.
     v1.addHook('onRoute', (route) => {
       const access = (route.config as { access?: unknown } | undefined)?.access;
       if (!ACCESS.includes(access as never)) throw new Error(`admin route ${String(route.method)} ${route.url} declares no config.access`);
+      for (const method of [route.method].flat()) adminRoutes.push({ method, url: route.url, access: access as Access });
     });
     requireToken(v1, deps.token, deps.registry);
     // Behind the token too: without it, nothing tells which routes exist.
