@@ -126,7 +126,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   }
   logger.info({
     admin: `${config.admin.listen.host}:${config.admin.listen.port}`, dataDir: config.dataDir, registry: registry.backend,
-    ...(pgRegistry ? { node: pgRegistry.nodeId } : {}), revision: await registry.revision(),
+    ...(pgRegistry ? { node: pgRegistry.nodeId } : {}), revision: dns.served(),
   }, 'privdns started');
 
   let stopping: Promise<void> | null = null;

@@ -52,6 +52,12 @@ export interface IndexSnapshot {
   accounts: Account[];
   services: Service[];
   instances: IndexedInstance[];
+  /**
+   * True while the registry has not been read at all (a PostgreSQL node that started while
+   * its database was away): nothing is known of any account, so DNS answers SERVFAIL, never
+   * NXDOMAIN or REFUSED. A 'resync' follows once it is read.
+   */
+  unread?: boolean;
 }
 
 export interface RegistryCounts {

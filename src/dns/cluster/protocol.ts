@@ -12,7 +12,7 @@ import type { QueryStatsData } from '../server/counters.js';
 export type ToWorker =
   | { t: 'init'; slot: number; config: Config }
   | { t: 'snapshot'; accounts: Account[]; services: Service[]; instances: IndexedInstance[] }
-  | { t: 'loaded'; revision: number }
+  | { t: 'loaded'; revision: number; unread: boolean }
   /** A resync: the snapshot that follows is built aside and swapped in whole at 'loaded'. */
   | { t: 'reload' }
   | { t: 'changes'; changes: RegistryChange[] }

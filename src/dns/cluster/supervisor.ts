@@ -344,7 +344,7 @@ export class DnsWorkers {
     for (let i = 0; i < snap.services.length; i += SNAPSHOT_CHUNK) parts.push([[], snap.services.slice(i, i + SNAPSHOT_CHUNK), []]);
     for (let i = 0; i < snap.instances.length; i += SNAPSHOT_CHUNK) parts.push([[], [], snap.instances.slice(i, i + SNAPSHOT_CHUNK)]);
     for (const [accounts, services, instances] of parts) this.post(slot, { t: 'snapshot', accounts, services, instances });
-    this.post(slot, { t: 'loaded', revision: snap.revision });
+    this.post(slot, { t: 'loaded', revision: snap.revision, unread: snap.unread === true });
   }
 
   private sendSnapshot(slot: Slot): void {

@@ -52,6 +52,7 @@ process.on('message', (msg: ToWorker) => {
       return;
     case 'loaded':
       if (staging) {
+        staging.unread = msg.unread;
         index.replaceWith(staging, msg.revision);
         staging = null;
         loadedAt = msg.revision;
@@ -59,6 +60,7 @@ process.on('message', (msg: ToWorker) => {
         return;
       }
       index.load([], [], [], msg.revision);
+      index.unread = msg.unread;
       loadedAt = msg.revision;
       send({ t: 'ack', revision: index.revision });
       void listen();

@@ -194,6 +194,12 @@ export class QueryHandler {
       fillForm = form;
     }
     const opts = this.replyOptions(maxSize, view !== null || operator);
+    if (this.index.unread) {
+      // No account is known yet: neither a private answer nor the forwarder (for account
+      // members only) can be decided. Off the fast path, which needs a known account.
+      if (explain) explain.reason = 'SERVFAIL: the registry has not been read yet';
+      return questionReply(raw, query, RCODE.SERVFAIL, opts);
+    }
     try {
       return this.answer(raw, query, source, view, operator, transport, opts, fillForm, explain);
     } catch (err) {

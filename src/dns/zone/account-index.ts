@@ -85,10 +85,13 @@ export class AccountIndex {
     const snap = registry.indexSnapshot();
     const next = new AccountIndex();
     next.load(snap.accounts, snap.services, snap.instances, snap.revision);
+    next.unread = snap.unread === true;
     this.replaceWith(next, snap.revision);
   };
   /** The registry revision DNS answers from: the last change applied. */
   revision = 0;
+  /** The registry has not been read yet (IndexSnapshot.unread): every question is SERVFAIL. */
+  unread = false;
   private waiters: RevisionWaiter[] = [];
 
   /** Builds the index from the registry and follows its changes until close(). */
@@ -97,6 +100,7 @@ export class AccountIndex {
     // indexSnapshot() and on() run in the same tick; no commit can fall between them.
     const snap = registry.indexSnapshot();
     index.load(snap.accounts, snap.services, snap.instances, snap.revision);
+    index.unread = snap.unread === true;
     registry.on('change', index.onChange);
     // The registry read everything again (PostgreSQL's feed found a gap): a new index, swapped in at once.
     registry.on('resync', index.onResync);
@@ -108,6 +112,7 @@ export class AccountIndex {
   replaceWith(next: AccountIndex, revision: number): void {
     this.accounts = next.accounts;
     this.bySource = next.bySource;
+    this.unread = next.unread;
     this.revision = revision;
     if (this.waiters.length > 0) this.wake();
   }

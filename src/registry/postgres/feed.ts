@@ -65,9 +65,19 @@ export class ChangeFeed {
 
   constructor(private readonly opts: FeedOptions) {}
 
+  /** Listens and reads the first snapshot; on failure it holds no connection and may be called again. */
   async start(): Promise<void> {
-    await this.connectListener();
-    await this.resync('start');
+    try {
+      await this.connectListener();
+      await this.resync('start');
+    } catch (err) {
+      const l = this.listener;
+      // Cleared first, so the listener's 'end' is not taken for a lost connection to redial.
+      this.listener = null;
+      this.listening = false;
+      await l?.end().catch(() => undefined);
+      throw err;
+    }
     this.loaded = true;
     await this.poll();
     this.timer = setInterval(() => void this.tick(), POLL_MS);
@@ -82,6 +92,11 @@ export class ChangeFeed {
     const l = this.listener;
     this.listener = null;
     await l?.end().catch(() => undefined);
+  }
+
+  /** The first snapshot has been read. */
+  get loadedOnce(): boolean {
+    return this.loaded;
   }
 
   ready(): boolean {

@@ -9,6 +9,7 @@
 // from the change feed (feed.ts) in revision order. A write returns once this node's feed
 // has applied it, so, as with SQLite, every listener has heard of it before it is answered.
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { PrivdnsError, notFound } from '../../errors.js';
 import type {
@@ -149,6 +150,8 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   /** The checker lease term this node holds; null when it holds none. */
   leaseTerm: number | null = null;
   private closed = false;
+  /** The retries of a node that started while the database was away. */
+  private connecting: Promise<void> | null = null;
 
   private constructor(opts: PgRegistryOptions) {
     super();
@@ -182,29 +185,61 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   }
 
   /** Connects, migrates, reads a consistent snapshot and follows the feed; ready when it returns. */
+  /**
+   * Connects, migrates, reads a consistent snapshot and follows the feed. A database that
+   * cannot be reached does not stop the node: it starts unread (DNS SERVFAIL, /readyz 503,
+   * writes 503) and keeps trying with back-off; once read, listeners get a 'resync'.
+   */
   static async open(opts: PgRegistryOptions): Promise<PgRegistry> {
     const r = new PgRegistry(opts);
     try {
-      const c = await r.pool.connect();
-      try {
-        await migratePostgres(c);
-      } finally {
-        c.release();
-      }
-      await r.feed.start();
-      // dns.ttl may have grown since the last run: live instances are served with it from now.
-      await r.pool.query(`UPDATE instances i SET served_ttl = GREATEST(served_ttl, COALESCE(s.ttl, $1)) FROM services s
-        WHERE s.id = i.service_id AND i.state = 'live'`, [r.defaultTtl]);
+      await r.connect();
     } catch (err) {
-      await r.close();
-      throw err;
+      if (!isUnavailable(err)) {
+        await r.close();
+        throw err;
+      }
+      r.log('warn', 'the registry database cannot be reached; DNS answers SERVFAIL until it is read, retrying', { err: (err as Error).message });
+      r.connecting = r.connectLater();
     }
     return r;
+  }
+
+  private async connect(): Promise<void> {
+    const c = await this.pool.connect();
+    try {
+      await migratePostgres(c);
+    } finally {
+      c.release();
+    }
+    await this.feed.start();
+    // dns.ttl may have grown since the last run: live instances are served with it from now.
+    await this.pool.query(`UPDATE instances i SET served_ttl = GREATEST(served_ttl, COALESCE(s.ttl, $1)) FROM services s
+      WHERE s.id = i.service_id AND i.state = 'live'`, [this.defaultTtl]);
+  }
+
+  /** connect() again with jittered back-off until it succeeds or the registry closes. */
+  private async connectLater(): Promise<void> {
+    for (let failures = 0; !this.closed; failures++) {
+      const base = Math.min(5000, 200 * 2 ** failures);
+      await sleep(base / 2 + Math.random() * base / 2);
+      if (this.closed) return;
+      try {
+        await this.connect();
+      } catch (err) {
+        if (!isUnavailable(err)) this.log('error', 'the registry database was reached but could not be read; retrying', { err: (err as Error).message });
+        continue;
+      }
+      this.log('info', 'the registry database is reached and read; DNS answers from it', { revision: this.feed.applied });
+      this.emit('resync');
+      return;
+    }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.connecting?.catch(() => undefined);
     await this.feed.stop();
     await this.pool.end().catch(() => undefined);
   }
@@ -218,7 +253,8 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   }
 
   indexSnapshot(): IndexSnapshot {
-    return this.feed.mirror.snapshot();
+    const snap = this.feed.mirror.snapshot();
+    return this.feed.loadedOnce ? snap : { ...snap, unread: true };
   }
 
   setCheckOverlay(fn: ((id: string) => CheckOverlay | undefined) | null): void {
