@@ -1,21 +1,25 @@
 // `privdns serve`: opens the registry, then starts the parts around it (admin API, checker,
-// DNS server) and stops them in reverse order on SIGTERM/SIGINT.
+// DNS server) and stops them in reverse order on SIGTERM/SIGINT. reload() (SIGHUP, POST
+// /v1/reload) reads the config again and applies its live settings (./config/reload.ts).
 //
 // With a PostgreSQL registry the node also beats its heartbeat (the revision its DNS serves)
 // and runs the port checker, drains and pruning only while it holds the checker lease.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { Metrics } from './admin/metrics.js';
+import { Metrics, type ConfigStatus } from './admin/metrics.js';
 import { buildAdminServer } from './admin/server.js';
 import { loadOrCreateToken } from './admin/auth.js';
 import { PortChecker } from './checker/checker.js';
-import type { Config } from './config/config.js';
+import { ConfigError, type Config } from './config/config.js';
+import { configHash, planReload } from './config/reload.js';
+import { PrivdnsError } from './errors.js';
 import type { RegistryStore } from './registry/backend.js';
 import { isPostgres, openRegistry } from './registry/open.js';
 import { startDns, type DnsService } from './dns/setup.js';
 import { CheckerLease, NodeHeartbeat, waitForCluster } from './registry/postgres/cluster.js';
 import type { PgRegistry } from './registry/postgres/store.js';
 import type { ClusterView } from './admin/routes.js';
+import type { ReloadResult } from './admin/schemas.js';
 import { VERSION } from './version.js';
 
 export interface Daemon {
@@ -24,10 +28,20 @@ export interface Daemon {
   /** The port checker while this node runs it (always with SQLite; the lease holder with PostgreSQL). */
   readonly checker: PortChecker | null;
   dns: DnsService;
+  /**
+   * Reads the config again and applies what may change live; one reload at a time. Throws the
+   * ConfigError of a bad file or variable, the running config untouched.
+   */
+  reload(): Promise<ReloadResult>;
   stop(): Promise<void>;
 }
 
-export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
+export interface DaemonOptions {
+  /** Reads the configuration again (the file `serve` was given, and the environment) for reload(). */
+  load?: () => Config;
+}
+
+export async function startDaemon(config: Config, logger: Logger, opts: DaemonOptions = {}): Promise<Daemon> {
   const registry = await openRegistry(config, logger);
   const close = async (): Promise<void> => {
     await registry.close();
@@ -64,12 +78,49 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     heartbeat.start();
   }
   const workers = dns.workers;
+  let running = config;
+  const configStatus: ConfigStatus = { hash: configHash(config), reloads: { ok: 0, error: 0 }, lastReloadAt: Date.now() };
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reloadOnce = async (): Promise<ReloadResult> => {
+    if (!opts.load) throw new PrivdnsError('not_implemented', 'this daemon was started without a config to read again');
+    let next: Config;
+    try {
+      next = opts.load();
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        configStatus.reloads.error++;
+        // One line naming the key; nothing of the new file is applied.
+        logger.error({ key: err.key, reason: err.message }, 'config reload failed; the running config is kept');
+      }
+      throw err;
+    }
+    const plan = planReload(running, next);
+    if (plan.kept.length > 0) logger.warn({ keys: plan.kept }, 'config reload: these settings need a restart; their running values are kept');
+    const previous = running;
+    running = plan.config;
+    registry.reconfigure({ defaultTtl: running.dns.ttl, allowCatchAllSubnets: running.registry.allowCatchAllSubnets, limits: running.registry.limits });
+    logger.level = running.log.level;
+    const workersApplied = await dns.reconfigure(running);
+    configStatus.hash = configHash(running);
+    configStatus.reloads.ok++;
+    configStatus.lastReloadAt = Date.now();
+    logger.info({ hash: configStatus.hash, applied: plan.applied, kept: plan.kept, ...(workersApplied ? {} : { workersApplied }) }, 'config reloaded');
+    if (previous.log.level !== running.log.level) logger.info({ from: previous.log.level, to: running.log.level }, 'log level changed');
+    return { hash: configStatus.hash, applied: plan.applied, kept: plan.kept, workersApplied };
+  };
+  // One at a time, in the order asked: a second SIGHUP waits for the first to finish.
+  const reload = (): Promise<ReloadResult> => {
+    const r = reloading.then(reloadOnce, reloadOnce);
+    reloading = r.catch(() => undefined);
+    return r;
+  };
   const metrics = new Metrics({
     registry,
     dns: dns.stats,
-    ...(dns.forwarder ? { forwarder: dns.forwarder } : {}),
+    forwarder: dns.forwarder,
     refresh: () => dns.refreshStats(),
     build: { version: VERSION, node: config.nodeId },
+    config: () => configStatus,
     ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
     ...(pgRegistry ? { cluster: () => pgRegistry.status() } : {}),
   });
@@ -79,6 +130,16 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     served: { current: () => dns.served(), waitFor: (n, ms) => dns.waitForServed(n, ms), waiting: () => dns.waiting(), visible: (n) => dns.visible(n) },
     ...(cluster ? { cluster } : {}),
     metrics, openMetrics: config.admin.openMetrics,
+    ...(opts.load ? {
+      reload: async () => {
+        try {
+          return await reload();
+        } catch (err) {
+          if (err instanceof ConfigError) throw new PrivdnsError('invalid_config', err.message, { key: err.key });
+          throw err;
+        }
+      },
+    } : {}),
     connections: {
       maxConnections: config.admin.maxConnections, keepAliveTimeoutMs: config.admin.keepAliveTimeoutMs,
       requestTimeoutMs: config.admin.requestTimeoutMs, headersTimeoutMs: config.admin.headersTimeoutMs,
@@ -143,7 +204,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     })();
     return stopping;
   };
-  return { registry, admin, get checker() { return checker; }, dns, stop };
+  return { registry, admin, get checker() { return checker; }, dns, reload, stop };
 }
 
 /** The lease holder's periodic work: instances whose drain is over, and old change history. */

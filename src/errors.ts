@@ -29,6 +29,8 @@ export const ERROR_STATUS = {
   catch_all_subnet: 422,
   address_outside_subnets: 422,
   invalid_ports: 422,
+  /** POST /v1/reload: the config file or environment has a bad key; the running config is kept. */
+  invalid_config: 422,
   not_implemented: 501,
   unavailable: 503,
   /** PostgreSQL cannot be reached: nothing was written; DNS still answers from memory. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Entry point of the `privdns` binary: `privdns serve [--config FILE]` runs the daemon; every
-// other subcommand is an operator command over the admin API (src/cli).
+// Entry point of the `privdns` binary: `privdns serve [--config FILE]` runs the daemon (SIGHUP
+// reloads its config, SIGTERM/SIGINT stop it); every other subcommand is an operator command over the admin API (src/cli).
 import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config/config.js';
 import { startDaemon } from './daemon.js';
@@ -16,9 +16,13 @@ async function serve(argv: string[]): Promise<number> {
     process.stderr.write(`privdns serve: ${(err as Error).message}; usage: privdns serve [--config FILE]\n`);
     return 2;
   }
+  const path = values.config ?? DEFAULT_CONFIG_PATH;
+  // SIGHUP's default would end the process: until the daemon can reload, one is ignored.
+  let onHangup = (): void => undefined;
+  process.on('SIGHUP', () => onHangup());
   let config: Config;
   try {
-    config = loadConfig(values.config ?? DEFAULT_CONFIG_PATH);
+    config = loadConfig(path);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -41,11 +45,17 @@ async function serve(argv: string[]): Promise<number> {
 
   let daemon;
   try {
-    daemon = await startDaemon(config, logger);
+    // A reload reads the same file and the environment the daemon was started with.
+    daemon = await startDaemon(config, logger, { load: () => loadConfig(path) });
   } catch (err) {
     logger.fatal({ err }, 'privdns failed to start');
     return 1;
   }
+  const running = daemon;
+  // reload() logs its outcome, a bad file as one line naming the key.
+  onHangup = () => void running.reload().catch((err: unknown) => {
+    if (!(err instanceof ConfigError)) logger.error({ err }, 'config reload failed');
+  });
   logger.info({ signal: await signal }, 'stopping');
   try {
     await daemon.stop();

@@ -17,10 +17,22 @@ export interface MetricsSources {
   refresh?: () => Promise<void>;
   /** privdns_build_info's labels: package.json's version and the node id (Config.nodeId). */
   build?: { version: string; node: string };
+  /** The running configuration's hash and reloads. */
+  config?: () => ConfigStatus;
   /** DNS worker processes (dns.workers > 1). */
   workers?: { replies(): { worker: number; replies: number }[]; restarts(): number };
   /** The change feed of a PostgreSQL registry. */
   cluster?: () => FeedStatus;
+}
+
+/** What /metrics says of the configuration (src/daemon.ts keeps it). */
+export interface ConfigStatus {
+  /** configHash() of the config running. */
+  hash: string;
+  /** Reloads since start, by result. */
+  reloads: { ok: number; error: number };
+  /** Unix ms of the last successful reload, or of the start. */
+  lastReloadAt: number;
 }
 
 type Labels = Record<string, string | number>;
@@ -83,6 +95,20 @@ export class Metrics {
         labelNames: ['version', 'node'],
         registers: [reg],
       }).set(src.build, 1);
+    }
+
+    const cfg = src.config;
+    if (cfg) {
+      reg.registerMetric(pulled('privdns_config_info', 'Always 1: the hash of the configuration running (settings a reload kept count at their running value).', 'gauge', () => [
+        { labels: { hash: cfg().hash }, value: 1 },
+      ]));
+      reg.registerMetric(pulled('privdns_config_reloads_total', 'Config reloads (SIGHUP, POST /v1/reload), by result: ok, or error (a bad file; the running config kept).', 'counter', () => [
+        { labels: { result: 'ok' }, value: cfg().reloads.ok },
+        { labels: { result: 'error' }, value: cfg().reloads.error },
+      ]));
+      reg.registerMetric(pulled('privdns_config_last_reload_timestamp_seconds', 'When the configuration running was loaded: the last successful reload, or the start.', 'gauge', () => [
+        { value: cfg().lastReloadAt / 1000 },
+      ]));
     }
 
     // Read from the database once per scrape; a database that cannot answer (PostgreSQL

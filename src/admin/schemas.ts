@@ -217,6 +217,15 @@ export const ResolveResult = Type.Object({
   ede: nullable(Type.Object({ infoCode: Type.Integer(), extraText: Type.String() }, { description: 'the Extended DNS Error (RFC 8914) sent' })),
 });
 
+/** POST /v1/reload: what the reload did. */
+export const ReloadResult = Type.Object({
+  hash: Type.String({ description: 'hash of the configuration now running (privdns_config_info{hash})' }),
+  applied: Type.Array(Type.String(), { description: 'live settings that changed, now applied' }),
+  kept: Type.Array(Type.String(), { description: 'restart-only settings that changed, kept at their running value until a restart' }),
+  workersApplied: Type.Boolean({ description: 'false if a DNS worker did not confirm the new config within 5 s' }),
+});
+export type ReloadResult = Static<typeof ReloadResult>;
+
 export const Health = Type.Object({ status: Type.String() });
 
 export type AccountParams = Static<typeof AccountParams>;

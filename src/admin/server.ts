@@ -13,7 +13,7 @@ import { ACCESS, requireToken, type Access } from './auth.js';
 import { clientErrorHandler, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ClusterView, type ResolveFn, type ServedRevision } from './routes.js';
-import { Health } from './schemas.js';
+import { Health, ReloadResult } from './schemas.js';
 
 /** A route behind the token, as registered: what the access tests enumerate. */
 export interface AdminRoute {
@@ -49,6 +49,8 @@ export interface AdminDeps {
   metrics?: Metrics;
   /** /metrics without the token. */
   openMetrics?: AdminSettings['openMetrics'];
+  /** POST /v1/reload: reads the config again (src/daemon.ts); absent, no such route. */
+  reload?: () => Promise<ReloadResult>;
   /** Bounds on connections; Node's defaults (none, 72 s keep-alive) when absent. */
   connections?: Pick<AdminSettings, 'maxConnections' | 'keepAliveTimeoutMs' | 'requestTimeoutMs' | 'headersTimeoutMs'>;
 }
@@ -148,6 +150,10 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
       throw new PrivdnsError('route_not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
     });
     registerRoutes(v1, deps.registry, deps.resolve, deps.served, deps.cluster);
+    // What SIGHUP does, for an operator who is not on the daemon's machine: 422 invalid_config
+    // naming the key when the file is bad (the running config kept).
+    const reload = deps.reload;
+    if (reload) v1.post('/v1/reload', { config: { access: 'root' }, schema: { response: { 200: ReloadResult } } }, async () => reload());
     if (!deps.openMetrics) serveMetrics(v1);
     v1.get('/v1/openapi.json', { schema: { hide: true }, config: { access: 'any' } }, async () => app.swagger());
   });

@@ -3,8 +3,8 @@
 // the DNS server itself. The API's shapes are the admin's own schemas (src/admin/schemas.ts).
 import { parseArgs } from 'node:util';
 import type {
-  Account, AccountList, AccountWritten, AuditList, Instance, InstanceList, InstanceWritten, ResolveResult, ServiceList, ServiceWithInstances,
-  ServiceWritten, TokenCreated, TokenList,
+  Account, AccountList, AccountWritten, AuditList, Instance, InstanceList, InstanceWritten, ReloadResult, ResolveResult, ServiceList,
+  ServiceWithInstances, ServiceWritten, TokenCreated, TokenList,
 } from '../admin/schemas.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseHostPort, type HostPort } from '../config/config.js';
 import { AdminClient, CliError, EXIT } from './client.js';
@@ -41,6 +41,7 @@ export const CLI_USAGE = `usage: privdns <command> [options]
   tokens list ACCOUNT | revoke ACCOUNT ID        (shown once at creation; listed and revoked by id)
   audit [--since REV] [--account A] [--limit N]  the registry's writes after REV: who, what, revision
   resolve NAME --from SOURCE_IP [--type TYPE]    what DNS answers that source, and why
+  reload                                         the daemon reads its config again (as on SIGHUP)
   dig NAME [TYPE] [--server HOST:PORT] [--tcp] [--timeout S] [--config FILE]
                                                  ask the DNS server from this machine (default server:
                                                  the first dns.listen, on loopback if it is a wildcard)
@@ -237,6 +238,18 @@ const COMMANDS: Record<string, Command> = {
       const q = new URLSearchParams({ source: values.from, name: name!, type: (values.type as string | undefined) ?? 'A' });
       const r = await client.request<ResolveResult>('GET', `/v1/resolve?${q}`);
       return print(io, values, r, () => formatResolve(r));
+    },
+  },
+  reload: {
+    args: [],
+    run: async ({ values, client, io }) => {
+      const r = await client.request<ReloadResult>('POST', '/v1/reload');
+      return print(io, values, r, () => [
+        `config reloaded: hash ${r.hash}`,
+        `  applied: ${r.applied.length > 0 ? r.applied.join(', ') : '(nothing changed)'}`,
+        ...(r.kept.length > 0 ? [`  kept until a restart: ${r.kept.join(', ')}`] : []),
+        ...(r.workersApplied ? [] : ['  warning: a DNS worker did not confirm the new config in time']),
+      ].join('\n'));
     },
   },
   dig: {

@@ -35,6 +35,8 @@ export interface Setting<T, D = unknown> {
   readonly doc: string;
   /** Shown in the README's table (the rest are in docs/design.md's). */
   readonly summary: boolean;
+  /** `live`: a reload (SIGHUP, POST /v1/reload) applies a change; `restart`: it keeps the running value. */
+  readonly reload: Reload;
   /** A key of the file; false: set by its variable only (a key of that name in the file is unknown). */
   readonly inFile: boolean;
   /** The default as config/default.yaml writes it; a Derived one follows other keys. */
@@ -60,10 +62,15 @@ export function defaultOf(s: Setting<unknown>, get: Lookup): unknown {
   return isDerived(s.default) ? s.default.of(get) : s.default;
 }
 
+/** Whether a reload applies a change of the setting, or only a restart does. */
+export type Reload = 'live' | 'restart';
+
 interface Common {
   env?: string;
   doc: string;
   summary?: boolean;
+  /** Default `live`. */
+  reload?: Reload;
 }
 
 function setting<T, D>(
@@ -82,6 +89,7 @@ function setting<T, D>(
     ...(c.env === undefined ? {} : { env: c.env }),
     doc: c.doc,
     summary: c.summary ?? false,
+    reload: c.reload ?? 'live',
   };
 }
 

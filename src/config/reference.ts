@@ -12,9 +12,9 @@ const END = '<!-- end of settings -->';
 export function settingsTable(scope: TableScope): string {
   const rows = [...SETTINGS_BY_KEY].filter(([, s]) => scope === 'all' || s.summary);
   return [
-    '| key | variable | default | values | meaning |',
-    '| --- | --- | --- | --- | --- |',
-    ...rows.map(([key, s]) => `| ${s.inFile ? `\`${key}\`` : '(variable only)'} | ${s.env ? `\`${s.env}\`` : ''} | ${defaultText(s)} | ${valuesText(s)} | ${s.doc} |`),
+    '| key | variable | default | values | reload | meaning |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...rows.map(([key, s]) => `| ${s.inFile ? `\`${key}\`` : '(variable only)'} | ${s.env ? `\`${s.env}\`` : ''} | ${defaultText(s)} | ${valuesText(s)} | ${s.reload} | ${s.doc} |`),
   ].join('\n');
 }
 

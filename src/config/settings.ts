@@ -16,16 +16,16 @@ export const ADMIN_TOKEN_FILE = 'admin-token';
 export const SETTINGS = {
   dns: {
     listen: listenAddresses({
-      default: ['127.0.0.1:5300'], env: 'PRIVDNS_DNS_LISTEN', summary: true,
+      default: ['127.0.0.1:5300'], env: 'PRIVDNS_DNS_LISTEN', summary: true, reload: 'restart',
       doc: 'where DNS is answered, UDP and TCP each; a wildcard address gets a UDP socket per local address',
     }),
     interfacePollMs: integer({
-      default: 5000, min: 0, max: 3_600_000,
+      default: 5000, min: 0, max: 3_600_000, reload: 'restart',
       doc: 'how often a wildcard `dns.listen` looks for local addresses to bind or close (ms); 0: never',
     }),
     // At most 64: more DNS processes than that only add memory and contention on the shared sockets.
     workers: processCount({
-      default: 'auto', max: 64, env: 'PRIVDNS_DNS_WORKERS', summary: true,
+      default: 'auto', max: 64, env: 'PRIVDNS_DNS_WORKERS', summary: true, reload: 'restart',
       doc: 'processes answering DNS, sharing the listeners; `auto`: one per core; `1` answers in the daemon\'s own process',
     }),
     ttl: integer({ default: 5, min: 0, max: DAY_S, doc: 'TTL of private answers, seconds' }),
@@ -61,25 +61,25 @@ export const SETTINGS = {
     }),
   },
   admin: {
-    listen: hostPort({ default: '127.0.0.1:8053', env: 'PRIVDNS_ADMIN_LISTEN', summary: true, doc: 'where the admin HTTP API listens' }),
-    token: string({
+    listen: hostPort({ reload: 'restart', default: '127.0.0.1:8053', env: 'PRIVDNS_ADMIN_LISTEN', summary: true, doc: 'where the admin HTTP API listens' }),
+    token: string({ reload: 'restart',
       default: '', env: 'PRIVDNS_ADMIN_TOKEN', summary: true,
       doc: 'bearer token of the admin API; empty: read or generated into `<dataDir>/admin-token` (0600)',
     }),
-    bodyLimitBytes: integer({ default: 65_536, min: 256, max: 64 * 1024 * 1024, doc: 'largest request body; larger get 413' }),
-    openMetrics: boolean({ default: false, doc: 'serve /metrics without the token (for scrapers on a trusted network)' }),
-    maxConnections: integer({ default: 256, min: 1, max: 1_000_000, summary: true, doc: 'open admin connections; more are closed on accept' }),
-    keepAliveTimeoutMs: integer({ default: 5000, min: 100, max: 600_000, doc: 'an idle keep-alive connection is closed after this long' }),
-    headersTimeoutMs: integer({
+    bodyLimitBytes: integer({ reload: 'restart', default: 65_536, min: 256, max: 64 * 1024 * 1024, doc: 'largest request body; larger get 413' }),
+    openMetrics: boolean({ reload: 'restart', default: false, doc: 'serve /metrics without the token (for scrapers on a trusted network)' }),
+    maxConnections: integer({ reload: 'restart', default: 256, min: 1, max: 1_000_000, summary: true, doc: 'open admin connections; more are closed on accept' }),
+    keepAliveTimeoutMs: integer({ reload: 'restart', default: 5000, min: 100, max: 600_000, doc: 'an idle keep-alive connection is closed after this long' }),
+    headersTimeoutMs: integer({ reload: 'restart',
       default: { text: 'the lower of 5000 and `admin.requestTimeoutMs`', of: (get) => Math.min(5000, get('admin.requestTimeoutMs')) },
       min: 100, max: atLeastKey('admin.requestTimeoutMs'),
       doc: 'longest a request\'s headers may take to arrive',
     }),
-    requestTimeoutMs: integer({ default: 10_000, min: 100, max: 600_000, doc: 'longest a whole request may take to arrive' }),
+    requestTimeoutMs: integer({ reload: 'restart', default: 10_000, min: 100, max: 600_000, doc: 'longest a whole request may take to arrive' }),
   },
-  dataDir: string({ default: './data', env: 'PRIVDNS_DATA_DIR', emptyEnvIsUnset: true, summary: true, doc: 'directory of the SQLite database' }),
-  nodeId: nodeName({ env: 'PRIVDNS_NODE_ID', summary: true, doc: 'this daemon\'s name in a cluster (`privdns_build_info{node}`)' }),
-  zone: domainName({ default: 'internal', env: 'PRIVDNS_ZONE', summary: true, doc: 'the private zone' }),
+  dataDir: string({ reload: 'restart', default: './data', env: 'PRIVDNS_DATA_DIR', emptyEnvIsUnset: true, summary: true, doc: 'directory of the SQLite database' }),
+  nodeId: nodeName({ reload: 'restart', env: 'PRIVDNS_NODE_ID', summary: true, doc: 'this daemon\'s name in a cluster (`privdns_build_info{node}`)' }),
+  zone: domainName({ reload: 'restart', default: 'internal', env: 'PRIVDNS_ZONE', summary: true, doc: 'the private zone' }),
   upstreams: resolverAddresses({
     default: [], env: 'PRIVDNS_UPSTREAMS', summary: true,
     doc: 'resolvers for names outside the zone; `system`: resolv.conf\'s; empty: such names are REFUSED',
@@ -110,27 +110,27 @@ export const SETTINGS = {
     }),
   },
   checker: {
-    bindTimeoutSeconds: integer({
+    bindTimeoutSeconds: integer({ reload: 'restart',
       default: 60, min: 1, max: DAY_S, env: 'PRIVDNS_BIND_TIMEOUT_S', summary: true,
       doc: 'default deadline for an instance to bind its declared ports, seconds',
     }),
-    retryInitialMs: integer({ default: 250, min: 10, max: 60_000, doc: 'first back-off between connect attempts while pending; doubles' }),
-    retryMaxMs: integer({ default: 2000, min: atLeastKey('checker.retryInitialMs'), max: 600_000, doc: 'longest back-off between connect attempts' }),
-    connectTimeoutMs: integer({ default: 1000, min: 10, max: 60_000, doc: 'timeout of one TCP connect attempt' }),
-    httpTimeoutMs: integer({
+    retryInitialMs: integer({ reload: 'restart', default: 250, min: 10, max: 60_000, doc: 'first back-off between connect attempts while pending; doubles' }),
+    retryMaxMs: integer({ reload: 'restart', default: 2000, min: atLeastKey('checker.retryInitialMs'), max: 600_000, doc: 'longest back-off between connect attempts' }),
+    connectTimeoutMs: integer({ reload: 'restart', default: 1000, min: 10, max: 60_000, doc: 'timeout of one TCP connect attempt' }),
+    httpTimeoutMs: integer({ reload: 'restart',
       default: 2000, min: 10, max: 60_000,
       doc: 'whole exchange of one HTTP health check of a web service with a `healthCheckPath`, connect to status',
     }),
-    concurrency: integer({ default: 256, min: 1, max: 100_000, doc: 'connect attempts in flight at once' }),
-    livenessIntervalSeconds: integer({ default: 10, min: 1, max: DAY_S, doc: 'interval of the liveness checks of live instances' }),
-    livenessFailureThreshold: integer({ default: 3, min: 1, max: 1000, doc: 'consecutive failed checks before an instance is unhealthy' }),
+    concurrency: integer({ reload: 'restart', default: 256, min: 1, max: 100_000, doc: 'connect attempts in flight at once' }),
+    livenessIntervalSeconds: integer({ reload: 'restart', default: 10, min: 1, max: DAY_S, doc: 'interval of the liveness checks of live instances' }),
+    livenessFailureThreshold: integer({ reload: 'restart', default: 3, min: 1, max: 1000, doc: 'consecutive failed checks before an instance is unhealthy' }),
   },
   log: {
     level: oneOf({
       default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], env: 'PRIVDNS_LOG_LEVEL', summary: true,
       doc: 'pino log level',
     }),
-    format: oneOf({
+    format: oneOf({ reload: 'restart',
       default: 'auto', choices: LOG_FORMATS, env: 'PRIVDNS_LOG_FORMAT', summary: true,
       doc: '`auto`: readable lines (pino-pretty) on a terminal, JSON lines otherwise; `json` or `pretty` force one',
     }),
@@ -151,28 +151,28 @@ export const SETTINGS = {
       servicesPerAccount: integer({ default: 10_000, min: 1, max: 10_000_000, summary: true, doc: 'services of one account' }),
       instancesPerService: integer({ default: 100_000, min: 1, max: 10_000_000, summary: true, doc: 'instances of one service' }),
     },
-    auditRetention: integer({
+    auditRetention: integer({ reload: 'restart',
       default: 100_000, min: 1000, max: 100_000_000,
       doc: 'revisions of audit log kept (one entry per write); older entries are pruned every 1000 revisions',
     }),
-    url: databaseUrl({
+    url: databaseUrl({ reload: 'restart',
       default: '', env: 'PRIVDNS_REGISTRY_URL', summary: true,
       doc: 'empty: a SQLite file in `dataDir`, one node; `postgres://…`: one PostgreSQL database shared by every node (docs/cluster.md)',
     }),
   },
   /** With a PostgreSQL registry: this node among the others (docs/cluster.md). */
   cluster: {
-    leaseSeconds: integer({
+    leaseSeconds: integer({ reload: 'restart',
       default: 10, min: 1, max: 3600,
       doc: 'the checker lease (port checker, drains, pruning) passes to another node this long after its holder stops renewing',
     }),
-    nodeTimeoutSeconds: integer({ default: 10, min: 1, max: 3600, doc: 'a node whose heartbeat is older is not waited for by writes, nor listed as live' }),
-    ackTimeoutMs: integer({
+    nodeTimeoutSeconds: integer({ reload: 'restart', default: 10, min: 1, max: 3600, doc: 'a node whose heartbeat is older is not waited for by writes, nor listed as live' }),
+    ackTimeoutMs: integer({ reload: 'restart',
       default: 2000, min: 0, max: 60_000, summary: true,
       doc: 'a write waits this long for every live node to serve it, then answers `privdns-visible: partial`',
     }),
-    maxStaleSeconds: integer({ default: 30, min: 1, max: DAY_S, doc: '/readyz is 503 `registry_stale` once the database has been unreachable this long' }),
-    changesRetention: integer({
+    maxStaleSeconds: integer({ reload: 'restart', default: 30, min: 1, max: DAY_S, doc: '/readyz is 503 `registry_stale` once the database has been unreachable this long' }),
+    changesRetention: integer({ reload: 'restart',
       default: 100_000, min: 100, max: 100_000_000,
       doc: 'revisions of change history kept; a node further behind reads the whole registry again',
     }),

@@ -13,7 +13,7 @@ import { addressBytes } from '../net/ip.js';
 import { parseAddress } from '../net/subnets.js';
 import { createExplainer, type ExplainQuery, type ExplainResult } from './server/explain.js';
 import { Forwarder } from './forward/forwarder.js';
-import type { ForwarderStats } from './forward/stats.js';
+import { emptyForwarderStats, type ForwarderStats } from './forward/stats.js';
 import { AccountIndex } from './zone/account-index.js';
 import { ResponseRateLimiter } from './server/rate-limit.js';
 import { DnsServer } from './server/dns-server.js';
@@ -27,8 +27,8 @@ export interface DnsService {
   index: AccountIndex;
   /** Query counters, read by the metrics endpoint (summed over the workers). */
   stats: QueryCountsView;
-  /** The forwarder's counters; null without upstreams. */
-  forwarder: { stats(): ForwarderStats } | null;
+  /** The forwarder's counters (all zero without upstreams). */
+  forwarder: { stats(): ForwarderStats };
   handler: QueryHandler;
   /** The listeners, when they run in this process (dns.workers = 1). */
   server: DnsServer | null;
@@ -52,19 +52,47 @@ export interface DnsService {
   resolve(q: ExplainQuery): Promise<ExplainResult>;
   /** True once every listener is bound, until stop(). */
   isReady(): boolean;
+  /**
+   * Applies a reloaded config's live settings in every DNS process (the caller has kept the
+   * restart-only ones at their running values). True once every worker has applied it; false
+   * if one did not answer in time (it gets the config again if it is replaced).
+   */
+  reconfigure(config: Config): Promise<boolean>;
   stop(): Promise<void>;
 }
 
-/** What answers queries over an index: one per DNS process. */
+/**
+ * What answers queries over an index: one per DNS process. A reload (reconfigureAnswering)
+ * replaces the zone and handler and reconfigures the forwarder in place; the counters stay.
+ */
 export interface Answering {
   zone: Zone;
   forwarder: Forwarder | null;
-  stats: QueryStats;
+  readonly stats: QueryStats;
   handler: QueryHandler;
 }
 
 /** The zone, forwarder and handler over `index`, configured the same in every DNS process. */
 export function createAnswering(config: Config, index: AccountIndex, log: Logger, countStats = true): Answering {
+  const forwarder = config.upstreams.length > 0 ? new Forwarder({ upstreams: config.upstreams, ...config.forward, logger: log }) : null;
+  const stats = new QueryStats();
+  return { stats, forwarder, ...zoneAndHandler(config, index, log, stats, forwarder, countStats) };
+}
+
+/**
+ * Applies a reloaded config's live settings to `a`: the next query is answered by a new
+ * handler (TTLs, limits, operator subnets, query log; pre-encoded answers start over) and the
+ * same forwarder with the new upstreams and limits. Queries in flight finish on what they
+ * started with, and nothing is closed: a forwarder no longer needed (no upstreams) is only let go.
+ */
+export function reconfigureAnswering(a: Answering, config: Config, index: AccountIndex, log: Logger, countStats = true): void {
+  if (config.upstreams.length === 0) a.forwarder = null;
+  else if (a.forwarder) a.forwarder.reconfigure({ upstreams: config.upstreams, ...config.forward });
+  else a.forwarder = new Forwarder({ upstreams: config.upstreams, ...config.forward, logger: log });
+  Object.assign(a, zoneAndHandler(config, index, log, a.stats, a.forwarder, countStats));
+}
+
+function zoneAndHandler(config: Config, index: AccountIndex, log: Logger, stats: QueryStats, forwarder: Forwarder | null, countStats: boolean): Pick<Answering, 'zone' | 'handler'> {
   const zone = new Zone({
     zone: config.zone,
     ttl: config.dns.ttl,
@@ -72,10 +100,6 @@ export function createAnswering(config: Config, index: AccountIndex, log: Logger
     pendingNegativeTtl: config.dns.pendingNegativeTtl,
     nsAddresses: nsAddresses(config.dns.listen.map((l) => l.host)),
   });
-  const forwarder = config.upstreams.length > 0
-    ? new Forwarder({ upstreams: config.upstreams, ...config.forward, logger: log })
-    : null;
-  const stats = new QueryStats();
   const handler = new QueryHandler({
     ...(countStats ? { stats } : {}),
     index,
@@ -87,7 +111,7 @@ export function createAnswering(config: Config, index: AccountIndex, log: Logger
     logger: log,
     queryLog: countStats ? QueryLog.from(log, config.log.queries ?? 'off', config.log.querySample ?? 1) : null,
   });
-  return { zone, forwarder, stats, handler };
+  return { zone, handler };
 }
 
 /** The listeners of one DNS process over its handler. */
@@ -97,13 +121,27 @@ export function createServer(config: Config, answering: Answering, log: Logger):
   return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, rateLimit, stats: answering.stats, logger: log });
 }
 
+/**
+ * Points `server`'s sockets and connections at `answering`'s (reconfigured) handler with
+ * `config`'s limits. The rate limiter starts afresh only when its settings changed.
+ */
+export function reconfigureServer(server: DnsServer, config: Config, previous: Config, answering: Answering): void {
+  const rl = config.dns.rateLimit;
+  const same = JSON.stringify(rl) === JSON.stringify(previous.dns.rateLimit);
+  server.reconfigure({
+    handler: answering.handler,
+    tcp: config.dns.tcp,
+    clientPrefix: { ipv4PrefixLength: rl.ipv4PrefixLength, ipv6PrefixLength: rl.ipv6PrefixLength },
+    rateLimit: same ? 'keep' : ResponseRateLimiter.from(rl),
+  });
+}
+
 export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
   const index = AccountIndex.follow(registry);
   const inProcess = config.dns.workers <= 1;
   // With workers, this process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
   const answering = createAnswering(config, index, log, inProcess);
-  const { forwarder, handler } = answering;
   const server = inProcess ? createServer(config, answering, log) : null;
   const workers = inProcess ? null : new DnsWorkers({ config, registry, index, logger: log });
   try {
@@ -112,17 +150,21 @@ export async function startDns(config: Config, registry: RegistryStore, logger: 
     else await workers!.start();
   } catch (err) {
     await workers?.stop();
-    forwarder?.close();
+    answering.forwarder?.close();
     index.close();
     throw err;
   }
   let ready = true;
+  let running = config;
   log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length, workers: config.dns.workers }, 'DNS listening');
   return {
     index,
     stats: workers?.stats ?? answering.stats,
-    forwarder: workers === null ? forwarder : config.upstreams.length > 0 ? workers.forwarder : null,
-    handler,
+    // Always there: a reload may add upstreams to a daemon started without.
+    forwarder: { stats: () => (workers ? workers.forwarder.stats() : (answering.forwarder?.stats() ?? emptyForwarderStats())) },
+    get handler() {
+      return answering.handler;
+    },
     server,
     workers,
     refreshStats: async () => workers?.collectStats(),
@@ -131,12 +173,19 @@ export async function startDns(config: Config, registry: RegistryStore, logger: 
     waiting: () => workers?.waiting ?? index.waiting,
     // In one process the index applies a change before the write returns: visible at once.
     visible: async (n) => workers?.visible(n),
-    resolve: createExplainer(handler),
+    resolve: createExplainer(() => answering.handler),
     isReady: () => ready,
+    reconfigure: async (next) => {
+      const previous = running;
+      running = next;
+      reconfigureAnswering(answering, next, index, log, inProcess);
+      if (server) reconfigureServer(server, next, previous, answering);
+      return (await workers?.reconfigure(next)) ?? true;
+    },
     stop: async () => {
       ready = false;
       await (server ?? workers)?.stop();
-      forwarder?.close();
+      answering.forwarder?.close();
       index.close();
     },
   };

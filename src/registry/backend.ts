@@ -11,6 +11,7 @@
 // which indexSnapshot() must be taken anew in place of what was built from earlier events.
 import type { EventEmitter } from 'node:events';
 import type { Account, AuditAction, AuditEntry, Instance, InstanceState, PortResult, RegistryChange, Service, ServiceType, Token } from './types.js';
+import type { RegistryLimits } from './rules.js';
 
 export type Awaitable<T> = T | Promise<T>;
 
@@ -100,6 +101,8 @@ export interface RegistryStore extends EventEmitter<RegistryEvents> {
   /** The latest committed revision (in the database, not what this node has applied). */
   revision(): Awaitable<number>;
   counts(): Awaitable<RegistryCounts>;
+  /** Settings a reload may change (registry.limits, registry.allowCatchAllSubnets, dns.ttl). */
+  reconfigure(rules: RegistryRules): void;
 
   // Every write takes the actor the audit log names (a token id, or ROOT_ACTOR, the default)
   // and records its entry in its own transaction, with its revision.
@@ -145,4 +148,12 @@ export interface RegistryStore extends EventEmitter<RegistryEvents> {
   /** Open and, with PostgreSQL, the index built and the feed not stale past cluster.maxStaleSeconds. */
   isReady(): boolean;
   close(): Awaitable<void>;
+}
+
+/** The registry's part of a reloaded config. */
+export interface RegistryRules {
+  /** dns.ttl: how long a resolver may hold an answer, for drains. */
+  defaultTtl: number;
+  allowCatchAllSubnets: boolean;
+  limits: RegistryLimits;
 }

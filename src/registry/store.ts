@@ -18,6 +18,7 @@ import type {
   NewInstance,
   NewService,
   RegistryCounts,
+  RegistryRules,
   RegistryEvents,
   RegistryStore,
   TokenCredential,
@@ -132,9 +133,9 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
   private readonly now: () => number;
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   private readonly defaultBindTimeoutSeconds: number;
-  private readonly defaultTtl: number;
-  private readonly allowCatchAllSubnets: boolean;
-  private readonly limits: RegistryLimits;
+  private defaultTtl: number;
+  private allowCatchAllSubnets: boolean;
+  private limits: RegistryLimits;
   private readonly auditRetention: number;
   /** Every account's subnets, for the overlap check; kept in step after each commit. */
   private readonly owners: SubnetOwners;
@@ -243,6 +244,13 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     // dns.ttl may have grown since the last run: live instances are served with it from now.
     this.stmt.markAllLiveServed.run(this.defaultTtl);
     this.scheduleDrainSweep();
+  }
+
+  /** A reload's registry settings: later writes are checked against them (nothing stored is re-checked). */
+  reconfigure(rules: RegistryRules): void {
+    this.defaultTtl = rules.defaultTtl;
+    this.allowCatchAllSubnets = rules.allowCatchAllSubnets;
+    this.limits = { ...rules.limits };
   }
 
   close(): void {

@@ -44,6 +44,7 @@ const EXPECTED: Record<string, Access> = {
   'GET /v1/resolve': 'root',
   'GET /metrics': 'root',
   'GET /v1/openapi.json': 'any',
+  'POST /v1/reload': 'root',
 };
 
 interface Fixture { subnet: string; instance: string; token: string; tokenId: string }
@@ -78,6 +79,7 @@ describe('admin route access by token', () => {
         throw new PrivdnsError('invalid_request', 'not asked here');
       },
       metrics: new Metrics({ registry }),
+      reload: async () => ({ hash: 'h', applied: [], kept: [], workersApplied: true }),
     });
   });
   after(async () => {

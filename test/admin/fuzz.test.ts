@@ -108,7 +108,7 @@ describe('admin API under hostile input (in-process, real registry)', () => {
     registry = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });
     index = AccountIndex.follow(registry);
     const handler = new QueryHandler({ index, zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }), maxUdpPayload: 1232 });
-    app = await buildAdminServer({ registry, logger: pino({ level: 'silent' }), token: TOKEN, bodyLimitBytes: 65_536, resolve: createExplainer(handler) });
+    app = await buildAdminServer({ registry, logger: pino({ level: 'silent' }), token: TOKEN, bodyLimitBytes: 65_536, resolve: createExplainer(() => handler) });
     routes = routesOf(app);
     registry.createAccount('acme', ['10.1.0.0/16']);
     registry.createService('acme', { name: 'redis', type: 'private_service', ports: [6379] });

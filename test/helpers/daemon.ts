@@ -58,6 +58,8 @@ export interface DaemonOptions {
   adminPort?: number;
   /** A config file for `serve --config`; the PRIVDNS_* variables set here still override it. */
   configFile?: string;
+  /** PRIVDNS_* variables this helper sets by default that the daemon must not get, so the config file's value counts. */
+  unset?: string[];
   /** A command the daemon runs under, which execs it (`ip netns exec <ns>`): its PID stays the daemon's. */
   wrap?: string[];
   /** The admin API's address (default 127.0.0.1), for a daemon in a network namespace. */
@@ -99,6 +101,7 @@ export class TestDaemon {
     private readonly wrap: string[] = [],
     readonly adminHost = '127.0.0.1',
     private readonly fdLimit?: number,
+    private readonly unset: string[] = [],
   ) {}
 
   get adminUrl(): string {
@@ -107,7 +110,7 @@ export class TestDaemon {
 
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'privdns-test-'));
-    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile, opts.wrap, opts.adminHost, opts.fdLimit);
+    const d = new TestDaemon(dataDir, opts.dnsPort ?? (await freePort()), opts.adminPort ?? (await freePort()), opts.env ?? {}, opts.configFile, opts.wrap, opts.adminHost, opts.fdLimit, opts.unset);
     watched.add(d);
     await d.launch();
     return d;
@@ -122,20 +125,19 @@ export class TestDaemon {
       ? [process.execPath, ...args]
       : ['bash', '-c', `ulimit -n ${this.fdLimit} && exec "$0" "$@"`, process.execPath, ...args];
     const argv = [...this.wrap, ...daemon];
-    this.proc = spawn(argv[0]!, argv.slice(1), {
-      env: {
-        PATH: process.env.PATH ?? '',
-        PRIVDNS_DNS_LISTEN: `127.0.0.1:${this.dnsPort}`,
-        PRIVDNS_ADMIN_LISTEN: `${this.adminHost}:${this.adminPort}`,
-        PRIVDNS_DATA_DIR: this.dataDir,
-        PRIVDNS_ADMIN_TOKEN: this.token,
-        PRIVDNS_UPSTREAMS: '',
-        PRIVDNS_LOG_LEVEL: 'info',
-        PRIVDNS_DNS_WORKERS: DNS_WORKERS,
-        ...this.env,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '',
+      PRIVDNS_DNS_LISTEN: `127.0.0.1:${this.dnsPort}`,
+      PRIVDNS_ADMIN_LISTEN: `${this.adminHost}:${this.adminPort}`,
+      PRIVDNS_DATA_DIR: this.dataDir,
+      PRIVDNS_ADMIN_TOKEN: this.token,
+      PRIVDNS_UPSTREAMS: '',
+      PRIVDNS_LOG_LEVEL: 'info',
+      PRIVDNS_DNS_WORKERS: DNS_WORKERS,
+      ...this.env,
+    };
+    for (const name of this.unset) delete env[name];
+    this.proc = spawn(argv[0]!, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.stopping = false;
     this.plannedSinceLaunch = 0;
     this.restartsSeen = 0;

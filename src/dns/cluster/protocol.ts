@@ -2,7 +2,8 @@
 // serialisation), both directions. A worker says hello; the daemon answers with init (its slot
 // and the config), the registry snapshot in chunks, and loaded (the snapshot's revision);
 // then changes as they commit, each batch acked with the revision applied. stats asks for
-// the worker's counters (answered with the same id); stop ends it.
+// the worker's counters (answered with the same id); config hands it a reloaded
+// configuration (acked by configured); stop ends it.
 import type { Config } from '../../config/config.js';
 import type { IndexedInstance } from '../../registry/store.js';
 import type { Account, RegistryChange, Service } from '../../registry/types.js';
@@ -17,6 +18,8 @@ export type ToWorker =
   | { t: 'reload' }
   | { t: 'changes'; changes: RegistryChange[] }
   | { t: 'stats'; id: number }
+  /** A reloaded config (SIGHUP, POST /v1/reload): its live settings apply from the next query; answered by 'configured'. */
+  | { t: 'config'; id: number; config: Config }
   | { t: 'stop' };
 
 export type FromWorker =
@@ -24,4 +27,5 @@ export type FromWorker =
   | { t: 'ack'; revision: number }
   | { t: 'listening' }
   | { t: 'failed'; message: string }
-  | { t: 'stats'; id: number; queries: QueryStatsData; forwarder: ForwarderStats | null };
+  | { t: 'stats'; id: number; queries: QueryStatsData; forwarder: ForwarderStats | null }
+  | { t: 'configured'; id: number };

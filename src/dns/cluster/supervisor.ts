@@ -38,6 +38,8 @@ const STATS_TIMEOUT_MS = 500;
 const STOP_TIMEOUT_MS = 3000;
 /** Start-up: every worker listening within this, or the daemon fails to start. */
 const START_TIMEOUT_MS = 30_000;
+/** How long a reload waits for every worker to apply the new config. */
+const CONFIG_TIMEOUT_MS = 5000;
 
 type SlotState = 'starting' | 'loading' | 'serving';
 
@@ -66,6 +68,7 @@ interface Waiter {
 }
 
 export interface DnsWorkersOptions {
+  /** Replaced by reconfigure(): what a worker forked later starts with. */
   config: Config;
   registry: RegistryStore;
   /** The daemon's own index (following the registry): part of what "served" means. */
@@ -81,6 +84,8 @@ export class DnsWorkers {
   private stopping = false;
   private nextStatsId = 1;
   private readonly statsWaits = new Map<number, { left: Set<Slot>; done: () => void }>();
+  private nextConfigId = 1;
+  private readonly configWaits = new Map<number, { left: Set<Slot>; done: () => void }>();
   private readonly onChange = (change: RegistryChange): void => this.enqueue(change);
   private readonly onResync = (): void => this.reloadAll();
   private readonly flush = (): void => this.send();
@@ -232,6 +237,30 @@ export class DnsWorkers {
     this.mergedForwarder = fwd.length > 0 ? sumForwarderStats(fwd) : null;
   }
 
+  /**
+   * Hands a reloaded config to every worker: a worker forked from now on starts with it, one
+   * running applies it from its next query. True once every running worker said so; false
+   * after CONFIG_TIMEOUT_MS without all of them.
+   */
+  async reconfigure(config: Config): Promise<boolean> {
+    this.opts.config = config;
+    const id = this.nextConfigId++;
+    // A slot still 'starting' has not been sent init yet: it gets this config with it.
+    const asked = new Set(this.slots.filter((s) => s.state !== 'starting' && s.worker?.isConnected()));
+    if (asked.size === 0) return true;
+    return new Promise<boolean>((resolve) => {
+      const configWaits = this.configWaits;
+      const timer = setTimeout(() => finish(false), CONFIG_TIMEOUT_MS);
+      function finish(all: boolean): void {
+        clearTimeout(timer);
+        configWaits.delete(id);
+        resolve(all);
+      }
+      this.configWaits.set(id, { left: asked, done: () => finish(true) });
+      for (const s of asked) this.post(s, { t: 'config', id, config });
+    });
+  }
+
   /** Replies per worker position (earlier processes of the position included), as of the last collectStats(). */
   perWorker(): { worker: number; pid: number | null; replies: number }[] {
     return this.slots.map((s) => {
@@ -377,6 +406,14 @@ export class DnsWorkers {
         this.log.error({ worker: slot.index, pid: worker.process.pid, reason: msg.message }, 'DNS worker could not start');
         this.startup?.reject(new Error(msg.message));
         return;
+      case 'configured': {
+        const wait = this.configWaits.get(msg.id);
+        if (wait) {
+          wait.left.delete(slot);
+          if (wait.left.size === 0) wait.done();
+        }
+        return;
+      }
       case 'stats': {
         slot.last = { queries: msg.queries, forwarder: msg.forwarder };
         const wait = this.statsWaits.get(msg.id);
@@ -396,7 +433,8 @@ export class DnsWorkers {
     if (slot.last) slot.retired.add(slot.last.queries);
     slot.last = null;
     slot.state = 'starting';
-    for (const wait of this.statsWaits.values()) {
+    // A worker gone is not waited for: its replacement starts with the current config.
+    for (const wait of [...this.statsWaits.values(), ...this.configWaits.values()]) {
       wait.left.delete(slot);
       if (wait.left.size === 0) wait.done();
     }

@@ -12,7 +12,7 @@ import type { RegistryChange } from '../../registry/types.js';
 import { AccountIndex } from '../zone/account-index.js';
 import type { DnsServer } from '../server/dns-server.js';
 import { QueryStats } from '../server/counters.js';
-import { createAnswering, createServer, type Answering } from '../setup.js';
+import { createAnswering, createServer, reconfigureAnswering, reconfigureServer, type Answering } from '../setup.js';
 import type { FromWorker, ToWorker } from './protocol.js';
 
 if (!cluster.isWorker) {
@@ -24,6 +24,8 @@ const index = new AccountIndex();
 let answering: Answering | null = null;
 let server: DnsServer | null = null;
 let log: Logger | null = null;
+let root: Logger | null = null;
+let running: Config | null = null;
 /** Changes at or below the snapshot's revision are already in it. */
 let loadedAt = -1;
 let staging: AccountIndex | null = null;
@@ -37,6 +39,8 @@ function send(msg: FromWorker): void {
 // or a kill of the whole process group reaches the workers too, and must not race it.
 process.on('SIGTERM', () => undefined);
 process.on('SIGINT', () => undefined);
+// A reload comes from the daemon as a 'config' message; a SIGHUP to the whole group must not end a worker.
+process.on('SIGHUP', () => undefined);
 
 process.on('message', (msg: ToWorker) => {
   switch (msg.t) {
@@ -71,6 +75,10 @@ process.on('message', (msg: ToWorker) => {
     case 'stats':
       send({ t: 'stats', id: msg.id, queries: (answering?.stats ?? new QueryStats()).data(), forwarder: answering?.forwarder?.stats() ?? null });
       return;
+    case 'config':
+      reconfigure(msg.config);
+      send({ t: 'configured', id: msg.id });
+      return;
     case 'stop':
       void stop();
       return;
@@ -80,14 +88,32 @@ send({ t: 'hello' });
 
 function init(slot: number, config: Config): void {
   // The daemon's own logger setup (format, redaction), so a worker's lines read like the daemon's.
-  log = createLogger(config.log).child({ worker: slot, component: 'dns' });
+  root = createLogger(config.log);
+  log = root.child({ worker: slot, component: 'dns' });
   answering = createAnswering(config, index, log);
-  // Response rate limiting is kept per process. Under a flood the kernel spreads a prefix's
-  // datagrams over all the workers reading the shared socket, so each enforces its share
-  // and together they hold the configured rate.
+  running = workerShare(config);
+  server = createServer(running, answering, log);
+}
+
+/** A reloaded config: the next query is answered with its live settings; sockets and connections stay. */
+function reconfigure(config: Config): void {
+  if (!answering || !server || !log || !root || !running) return;
+  root.level = config.log.level;
+  reconfigureAnswering(answering, config, index, log);
+  const next = workerShare(config);
+  reconfigureServer(server, next, running, answering);
+  running = next;
+}
+
+/**
+ * The config with this worker's share of the rate limit. Response rate limiting is kept per
+ * process. Under a flood the kernel spreads a prefix's datagrams over all the workers reading
+ * the shared socket, so each enforces its share and together they hold the configured rate.
+ */
+function workerShare(config: Config): Config {
   const rl = config.dns.rateLimit;
   const perWorker = rl.responsesPerSecond === 0 ? 0 : Math.max(1, Math.ceil(rl.responsesPerSecond / config.dns.workers));
-  server = createServer({ ...config, dns: { ...config.dns, rateLimit: { ...rl, responsesPerSecond: perWorker } } }, answering, log);
+  return { ...config, dns: { ...config.dns, rateLimit: { ...rl, responsesPerSecond: perWorker } } };
 }
 
 function apply(changes: RegistryChange[]): void {

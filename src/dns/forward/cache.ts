@@ -104,10 +104,23 @@ export class ForwardCache {
   private bytes = 0;
   private evictions = 0;
   private expired = 0;
-  private readonly staleMs: number;
+  private staleMs: number;
 
-  constructor(private readonly maxEntries: number, private readonly maxBytes: number, staleMaxSeconds = 0) {
+  constructor(private maxEntries: number, private maxBytes: number, staleMaxSeconds = 0) {
     this.staleMs = staleMaxSeconds * 1000;
+  }
+
+  /** New bounds (a reload): least recently used answers go until the cache fits them. */
+  resize(maxEntries: number, maxBytes: number, staleMaxSeconds: number): void {
+    this.maxEntries = maxEntries;
+    this.maxBytes = maxBytes;
+    this.staleMs = staleMaxSeconds * 1000;
+    while (this.slots.size > maxEntries || this.bytes > maxBytes) {
+      const oldest = this.slots.keys().next();
+      if (oldest.done === true) break;
+      this.delete(oldest.value);
+      this.evictions++;
+    }
   }
 
   /** The fresh answer stored under `key`, or undefined; an expired one is dropped once past the stale window. */

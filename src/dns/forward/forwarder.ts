@@ -65,19 +65,20 @@ const MAX_PASSES = 3;
 type UpstreamOutcome = StoredAnswer | null;
 
 export class Forwarder {
-  private readonly upstreams: Upstream[];
+  private upstreams: Upstream[];
+  private readonly health: HealthPolicy;
   private readonly cache: ForwardCache;
-  private readonly policy: TtlPolicy;
-  private readonly timeoutMs: number;
-  private readonly totalTimeoutMs: number;
+  private policy: TtlPolicy;
+  private timeoutMs: number;
+  private totalTimeoutMs: number;
   private readonly logger: Logger | undefined;
   private readonly inflight = new Map<string, Promise<UpstreamOutcome>>();
   private readonly cancels: Cancels = new Set();
   private closed = false;
   private readonly ids = new Uint16Array(512);
   private nextId = this.ids.length;
-  private readonly maxInflight: number;
-  private readonly maxInflightPerAccount: number;
+  private maxInflight = 0;
+  private maxInflightPerAccount = 0;
   /** Questions waiting on upstreams per account; an account with none has no entry. */
   private readonly inflightPerAccount = new Map<string, number>();
   private readonly counters = new ForwarderCounters();
@@ -88,14 +89,38 @@ export class Forwarder {
       backoffInitialMs: opts.backoffInitialMs ?? 1000,
       backoffMaxMs: opts.backoffMaxMs ?? 30_000,
     };
+    this.health = health;
     this.upstreams = opts.upstreams.map((u) => new Upstream(u, health));
     this.cache = new ForwardCache(opts.cacheMaxEntries ?? 10_000, opts.cacheMaxBytes ?? 16 * 1024 * 1024, opts.staleMaxSeconds ?? 0);
+    this.policy = { ttlFloor: 0, ttlCap: 86_400, negativeTtlCap: 3600 };
+    this.timeoutMs = 500;
+    this.totalTimeoutMs = 2000;
+    this.setLimits(opts);
+    this.logger = opts.logger;
+  }
+
+  /**
+   * New settings while queries are in flight (a reload). An upstream that stays keeps its
+   * health and counters; a query already asking a removed one finishes with it (each exchange
+   * owns its socket), new queries ask only the new list. The cache keeps its answers within
+   * the new bounds. Health settings are the constructor's.
+   */
+  reconfigure(opts: Omit<ForwarderOptions, 'logger' | 'failThreshold' | 'backoffInitialMs' | 'backoffMaxMs'>): void {
+    const kept = new Map(this.upstreams.map((u) => [u.address, u]));
+    this.upstreams = opts.upstreams.map((target) => {
+      const u = new Upstream(target, this.health);
+      return kept.get(u.address) ?? u;
+    });
+    this.cache.resize(opts.cacheMaxEntries ?? 10_000, opts.cacheMaxBytes ?? 16 * 1024 * 1024, opts.staleMaxSeconds ?? 0);
+    this.setLimits(opts);
+  }
+
+  private setLimits(opts: Omit<ForwarderOptions, 'upstreams'>): void {
     this.policy = { ttlFloor: opts.ttlFloor ?? 0, ttlCap: opts.ttlCap ?? 86_400, negativeTtlCap: opts.negativeTtlCap ?? 3600 };
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.totalTimeoutMs = opts.totalTimeoutMs ?? 2000;
     this.maxInflight = opts.maxInflight ?? 1024;
     this.maxInflightPerAccount = Math.min(this.maxInflight, opts.maxInflightPerAccount ?? Math.max(16, Math.floor(this.maxInflight / 4)));
-    this.logger = opts.logger;
   }
 
   /**

@@ -31,9 +31,11 @@ export interface DnsServerOptions {
 export class DnsServer {
   private readonly udp: UdpListeners;
   private readonly tcp: TcpListeners;
+  private rateLimit: ResponseRateLimiter | null;
 
   constructor(private readonly opts: DnsServerOptions) {
     const stats = opts.stats ?? null;
+    this.rateLimit = opts.rateLimit ?? null;
     this.udp = new UdpListeners({ listen: opts.listen, handler: opts.handler, rateLimit: opts.rateLimit ?? null, stats, logger: opts.logger, interfacePollMs: opts.interfacePollMs ?? 5000 });
     this.tcp = new TcpListeners({ handler: opts.handler, tcp: opts.tcp, clientPrefix: opts.clientPrefix ?? { ipv4PrefixLength: 24, ipv6PrefixLength: 56 }, stats, logger: opts.logger });
   }
@@ -51,6 +53,13 @@ export class DnsServer {
       await this.stop();
       throw err;
     }
+  }
+
+  /** A reload: a new handler, rate limiter and TCP limits over the same sockets and connections. */
+  reconfigure(next: Pick<DnsServerOptions, 'handler' | 'tcp' | 'clientPrefix'> & { rateLimit: ResponseRateLimiter | null | 'keep' }): void {
+    this.udp.update(next.handler, next.rateLimit === 'keep' ? this.rateLimit : next.rateLimit);
+    this.rateLimit = next.rateLimit === 'keep' ? this.rateLimit : next.rateLimit;
+    this.tcp.update(next.handler, next.tcp, next.clientPrefix ?? { ipv4PrefixLength: 24, ipv6PrefixLength: 56 });
   }
 
   /** The addresses actually bound (useful with port 0). */

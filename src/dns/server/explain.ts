@@ -29,8 +29,10 @@ export interface ExplainResult extends DecodedReply {
   reason: string;
 }
 
-export function createExplainer(handler: QueryHandler): (q: ExplainQuery) => Promise<ExplainResult> {
+/** `current` gives the handler to ask: the one answering now, after any reload. */
+export function createExplainer(current: () => QueryHandler): (q: ExplainQuery) => Promise<ExplainResult> {
   return async (q) => {
+    const handler = current();
     let source: string;
     try {
       source = parseAddress(q.source).text;

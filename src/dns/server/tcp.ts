@@ -43,7 +43,15 @@ export class TcpListeners {
   /** Open TCP connections from sources in no account, in `connections` too. */
   private outsiders = 0;
 
-  constructor(private readonly opts: TcpListenersOptions) {}
+  constructor(private opts: TcpListenersOptions) {}
+
+  /**
+   * A reload: the next message on every connection, open or new, is answered by `handler`;
+   * the limits count from the next connection on. No connection is closed.
+   */
+  update(handler: QueryHandler, tcp: TcpLimits, clientPrefix: SourcePrefix): void {
+    this.opts = { ...this.opts, handler, tcp, clientPrefix };
+  }
 
   addresses(): net.AddressInfo[] {
     return this.tcp.map((s) => s.address() as net.AddressInfo);

@@ -101,7 +101,12 @@ export class UdpListeners {
   /** Addresses whose bind failed at the last poll: logged once, retried at every poll. */
   private readonly unbound = new Set<string>();
 
-  constructor(private readonly opts: UdpListenersOptions) {}
+  constructor(private opts: UdpListenersOptions) {}
+
+  /** A reload: the next datagram is answered by `handler` and limited by `rateLimit`; no socket changes. */
+  update(handler: QueryHandler, rateLimit: ResponseRateLimiter | null): void {
+    this.opts = { ...this.opts, handler, rateLimit };
+  }
 
   /** Binds every UDP address; rejects at the first that fails (stop() closes the rest). */
   async start(): Promise<void> {

@@ -22,6 +22,7 @@ import type {
   NewInstance,
   NewService,
   RegistryCounts,
+  RegistryRules,
   RegistryEvents,
   RegistryStore,
   TokenCredential,
@@ -139,9 +140,9 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   readonly pool: pg.Pool;
   private readonly now: () => number;
   private readonly defaultBindTimeoutSeconds: number;
-  private readonly defaultTtl: number;
-  private readonly allowCatchAllSubnets: boolean;
-  private readonly limits: RegistryLimits;
+  private defaultTtl: number;
+  private allowCatchAllSubnets: boolean;
+  private limits: RegistryLimits;
   private readonly auditRetention: number;
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   readonly log: NonNullable<PgRegistryOptions['log']>;
@@ -176,12 +177,23 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     });
     // An idle connection that breaks must not end the process: the next checkout makes another.
     this.pool.on('error', (err) => this.log('warn', 'registry connection lost', { err: err.message }));
+    // Nor one checked out: pg-pool listens only while a client is idle, and a connection cut
+    // between two statements of a transaction emits 'error' on the client, which unheard ends
+    // the process. The statement in flight or the next one fails and is answered 503.
+    this.pool.on('connect', (client) => client.on('error', () => undefined));
     this.feed = new ChangeFeed({
       url: opts.url, pool: this.pool, types, log: this.log,
       maxStaleSeconds: this.cluster.maxStaleSeconds,
       publish: (c) => this.publish(c),
       resynced: () => this.emit('resync'),
     });
+  }
+
+  /** A reload's registry settings: later writes are checked against them (nothing stored is re-checked). */
+  reconfigure(rules: RegistryRules): void {
+    this.defaultTtl = rules.defaultTtl;
+    this.allowCatchAllSubnets = rules.allowCatchAllSubnets;
+    this.limits = { ...rules.limits };
   }
 
   /** Connects, migrates, reads a consistent snapshot and follows the feed; ready when it returns. */
