@@ -2,7 +2,9 @@
 // one after the other in the same run, driven by dnsperf from a source inside an account's
 // subnet. Prints a table of queries/s, lost, average and p99 latency and privdns/BIND.
 //
-//   npm run bench -- [--seconds 10] [--services 1000] [--mixes a,b,c,d,half,scale] [--extra-accounts 1000]
+//   npm run bench -- [--seconds 10] [--services 1000] [--mixes a,b,c,d,half,scale] [--extra-accounts 1000] [--io auto]
+//
+// --io: dns.io of privdns, or several (`batch,dgram`): one daemon each, every mix run against each.
 //
 // Everything listens on 127.0.0.1; accounts are the loopback subnets 127.1.0.0/16 and
 // 127.2.0.0/16, and the queries come from 127.1.0.5.
@@ -13,7 +15,7 @@
 // instance) and runs (a) against privdns again: its queries/s should stay flat.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TestDaemon } from '../test/helpers/daemon.js';
@@ -27,8 +29,16 @@ const { values } = parseArgs({
     services: { type: 'string', default: '1000' },
     mixes: { type: 'string', default: 'a,b,c,d,half,scale' },
     'extra-accounts': { type: 'string', default: '1000' },
+    io: { type: 'string', default: 'auto' },
+    help: { type: 'boolean', default: false },
   },
 });
+if (values.help) {
+  process.stdout.write('npm run bench -- [--seconds 10] [--services 1000] [--mixes a,b,c,d,half,scale] [--extra-accounts 1000] [--io auto|batch|dgram[,...]]\n');
+  process.exit(0);
+}
+const IO_MODES = (values.io ?? 'auto').split(',').filter((m) => m !== '');
+for (const m of IO_MODES) if (!['auto', 'batch', 'dgram'].includes(m)) throw new Error(`--io: ${m} is not auto, batch or dgram`);
 const EXTRA_ACCOUNTS = Number(values['extra-accounts']);
 const SECONDS = Number(values.seconds);
 const SERVICES = Number(values.services);
@@ -174,11 +184,14 @@ async function populateExtra(d: TestDaemon, port: number, count: number): Promis
   }
 }
 
+const LOAD = loadavg().map((x) => x.toFixed(2)).join(' ');
+
 async function main(): Promise<void> {
   ensureTools({ named: 'bind9', dnsperf: 'dnsperf', dnsmasq: 'dnsmasq-base' });
   const dir = mkdtempSync(join(tmpdir(), 'privdns-bench-'));
   const peers: Peer[] = [];
   let daemon: TestDaemon | undefined;
+  const others: { io: string; d: TestDaemon }[] = [];
   let listeners: Server[] = [];
   try {
     const servicePort = await freePort();
@@ -193,10 +206,19 @@ async function main(): Promise<void> {
     peers.push(await startDnsmasq(dnsmasqPort, FORWARD_DOMAIN, '192.0.2.1'));
     daemon = await TestDaemon.start({
       dataDir: join(dir, 'privdns'),
-      env: { PRIVDNS_UPSTREAMS: `127.0.0.1:${dnsmasqPort}`, PRIVDNS_LOG_LEVEL: 'warn', PRIVDNS_BIND_TIMEOUT_S: '120' },
+      env: { PRIVDNS_UPSTREAMS: `127.0.0.1:${dnsmasqPort}`, PRIVDNS_LOG_LEVEL: 'warn', PRIVDNS_BIND_TIMEOUT_S: '120', PRIVDNS_DNS_IO: IO_MODES[0]! },
     });
     process.stderr.write(`registering ${SERVICES} services in each of ${ACCOUNTS.length} accounts...\n`);
     const records = await populate(daemon, servicePort);
+    for (const io of IO_MODES.slice(1)) {
+      const d = await TestDaemon.start({
+        dataDir: join(dir, `privdns-${io}`),
+        env: { PRIVDNS_UPSTREAMS: `127.0.0.1:${dnsmasqPort}`, PRIVDNS_LOG_LEVEL: 'warn', PRIVDNS_BIND_TIMEOUT_S: '120', PRIVDNS_DNS_IO: io },
+      });
+      others.push({ io, d });
+      await populate(d, servicePort);
+    }
+    const label = (io: string): string => (IO_MODES.length > 1 ? `privdns (${io})` : 'privdns');
     const views: ViewSpec[] = ACCOUNTS.map((acc) => ({ name: acc.name, subnet: acc.subnet, records: records.get(acc.name) ?? [] }));
     const bindPort = await freePort();
     const bind = await startBind(dir, bindPort, 'internal', views, { zone: FORWARD_DOMAIN, port: dnsmasqPort });
@@ -205,7 +227,8 @@ async function main(): Promise<void> {
 
     const rows: Row[] = [];
     const servers = (mix: string): { name: string; port: number }[] => [
-      { name: 'privdns', port: daemon!.dnsPort },
+      { name: label(IO_MODES[0]!), port: daemon!.dnsPort },
+      ...others.map((o) => ({ name: label(o.io), port: o.d.dnsPort })),
       { name: 'BIND 9', port: bindPort },
       ...(mix === 'c' ? [{ name: 'dnsmasq', port: dnsmasqPort }] : []),
     ];
@@ -241,12 +264,13 @@ async function main(): Promise<void> {
       await dnsperf({ port: daemon.dnsPort, source: SOURCE, queriesFile: files.a!, seconds: 1 });
       const r = await dnsperf({ port: daemon.dnsPort, source: SOURCE, queriesFile: files.a!, seconds: SECONDS });
       rows.push({ mix: 'scale', server: 'privdns', r });
-      const base = rows.find((x) => x.mix === 'a' && x.server === 'privdns');
+      const base = rows.find((x) => x.mix === 'a' && x.server === label(IO_MODES[0]!));
       scaleNote = `${EXTRA_ACCOUNTS} more accounts (${EXTRA_ACCOUNTS * 2} more subnets of 7 prefix lengths, registered in ${((Date.now() - t0) / 1000).toFixed(1)} s): privdns (a) ${base ? `${(r.qps / base.r.qps).toFixed(2)}× its 2-account figure` : ''}`;
       process.stderr.write(`${MIX_TITLES.scale} privdns: ${r.qps.toFixed(0)} q/s\n`);
     }
 
     const out: string[] = [];
+    out.push(`load average before the run: ${LOAD}; privdns dns.io ${IO_MODES.join(', ')}`);
     out.push(`dnsperf -l ${SECONDS} -c 16 -T 1 -q 200 from ${SOURCE}; ${SERVICES} services per account, ${ACCOUNTS.length} accounts`);
     out.push('');
     out.push('| mix | server | queries/s | lost | avg ms | p99 ms | vs BIND | rcodes |');
@@ -265,6 +289,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {
     await daemon?.stop('SIGTERM');
+    for (const o of others) await o.d.stop('SIGTERM');
     for (const p of peers) await p.stop();
     await Promise.all(listeners.map((s) => new Promise((r) => s.close(r))));
     rmSync(dir, { recursive: true, force: true });

@@ -5,7 +5,7 @@
 // test file; 22 and 24 read it as a file pattern). Arguments narrow the run to files whose
 // path contains one of them: `npm test -- dns/why workers`.
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -29,5 +29,32 @@ if (files.length === 0) {
   console.error(`no test files in ${relative(root, testDir)}${filters.length ? ` matching ${filters.join(', ')}` : ''}`);
   process.exit(1);
 }
-const child = spawn(process.execPath, ['--test', '--test-concurrency=2', ...files], { cwd: root, stdio: 'inherit' });
-child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+
+// The DNS tests run twice, once with each way of reading UDP (dns.io): first every file with
+// PRIVDNS_TEST_DNS_IO as given (auto: batch where the addon is built), then the files under
+// test/dns/ and test/abuse/ (every hostile-input test among them) with the other mode. Where
+// the addon is not built, auto is dgram: the batch pass is not run, and that is said.
+const addon = process.env.PRIVDNS_BATCH_UDP_ADDON ?? join(root, 'native', 'build', 'Release', 'batch_udp.node');
+const firstIo = process.env.PRIVDNS_TEST_DNS_IO ?? 'auto';
+const firstMode = firstIo === 'auto' ? (existsSync(addon) ? 'batch' : 'dgram') : firstIo;
+const secondIo = firstMode === 'dgram' ? 'batch' : 'dgram';
+// udp-io and udp-batch choose their modes themselves: once is enough.
+const dnsFiles = files.filter((p) => /(^|\/)test\/(dns|abuse)\//.test(p) && !/\/udp-(io|batch)\.test\.js$/.test(p));
+const second = firstIo === 'auto' && firstMode === 'dgram' ? [] : dnsFiles;
+if (firstIo === 'auto' && firstMode === 'dgram') console.log(`# the batched UDP addon is not built (${relative(root, addon)}): dns.io batch is not tested; npm run build:native`);
+
+function run(list, io) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    console.log(`# ${list.length} test files, dns.io ${io}`);
+    const child = spawn(process.execPath, ['--test', '--test-concurrency=2', ...list], { cwd: root, stdio: 'inherit', env: { ...process.env, PRIVDNS_TEST_DNS_IO: io } });
+    child.on('exit', (code, signal) => {
+      console.log(`# dns.io ${io}: ${list.length} files in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+      resolve(code ?? (signal ? 1 : 0));
+    });
+  });
+}
+
+const firstCode = await run(files, firstIo);
+const secondCode = second.length === 0 ? 0 : await run(second, secondIo);
+process.exit(firstCode !== 0 ? firstCode : secondCode);

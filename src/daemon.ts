@@ -120,6 +120,7 @@ export async function startDaemon(config: Config, logger: Logger, opts: DaemonOp
     forwarder: dns.forwarder,
     refresh: () => dns.refreshStats(),
     build: { version: VERSION, node: config.nodeId },
+    dnsIo: dns.io,
     config: () => configStatus,
     ...(workers ? { workers: { replies: () => workers.perWorker(), restarts: () => workers.restarts } } : {}),
     ...(pgRegistry ? { cluster: () => pgRegistry.status() } : {}),

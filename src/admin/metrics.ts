@@ -17,6 +17,8 @@ export interface MetricsSources {
   refresh?: () => Promise<void>;
   /** privdns_build_info's labels: package.json's version and the node id (Config.nodeId). */
   build?: { version: string; node: string };
+  /** How the DNS processes read and write UDP (dns.io decided): privdns_dns_io_info{mode}. */
+  dnsIo?: string;
   /** The running configuration's hash and reloads. */
   config?: () => ConfigStatus;
   /** DNS worker processes (dns.workers > 1). */
@@ -95,6 +97,15 @@ export class Metrics {
         labelNames: ['version', 'node'],
         registers: [reg],
       }).set(src.build, 1);
+    }
+
+    if (src.dnsIo !== undefined) {
+      new client.Gauge({
+        name: 'privdns_dns_io_info',
+        help: 'Always 1: how every DNS process reads and writes UDP (dns.io with auto decided: batch or dgram).',
+        labelNames: ['mode'],
+        registers: [reg],
+      }).set({ mode: src.dnsIo }, 1);
     }
 
     const cfg = src.config;

@@ -12,6 +12,7 @@ import { isSetting, type Lookup } from './kinds.js';
 export { ConfigError } from './error.js';
 export { parseHostPort, type HostPort } from './host-port.js';
 export type { Config } from './settings.js';
+export { DNS_IO, type DnsIo } from './settings.js';
 
 export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../config/default.yaml', import.meta.url));
 

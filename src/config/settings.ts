@@ -13,6 +13,10 @@ const DAY_S = 86_400;
 /** Where an empty `admin.token` is read from, or generated into, in `dataDir`. */
 export const ADMIN_TOKEN_FILE = 'admin-token';
 
+/** dns.io: how DNS over UDP is read and written (src/dns/server/udp.ts). */
+export const DNS_IO = ['auto', 'batch', 'dgram'] as const;
+export type DnsIo = (typeof DNS_IO)[number];
+
 export const SETTINGS = {
   dns: {
     listen: listenAddresses({
@@ -27,6 +31,10 @@ export const SETTINGS = {
     workers: processCount({
       default: 'auto', max: 64, env: 'PRIVDNS_DNS_WORKERS', summary: true, reload: 'restart',
       doc: 'processes answering DNS, sharing the listeners; `auto`: one per core; `1` answers in the daemon\'s own process',
+    }),
+    io: oneOf({
+      default: 'auto', choices: DNS_IO, env: 'PRIVDNS_DNS_IO', summary: true, reload: 'restart',
+      doc: 'how UDP is read and written: `batch` (recvmmsg/sendmmsg through the native addon, a socket per DNS process) or `dgram` (node:dgram); `auto`: batch where the addon loaded',
     }),
     ttl: integer({ default: 5, min: 0, max: DAY_S, doc: 'TTL of private answers, seconds' }),
     negativeTtl: integer({ default: 30, min: 0, max: DAY_S, doc: 'SOA minimum (negative-caching TTL) of names in the zone that do not exist' }),

@@ -17,6 +17,7 @@ import { emptyForwarderStats, type ForwarderStats } from './forward/stats.js';
 import { AccountIndex } from './zone/account-index.js';
 import { ResponseRateLimiter } from './server/rate-limit.js';
 import { DnsServer } from './server/dns-server.js';
+import { resolveUdpIo, type UdpIo } from './server/udp.js';
 import { QueryLog } from './server/query-log.js';
 import { QueryHandler } from './server/handler.js';
 import { QueryStats, type QueryCountsView } from './server/counters.js';
@@ -34,6 +35,8 @@ export interface DnsService {
   server: DnsServer | null;
   /** The worker processes, when dns.workers > 1. */
   workers: DnsWorkers | null;
+  /** How every DNS process reads and writes UDP (dns.io decided). */
+  io: UdpIo;
   /** Brings stats and forwarder counters up to date before a scrape (asks the workers). */
   refreshStats(): Promise<void>;
   /** The registry revision every DNS process answers from. */
@@ -118,7 +121,7 @@ function zoneAndHandler(config: Config, index: AccountIndex, log: Logger, stats:
 export function createServer(config: Config, answering: Answering, log: Logger): DnsServer {
   const rateLimit = ResponseRateLimiter.from(config.dns.rateLimit);
   const { ipv4PrefixLength, ipv6PrefixLength } = config.dns.rateLimit;
-  return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, rateLimit, stats: answering.stats, logger: log });
+  return new DnsServer({ listen: config.dns.listen, handler: answering.handler, tcp: config.dns.tcp, clientPrefix: { ipv4PrefixLength, ipv6PrefixLength }, interfacePollMs: config.dns.interfacePollMs, io: config.dns.io, rateLimit, stats: answering.stats, logger: log });
 }
 
 /**
@@ -138,6 +141,11 @@ export function reconfigureServer(server: DnsServer, config: Config, previous: C
 
 export async function startDns(config: Config, registry: RegistryStore, logger: Logger): Promise<DnsService> {
   const log = logger.child({ component: 'dns' });
+  // dns.io decided once, here, and handed to every DNS process as batch or dgram: the log
+  // line and privdns_dns_io_info say what each of them uses.
+  const setting = config.dns.io;
+  const udpIo = resolveUdpIo(setting);
+  config = { ...config, dns: { ...config.dns, io: udpIo.mode } };
   const index = AccountIndex.follow(registry);
   const inProcess = config.dns.workers <= 1;
   // With workers, this process's own index and handler answer GET /v1/resolve only: no sockets, no counts.
@@ -155,10 +163,12 @@ export async function startDns(config: Config, registry: RegistryStore, logger: 
     throw err;
   }
   let ready = true;
+  log.info({ io: udpIo.mode, setting, processes: Math.max(1, config.dns.workers) }, udpIo.why);
   let running = config;
   log.info({ listen: config.dns.listen.map((l) => `${l.host}:${l.port}`), zone: config.zone, accounts: index.accounts.size, upstreams: config.upstreams.length, workers: config.dns.workers }, 'DNS listening');
   return {
     index,
+    io: udpIo.mode,
     stats: workers?.stats ?? answering.stats,
     // Always there: a reload may add upstreams to a daemon started without.
     forwarder: { stats: () => (workers ? workers.forwarder.stats() : (answering.forwarder?.stats() ?? emptyForwarderStats())) },
@@ -175,7 +185,9 @@ export async function startDns(config: Config, registry: RegistryStore, logger: 
     visible: async (n) => workers?.visible(n),
     resolve: createExplainer(() => answering.handler),
     isReady: () => ready,
-    reconfigure: async (next) => {
+    reconfigure: async (given) => {
+      // dns.io is restart-only: kept as decided at start, for workers started after this.
+      const next = { ...given, dns: { ...given.dns, io: udpIo.mode } };
       const previous = running;
       running = next;
       reconfigureAnswering(answering, next, index, log, inProcess);

@@ -15,11 +15,12 @@ const SECONDS = Number(process.env.PRIVDNS_FUZZ_SECONDS ?? 4);
 describe('DNS fuzzing: no input crashes the reader or the answer path', () => {
   for (const seed of [1, 0x5eed]) {
     it(`seed ${seed}: ${SECONDS / 2} s of mutated queries and upstream answers, zero crashes`, async (t) => {
-      const r = await runFuzz({ seed, seconds: SECONDS / 2 });
+      // At least 20,000 inputs however loaded the machine (about 0.4 s when it is not).
+      const r = await runFuzz({ seed, seconds: SECONDS / 2, minPackets: 20_000 });
       t.diagnostic(`${r.packets} inputs (${JSON.stringify(r.byTarget)}), ${r.behaviours} behaviours, corpus ${r.corpus}, slowest handle ${r.slowestMicros.toFixed(0)} µs`);
       assert.deepEqual(r.crashes, [], `${r.crashCount} crashes`);
       // The run really went deep: many inputs, and many distinct answers of the handler.
-      assert.ok(r.packets > 10_000, `${r.packets} inputs`);
+      assert.ok(r.packets >= 20_000, `${r.packets} inputs`);
       assert.ok(r.behaviours > 40, `${r.behaviours} behaviours`);
     });
   }

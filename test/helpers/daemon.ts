@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DNS_IO as CONFIG_DNS_IO, type DnsIo } from '../../src/config/config.js';
 import { freePort } from './ports.js';
 
 export const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url));
@@ -25,6 +26,17 @@ export const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url))
  * DNS end-to-end tests again with PRIVDNS_TEST_DNS_WORKERS=1, DNS in the daemon's process.
  */
 export const DNS_WORKERS = process.env.PRIVDNS_TEST_DNS_WORKERS ?? '2';
+
+/**
+ * dns.io of a test daemon whose env does not say (auto: batch where the addon is built).
+ * scripts/test.mjs runs the DNS end-to-end tests a second time with the other mode.
+ */
+export const DNS_IO: DnsIo = parseDnsIo(process.env.PRIVDNS_TEST_DNS_IO ?? 'auto');
+
+function parseDnsIo(v: string): DnsIo {
+  if (!(CONFIG_DNS_IO as readonly string[]).includes(v)) throw new Error(`PRIVDNS_TEST_DNS_IO must be one of ${CONFIG_DNS_IO.join(', ')} (got ${v})`);
+  return v as DnsIo;
+}
 
 /** The daemon's log lines that mean one of its DNS processes died or was replaced. */
 const WORKER_EXIT = 'DNS worker exited; starting a new one';
@@ -134,6 +146,7 @@ export class TestDaemon {
       PRIVDNS_UPSTREAMS: '',
       PRIVDNS_LOG_LEVEL: 'info',
       PRIVDNS_DNS_WORKERS: DNS_WORKERS,
+      PRIVDNS_DNS_IO: DNS_IO,
       ...this.env,
     };
     for (const name of this.unset) delete env[name];

@@ -2,13 +2,13 @@
 // address, both answering through one QueryHandler.
 import type net from 'node:net';
 import type { Logger } from 'pino';
-import type { HostPort } from '../../config/config.js';
+import type { DnsIo, HostPort } from '../../config/config.js';
 import type { SourcePrefix } from '../../net/subnet-table.js';
 import type { QueryStats } from './counters.js';
 import type { QueryHandler } from './handler.js';
 import type { ResponseRateLimiter } from './rate-limit.js';
 import { TcpListeners, type TcpLimits } from './tcp.js';
-import { UdpListeners } from './udp.js';
+import { resolveUdpIo, UdpListeners } from './udp.js';
 
 export interface DnsServerOptions {
   listen: HostPort[];
@@ -26,6 +26,8 @@ export interface DnsServerOptions {
    * went, and binds or closes their UDP sockets; 0 never looks again after start (default 5000).
    */
   interfacePollMs?: number;
+  /** dns.io: how UDP is read and written (udp.ts); default auto, decided here without a log line. */
+  io?: DnsIo;
 }
 
 export class DnsServer {
@@ -36,7 +38,7 @@ export class DnsServer {
   constructor(private readonly opts: DnsServerOptions) {
     const stats = opts.stats ?? null;
     this.rateLimit = opts.rateLimit ?? null;
-    this.udp = new UdpListeners({ listen: opts.listen, handler: opts.handler, rateLimit: opts.rateLimit ?? null, stats, logger: opts.logger, interfacePollMs: opts.interfacePollMs ?? 5000 });
+    this.udp = new UdpListeners({ listen: opts.listen, handler: opts.handler, rateLimit: opts.rateLimit ?? null, stats, logger: opts.logger, interfacePollMs: opts.interfacePollMs ?? 5000, io: resolveUdpIo(opts.io ?? 'auto').mode });
     this.tcp = new TcpListeners({ handler: opts.handler, tcp: opts.tcp, clientPrefix: opts.clientPrefix ?? { ipv4PrefixLength: 24, ipv6PrefixLength: 56 }, stats, logger: opts.logger });
   }
 

@@ -275,11 +275,14 @@ export class QueryHandler {
     const hit = forwarder.cached?.(raw, query, account) ?? null;
     if (hit !== null) this.forwardCacheHits++;
     if (hit !== null) return hit.length > opts.maxSize ? truncateForwarded(raw, query, hit, opts) : hit;
-    return forwarder.forward(raw, query, transport, account).then(
-      (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(raw, query, upstream, opts) : upstream),
+    // `raw` may be a view into a receive buffer that the next read overwrites (the batch
+    // socket's): what outlives this turn works from a copy of its own.
+    const own = Buffer.from(raw);
+    return forwarder.forward(own, query, transport, account).then(
+      (upstream) => (upstream.length > opts.maxSize ? truncateForwarded(own, query, upstream, opts) : upstream),
       (err: unknown) => {
         this.logger?.warn({ err }, 'forwarder failed');
-        return questionReply(raw, query, RCODE.SERVFAIL, opts);
+        return questionReply(own, query, RCODE.SERVFAIL, opts);
       },
     );
   }

@@ -1,11 +1,17 @@
 // DNS over UDP: a socket on every listen address, or on each local address for a wildcard
 // (followed as interfaces come and go), each datagram answered through the QueryHandler.
+// Two ways to read and write them (dns.io): node:dgram, one system call and one call into
+// JavaScript per datagram (in a cluster worker the primary shares one socket), or the batch
+// socket (net/batch-udp.ts), a socket per DNS process (SO_REUSEPORT: the kernel spreads
+// datagrams over the workers) read with recvmmsg and answered with one sendmmsg per batch.
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import type { HostPort } from '../../config/config.js';
-import { parseSourceAddress } from '../../net/ip.js';
+import type { DnsIo, HostPort } from '../../config/config.js';
+import { batchIoAvailable, batchIoLoadError, openBatchSocket, type BatchSocket, type DatagramBatch } from '../../net/batch-udp.js';
+import { formatSourceAddress, parseSourceAddress, type SourceAddress } from '../../net/ip.js';
 import { readQuery } from '../message/query.js';
 import type { QueryStats } from './counters.js';
 import type { QueryHandler } from './handler.js';
@@ -56,6 +62,44 @@ function sendUdp(sock: dgram.Socket, reply: Buffer, to: dgram.RemoteInfo, logger
   }
 }
 
+/** How this process reads and writes UDP: dns.io with auto decided. */
+export type UdpIo = 'batch' | 'dgram';
+
+/**
+ * dns.io decided: auto is batch where the addon loaded, dgram elsewhere; `why` says which
+ * and why, for the one log line. Throws for batch where the addon did not load.
+ */
+export function resolveUdpIo(setting: DnsIo): { mode: UdpIo; why: string } {
+  if (setting === 'dgram') return { mode: 'dgram', why: 'DNS over UDP through node:dgram (dns.io dgram)' };
+  if (batchIoAvailable()) return { mode: 'batch', why: `DNS over UDP in batches (recvmmsg/sendmmsg; dns.io ${setting})` };
+  const reason = batchIoLoadError()?.message ?? 'not built';
+  if (setting === 'batch') throw new Error(`dns.io is batch but the batched UDP addon did not load: ${reason}`);
+  return { mode: 'dgram', why: `DNS over UDP through node:dgram: ${reason} (dns.io auto)` };
+}
+
+/** What UdpListeners keeps of a bound socket, either kind. */
+interface BoundUdp {
+  address(): net.AddressInfo;
+  close(): Promise<void>;
+}
+
+function dgramBound(sock: dgram.Socket): BoundUdp {
+  return { address: () => sock.address(), close: () => new Promise<void>((resolve) => closeUdp(sock, resolve)) };
+}
+
+/**
+ * An IPv4 source of a batch, read from the batch's table: its text is made only when asked
+ * (whoami, logs), which the fast path never does. One per listener, refilled per datagram:
+ * nothing the handler or the rate limiter is given outlives the call.
+ */
+class BatchV4Source {
+  readonly family = 4 as const;
+  v4 = 0;
+  get text(): string {
+    return formatSourceAddress(this);
+  }
+}
+
 const isWildcard = (hp: HostPort): boolean => (hp.host === '0.0.0.0' || hp.host === '::') && hp.port !== 0;
 
 /**
@@ -91,11 +135,14 @@ export interface UdpListenersOptions {
   stats: QueryStats | null;
   logger: Logger | undefined;
   interfacePollMs: number;
+  /** Resolved dns.io (resolveUdpIo). */
+  io: UdpIo;
 }
 
 export class UdpListeners {
   /** Bound UDP sockets by `host|port` (udpAddresses). */
-  private readonly udp = new Map<string, dgram.Socket>();
+  private readonly udp = new Map<string, BoundUdp>();
+  private readonly v4Source = new BatchV4Source();
   private poll: NodeJS.Timeout | null = null;
   private polling = false;
   /** Addresses whose bind failed at the last poll: logged once, retried at every poll. */
@@ -134,7 +181,7 @@ export class UdpListeners {
       if (wanted.has(key)) continue;
       this.udp.delete(key);
       this.opts.logger?.info({ address: key.replace('|', ' port ') }, 'DNS address gone; its UDP socket closed');
-      closeUdp(sock);
+      void sock.close();
     }
     for (const [key, hp] of wanted) {
       if (this.udp.has(key) || this.poll === null) continue;
@@ -142,7 +189,7 @@ export class UdpListeners {
         await this.listenUdp(key, hp);
         if (this.poll === null) {
           // stop() ran while this bind was on its way.
-          closeUdp(this.udp.get(key)!);
+          void this.udp.get(key)!.close();
           this.udp.delete(key);
           return;
         }
@@ -162,11 +209,12 @@ export class UdpListeners {
   async stop(): Promise<void> {
     if (this.poll !== null) clearInterval(this.poll);
     this.poll = null;
-    await Promise.all([...this.udp.values()].map((s) => new Promise<void>((resolve) => closeUdp(s, resolve))));
+    await Promise.all([...this.udp.values()].map((s) => s.close()));
     this.udp.clear();
   }
 
   private listenUdp(key: string, hp: HostPort): Promise<void> {
+    if (this.opts.io === 'batch') return this.listenBatch(key, hp);
     const host = hp.host.replace(/%.*$/, '');
     const v6 = net.isIPv6(host);
     // A listen host given as a name is resolved (once, at bind) by the default lookup.
@@ -180,7 +228,7 @@ export class UdpListeners {
       });
       sock.bind(hp.port, hp.host, () => {
         sock.removeAllListeners('error');
-        this.udp.set(key, sock);
+        this.udp.set(key, dgramBound(sock));
         sock.on('error', (err) => this.opts.logger?.warn({ err }, 'DNS UDP socket error'));
         // The default receive buffer (rmem_default, ~208 KiB) holds only ~100 queries as
         // the kernel counts them: a burst that arrives during one GC pause or a slow turn of
@@ -232,4 +280,78 @@ export class UdpListeners {
       sendUdp(sock, reply, rinfo, this.opts.logger);
       stats?.reply(0, reply, query, started);
     });
-  }}
+  }
+  /** A batch socket of this process's own on `hp` (a name is resolved first, as dgram's bind does). */
+  private async listenBatch(key: string, hp: HostPort): Promise<void> {
+    const bare = hp.host.replace(/%.*$/, '');
+    const host = net.isIP(bare) !== 0 ? hp.host : (await lookup(hp.host)).address;
+    const sock = openBatchSocket({
+      host,
+      port: hp.port,
+      recvBufferSize: UDP_SOCKET_BUFFER,
+      sendBufferSize: UDP_SOCKET_BUFFER,
+      maxPending: UDP_MAX_SEND_QUEUE,
+      onBatch: (batch, s) => this.onBatch(s, batch),
+      onError: (err) => this.opts.logger?.warn({ err }, 'DNS UDP socket error'),
+    });
+    this.udp.set(key, { address: () => sock.address() as net.AddressInfo, close: () => sock.close() });
+  }
+
+  /**
+   * One batch: each datagram as onDatagram takes one. Answers made now are staged in the
+   * socket's reply buffer and leave in one sendmmsg when this returns; forwarded ones keep the
+   * source (and the handler its own copy of the query) and go with sendTo when they come.
+   */
+  private onBatch(sock: BatchSocket, b: DatagramBatch): void {
+    const { stats, rateLimit, handler } = this.opts;
+    for (let i = 0; i < b.count; i++) {
+      if (b.port(i) === 0) {
+        stats?.drop(0);
+        continue;
+      }
+      // Slots hold 64 KiB, more than a UDP payload can be: never cut. Should a smaller slot be
+      // configured, a cut query is not the query the client sent: dropped, not answered.
+      if (b.truncated(i)) {
+        stats?.drop(0);
+        continue;
+      }
+      const msg = b.message(i);
+      let source: SourceAddress | null;
+      if (b.family(i) === 4) {
+        this.v4Source.v4 = b.v4(i);
+        source = this.v4Source;
+      } else {
+        source = parseSourceAddress(b.address(i));
+      }
+      const limit = rateLimit?.check(source) ?? RATE_SEND;
+      if (limit !== RATE_SEND) {
+        stats?.limit();
+        const tc = limit === RATE_SLIP ? slipReply(msg, readQuery(msg)) : null;
+        if (tc !== null) b.reply(i, tc);
+        continue;
+      }
+      const started = stats === null ? 0 : performance.now();
+      const query = readQuery(msg);
+      const out = handler.handle(msg, query, source, 'udp');
+      if (out === null) {
+        stats?.drop(0);
+        continue;
+      }
+      if (!(out instanceof Promise)) {
+        b.reply(i, out);
+        stats?.reply(0, out, query, started);
+        continue;
+      }
+      const to = b.source(i);
+      void out.then((reply) => {
+        if (reply === null) return;
+        try {
+          sock.sendTo(reply, to);
+        } catch (err) {
+          this.opts.logger?.debug({ err, port: to.port }, 'DNS UDP reply not sent');
+        }
+        stats?.reply(0, reply, query, started);
+      });
+    }
+  }
+}

@@ -466,13 +466,22 @@ describe('only a real answer to our question is accepted', () => {
 
 describe('identical queries in flight share one upstream query', () => {
   it('sends one upstream query for 25 concurrent identical questions', async () => {
+    // The upstream answers once all 25 are asked, and a try waits far longer than that: a
+    // retry (a slow answer under load past a short per-try timeout) would be a second upstream
+    // query that is no failure to coalesce.
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (open = resolve));
     const s = await stub(async (q) => {
-      await sleep(150);
+      await gate;
       return reply(q, { answers: [A(q.name, '192.0.2.40')] });
     });
-    const fwd = forwarder([s.address]);
+    const fwd = forwarder([s.address], { timeoutMs: 10_000, totalTimeoutMs: 20_000 });
     const ids = Array.from({ length: 25 }, (_, i) => 1000 + i);
-    const answers = await Promise.all(ids.map((id) => forwardBytes(fwd, query('together.test', { id }), 'udp', 'acme')));
+    const asked = Promise.all(ids.map((id) => forwardBytes(fwd, query('together.test', { id }), 'udp', 'acme')));
+    while (s.count('together.test') === 0) await sleep(5);
+    await sleep(50); // a second upstream query, were there one, would have been sent by now
+    open();
+    const answers = await asked;
     assert.equal(s.count('together.test'), 1);
     answers.forEach((wire, i) => {
       const p = Packet.parse(wire);
@@ -489,7 +498,8 @@ describe('upstream work is bounded', () => {
       await sleep(100);
       return reply(q, { answers: [A(q.name, '192.0.2.41')] });
     });
-    const fwd = forwarder([s.address], { maxInflight: 2 });
+    // Tries far longer than the upstream's 100 ms: under load a retry would count as more queries.
+    const fwd = forwarder([s.address], { maxInflight: 2, timeoutMs: 10_000, totalTimeoutMs: 20_000 });
     const results = await Promise.all(['f1.test', 'f2.test', 'f3.test', 'f1.test'].map((n) => ask(fwd, n)));
     assert.deepEqual(results.map((r) => r.packet.header.rcode), [0, 0, 2, 0]);
     // Answered without waiting for the upstream, which takes 100 ms for the others.

@@ -13,6 +13,7 @@ import { QueryHandler } from '../../../src/dns/server/handler.js';
 import { Zone } from '../../../src/dns/zone/zone.js';
 import { Registry } from '../../../src/registry/store.js';
 import { freePort } from '../../helpers/ports.js';
+import { DNS_IO } from '../../helpers/daemon.js';
 import { buildQuery, decodeReply, TcpClient, udpExchange } from '../../helpers/dns/client.js';
 
 let dir: string;
@@ -50,7 +51,7 @@ before(async () => {
   index = AccountIndex.follow(reg);
   const handler = new QueryHandler({ index, zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }), maxUdpPayload: 1232, forwarder });
   port = await freePort();
-  server = new DnsServer({ listen: [{ host: '127.0.0.1', port }], handler, tcp: { maxConnections: 3, idleTimeoutMs: 300 } });
+  server = new DnsServer({ listen: [{ host: '127.0.0.1', port }], handler, tcp: { maxConnections: 3, idleTimeoutMs: 300 }, io: DNS_IO });
   await server.start();
 });
 after(async () => {
@@ -91,7 +92,7 @@ describe('one client (a /24 or /56 prefix) gets a share of the TCP connections, 
   it('connections from one address over its share are closed at once; another prefix still gets in', async () => {
     const handler = new QueryHandler({ index, zone: new Zone({ zone: 'internal', ttl: 5, negativeTtl: 30, pendingNegativeTtl: 2 }), maxUdpPayload: 1232 });
     const sharePort = await freePort();
-    const shared = new DnsServer({ listen: [{ host: '127.0.0.1', port: sharePort }], handler, tcp: { maxConnections: 10, idleTimeoutMs: 5000, maxConnectionsPerSource: 2 } });
+    const shared = new DnsServer({ listen: [{ host: '127.0.0.1', port: sharePort }], handler, tcp: { maxConnections: 10, idleTimeoutMs: 5000, maxConnectionsPerSource: 2 }, io: DNS_IO });
     await shared.start();
     try {
       const mine = await Promise.all([1, 2].map(() => TcpClient.connect(sharePort, '127.1.0.40')));

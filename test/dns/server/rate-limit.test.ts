@@ -18,6 +18,7 @@ import { parseSourceAddress } from '../../../src/net/ip.js';
 import { Zone } from '../../../src/dns/zone/zone.js';
 import { Registry } from '../../../src/registry/store.js';
 import { freePort } from '../../helpers/ports.js';
+import { DNS_IO } from '../../helpers/daemon.js';
 import { buildQuery, decodeReply, TcpClient, udpExchange } from '../../helpers/dns/client.js';
 
 const SETTINGS: RateLimitSettings = { responsesPerSecond: 10, window: 2, slip: 2, ipv4PrefixLength: 24, ipv6PrefixLength: 56, maxSources: 1000 };
@@ -117,6 +118,7 @@ describe('on real sockets', () => {
       handler,
       tcp: { maxConnections: 10, idleTimeoutMs: 1000 },
       rateLimit: rl,
+      io: DNS_IO,
     });
     await server.start();
   });

@@ -104,6 +104,11 @@ export interface FuzzOptions {
   seconds?: number;
   /** ...or after this many inputs, whichever comes first. */
   maxPackets?: number;
+  /**
+   * Go on past `seconds` until this many inputs: on a loaded machine a timed run is shallower,
+   * and a floor on its depth would fail for the load, not for a crash.
+   */
+  minPackets?: number;
   /** Keep at most this many crashes (the count goes on). */
   keepCrashes?: number;
 }
@@ -469,6 +474,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   const started = process.hrtime.bigint();
   const deadline = started + BigInt(Math.round((opts.seconds ?? 3600) * 1e9));
   const maxPackets = opts.maxPackets ?? Number.MAX_SAFE_INTEGER;
+  const minPackets = Math.min(opts.minPackets ?? 0, maxPackets);
   let packets = 0;
   // The slowest handle() calls, re-timed at the end: a single timing is mostly GC pauses.
   const slow: Array<{ took: bigint; input: Buffer; source: string; transport: Transport }> = [];
@@ -483,7 +489,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   let slowestInput = '';
   try {
     while (packets < maxPackets) {
-      if ((packets & 255) === 0 && process.hrtime.bigint() > deadline) break;
+      if ((packets & 255) === 0 && packets >= minPackets && process.hrtime.bigint() > deadline) break;
       packets++;
       const pickTarget = rng.int(20);
       if (pickTarget < 14) {
