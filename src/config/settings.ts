@@ -46,11 +46,11 @@ export const SETTINGS = {
       idleTimeoutMs: integer({ default: 10_000, min: 100, max: 3_600_000, doc: 'an idle DNS TCP connection is closed after this long' }),
       readTimeoutMs: integer({ default: 2000, min: 100, max: 3_600_000, doc: 'longest a started query frame may take to arrive in full' }),
       maxConnectionsPerSource: integer({
-        default: 64, min: 1, max: 1_000_000, summary: true,
+        default: 64, min: 1, max: 1_000_000,
         doc: 'DNS TCP connections of one client prefix (`dns.rateLimit`\'s prefix lengths), per worker',
       }),
       maxOutsiderConnections: integer({
-        default: 16, min: 1, max: 1_000_000, summary: true,
+        default: 16, min: 1, max: 1_000_000,
         doc: 'connections of sources in no account, each closed after its REFUSED',
       }),
     },
@@ -64,7 +64,7 @@ export const SETTINGS = {
     },
     // At most 200: 200 records of the largest kind (a 255-byte TXT string) fit in 64 KiB.
     maxAnswerRecords: integer({
-      default: 64, min: 1, max: 200, summary: true,
+      default: 64, min: 1, max: 200,
       doc: 'records in one answer; larger sets are sent in windows that rotate per query',
     }),
   },
@@ -76,7 +76,7 @@ export const SETTINGS = {
     }),
     bodyLimitBytes: integer({ reload: 'restart', default: 65_536, min: 256, max: 64 * 1024 * 1024, doc: 'largest request body; larger get 413' }),
     openMetrics: boolean({ reload: 'restart', default: false, doc: 'serve /metrics without the token (for scrapers on a trusted network)' }),
-    maxConnections: integer({ reload: 'restart', default: 256, min: 1, max: 1_000_000, summary: true, doc: 'open admin connections; more are closed on accept' }),
+    maxConnections: integer({ reload: 'restart', default: 256, min: 1, max: 1_000_000, doc: 'open admin connections; more are closed on accept' }),
     keepAliveTimeoutMs: integer({ reload: 'restart', default: 5000, min: 100, max: 600_000, doc: 'an idle keep-alive connection is closed after this long' }),
     headersTimeoutMs: integer({ reload: 'restart',
       default: { text: 'the lower of 5000 and `admin.requestTimeoutMs`', of: (get) => Math.min(5000, get('admin.requestTimeoutMs')) },
@@ -113,7 +113,7 @@ export const SETTINGS = {
         text: 'a quarter of `forward.maxInflight`, 16 at least',
         of: (get) => Math.min(get('forward.maxInflight'), Math.max(16, Math.floor(get('forward.maxInflight') / 4))),
       },
-      min: 1, max: atLeastKey('forward.maxInflight'), summary: true,
+      min: 1, max: atLeastKey('forward.maxInflight'),
       doc: 'of those, most one account may hold',
     }),
   },
@@ -146,7 +146,7 @@ export const SETTINGS = {
       default: 'off', choices: QUERY_LOG_LEVELS, env: 'PRIVDNS_LOG_QUERIES', summary: true,
       doc: 'a line per DNS query: `errors` for every rcode but NOERROR and NXDOMAIN and for drops, or `all`',
     }),
-    querySample: integer({ default: 1, min: 1, max: 1_000_000, summary: true, doc: 'the query log looks at 1 query in this many, in each DNS process' }),
+    querySample: integer({ default: 1, min: 1, max: 1_000_000, doc: 'the query log looks at 1 query in this many, in each DNS process' }),
   },
   registry: {
     allowCatchAllSubnets: boolean({
@@ -155,9 +155,9 @@ export const SETTINGS = {
     }),
     limits: {
       accounts: integer({ default: 100_000, min: 1, max: 10_000_000, summary: true, doc: 'accounts; past it 409 `limit_exceeded`' }),
-      subnetsPerAccount: integer({ default: 1000, min: 1, max: 1_000_000, summary: true, doc: 'subnets of one account' }),
-      servicesPerAccount: integer({ default: 10_000, min: 1, max: 10_000_000, summary: true, doc: 'services of one account' }),
-      instancesPerService: integer({ default: 100_000, min: 1, max: 10_000_000, summary: true, doc: 'instances of one service' }),
+      subnetsPerAccount: integer({ default: 1000, min: 1, max: 1_000_000, doc: 'subnets of one account' }),
+      servicesPerAccount: integer({ default: 10_000, min: 1, max: 10_000_000, doc: 'services of one account' }),
+      instancesPerService: integer({ default: 100_000, min: 1, max: 10_000_000, doc: 'instances of one service' }),
     },
     auditRetention: integer({ reload: 'restart',
       default: 100_000, min: 1000, max: 100_000_000,
@@ -176,7 +176,7 @@ export const SETTINGS = {
     }),
     nodeTimeoutSeconds: integer({ reload: 'restart', default: 10, min: 1, max: 3600, doc: 'a node whose heartbeat is older is not waited for by writes, nor listed as live' }),
     ackTimeoutMs: integer({ reload: 'restart',
-      default: 2000, min: 0, max: 60_000, summary: true,
+      default: 2000, min: 0, max: 60_000,
       doc: 'a write waits this long for every live node to serve it, then answers `privdns-visible: partial`',
     }),
     maxStaleSeconds: integer({ reload: 'restart', default: 30, min: 1, max: DAY_S, doc: '/readyz is 503 `registry_stale` once the database has been unreachable this long' }),
