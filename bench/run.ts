@@ -13,7 +13,8 @@
 // (dnsperf -Q), for latency at a load both can carry; `scale` registers --extra-accounts
 // more accounts (each with subnets of mixed prefix lengths, IPv4 and IPv6, and one live
 // instance) and runs (a) against privdns again: its queries/s should stay flat.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,6 +73,35 @@ function rssMiB(pid: number | undefined): number {
     return NaN;
   }
 }
+
+/**
+ * CPU seconds (user + system) used so far by `pid` and every process below it (DNS workers,
+ * BIND's own threads count in its one process), from /proc/PID/stat; workers still running.
+ */
+function treeCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  const stats = new Map<number, { ppid: number; ticks: number }>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const raw = readFileSync(`/proc/${e}/stat`, 'utf8');
+      // The command name may hold spaces and parentheses: fields are counted after its last ')'.
+      const f = raw.slice(raw.lastIndexOf(')') + 2).split(' ');
+      stats.set(Number(e), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  let ticks = 0;
+  const todo = [pid];
+  while (todo.length > 0) {
+    const p = todo.pop()!;
+    ticks += stats.get(p)?.ticks ?? 0;
+    for (const [child, st] of stats) if (st.ppid === p) todo.push(child);
+  }
+  return ticks / CLK_TCK;
+}
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 async function listenAll(addresses: string[], port: number): Promise<Server[]> {
   return Promise.all(
@@ -226,12 +256,13 @@ async function main(): Promise<void> {
     const files = queryFiles(dir);
 
     const rows: Row[] = [];
-    const servers = (mix: string): { name: string; port: number }[] => [
-      { name: label(IO_MODES[0]!), port: daemon!.dnsPort },
-      ...others.map((o) => ({ name: label(o.io), port: o.d.dnsPort })),
-      { name: 'BIND 9', port: bindPort },
-      ...(mix === 'c' ? [{ name: 'dnsmasq', port: dnsmasqPort }] : []),
+    const servers = (mix: string): { name: string; port: number; pid: number | undefined }[] => [
+      { name: label(IO_MODES[0]!), port: daemon!.dnsPort, pid: daemon!.proc.pid },
+      ...others.map((o) => ({ name: label(o.io), port: o.d.dnsPort, pid: o.d.proc.pid })),
+      { name: 'BIND 9', port: bindPort, pid: bind.proc.pid },
+      ...(mix === 'c' ? [{ name: 'dnsmasq', port: dnsmasqPort, pid: peers.find((p) => p.name === 'dnsmasq')?.proc.pid }] : []),
     ];
+    const cpuNotes: string[] = [];
     for (const mix of ['a', 'b', 'c', 'd']) {
       if (!MIXES.has(mix)) continue;
       const file = mix === 'd' ? files.a! : files[mix]!;
@@ -248,11 +279,19 @@ async function main(): Promise<void> {
     if (MIXES.has('half') && bindA) {
       const rate = bindA.r.qps / 2;
       MIX_TITLES.half = `(a) at ${Math.round(rate)} q/s, half BIND's (a) rate`;
+      const perAnswer: { name: string; us: number }[] = [];
       for (const s of servers('a')) {
+        const cpu0 = treeCpuSeconds(s.pid);
         const r = await dnsperf({ port: s.port, source: SOURCE, queriesFile: files.a!, seconds: SECONDS, maxQps: rate });
+        const cpu = treeCpuSeconds(s.pid) - cpu0;
+        const answered = r.sent - r.lost;
+        perAnswer.push({ name: s.name, us: (cpu / answered) * 1e6 });
         rows.push({ mix: 'half', server: s.name, r });
-        process.stderr.write(`${MIX_TITLES.half} ${s.name}: p99 ${r.p99Ms.toFixed(3)} ms\n`);
+        process.stderr.write(`${MIX_TITLES.half} ${s.name}: p99 ${r.p99Ms.toFixed(3)} ms, ${(cpu / answered * 1e6).toFixed(1)} µs CPU per answer\n`);
       }
+      const bindUs = perAnswer.find((x) => x.name === 'BIND 9')?.us;
+      cpuNotes.push(`CPU per answer at ${Math.round(rate)} q/s (user + system of every process of each server, /proc/PID/stat): ` +
+        perAnswer.map((x) => `${x.name} ${x.us.toFixed(1)} µs${bindUs && x.name !== 'BIND 9' ? ` (${(x.us / bindUs).toFixed(2)}× BIND)` : ''}`).join(', '));
     }
 
     let scaleNote = '';
@@ -285,6 +324,7 @@ async function main(): Promise<void> {
     }
     out.push('');
     if (scaleNote !== '') out.push(scaleNote, '');
+    for (const n of cpuNotes) out.push(n, '');
     out.push(`RSS after the run: privdns ${rssMiB(daemon.proc.pid).toFixed(0)} MiB, BIND ${rssMiB(bind.proc.pid).toFixed(0)} MiB`);
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {

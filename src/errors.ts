@@ -5,6 +5,8 @@ export const ERROR_STATUS = {
   invalid_request: 400,
   invalid_json: 400,
   unauthorized: 401,
+  /** A route an account-scoped token may never use (accounts, tokens, the whole audit log, cluster). */
+  forbidden: 403,
   request_timeout: 408,
   not_found: 404,
   route_not_found: 404,

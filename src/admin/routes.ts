@@ -7,6 +7,8 @@ import type {
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { PrivdnsError } from '../errors.js';
 import type { RegistryStore } from '../registry/backend.js';
+import { newToken } from '../registry/tokens.js';
+import { actorOf } from './auth.js';
 import * as S from './schemas.js';
 
 export type ResolveFn = (query: S.ResolveQuery) => S.ResolveResult | Promise<S.ResolveResult>;
@@ -55,6 +57,13 @@ export const DRAINED_AT_HEADER = 'privdns-drained-at';
 const MAX_REVISION_TIMEOUT_S = 30;
 /** Long polls held at once; beyond, 503 rather than unbounded timers. */
 const MAX_REVISION_WAITERS = 10_000;
+const AUDIT_DEFAULT_LIMIT = 1000;
+const AUDIT_MAX_LIMIT = 10_000;
+
+// Who may use each route (see Access in ./auth.ts).
+const ROOT = { access: 'root' } as const;
+const ACCOUNT = { access: 'account' } as const;
+const ANY = { access: 'any' } as const;
 
 export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?: ResolveFn, served?: ServedRevision, cluster?: ClusterView): void {
   /**
@@ -95,69 +104,119 @@ export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?:
     }
   };
 
-  app.post('/v1/accounts', { schema: { body: S.CreateAccountBody, response: { 201: S.AccountWritten } } }, async (req, reply) => {
-    const { account, ...w } = await registry.createAccount(req.body.name, req.body.subnets);
+  app.post('/v1/accounts', { config: ROOT, schema: { body: S.CreateAccountBody, response: { 201: S.AccountWritten } } }, async (req, reply) => {
+    const { account, ...w } = await registry.createAccount(req.body.name, req.body.subnets, actorOf(req.principal));
     await acknowledge(reply, 201, w);
     return { ...account, revision: w.revision };
   });
 
-  app.get('/v1/accounts', { schema: { response: { 200: S.AccountList } } }, async () => ({ items: await registry.listAccounts() }));
+  // An account token sees its own account only.
+  app.get('/v1/accounts', { config: ANY, schema: { response: { 200: S.AccountList } } }, async (req) => {
+    const p = req.principal;
+    const all = await registry.listAccounts();
+    return { items: p.kind === 'root' ? all : all.filter((a) => a.name === p.account) };
+  });
 
-  app.get('/v1/accounts/:account', { schema: { params: S.AccountParams, response: { 200: S.Account } } }, async (req) =>
+  app.get('/v1/accounts/:account', { config: ACCOUNT, schema: { params: S.AccountParams, response: { 200: S.Account } } }, async (req) =>
     registry.getAccount(req.params.account),
   );
 
+  // An account's subnets are the boundary between tenants: only the admin moves them.
   app.patch(
     '/v1/accounts/:account',
-    { schema: { params: S.AccountParams, body: S.PatchAccountBody, response: { 200: S.AccountWritten } } },
+    { config: ROOT, schema: { params: S.AccountParams, body: S.PatchAccountBody, response: { 200: S.AccountWritten } } },
     async (req, reply) => {
-      const { account, ...w } = await registry.updateAccountSubnets(req.params.account, req.body.subnets);
+      const { account, ...w } = await registry.updateAccountSubnets(req.params.account, req.body.subnets, actorOf(req.principal));
       await acknowledge(reply, 200, w);
       return { ...account, revision: w.revision };
     },
   );
 
-  app.delete('/v1/accounts/:account', { schema: { params: S.AccountParams } }, async (req, reply) => {
+  app.delete('/v1/accounts/:account', { config: ROOT, schema: { params: S.AccountParams } }, async (req, reply) => {
     // The account is gone: no serial of its own to report.
-    const { revision } = await registry.deleteAccount(req.params.account);
+    const { revision } = await registry.deleteAccount(req.params.account, actorOf(req.principal));
     await acknowledge(reply, 204, { revision });
     return reply.send();
   });
 
+  // ---- account tokens: the admin's alone
+
+  app.post(
+    '/v1/accounts/:account/tokens',
+    { config: ROOT, schema: { params: S.AccountParams, response: { 201: S.TokenCreated } } },
+    async (req, reply) => {
+      const fresh = newToken();
+      const { token, revision } = await registry.createToken(req.params.account, fresh, actorOf(req.principal));
+      await acknowledge(reply, 201, { revision });
+      return { ...token, token: fresh.text, revision };
+    },
+  );
+
+  app.get('/v1/accounts/:account/tokens', { config: ROOT, schema: { params: S.AccountParams, response: { 200: S.TokenList } } }, async (req) => ({
+    items: await registry.listTokens(req.params.account),
+  }));
+
+  app.delete('/v1/accounts/:account/tokens/:id', { config: ROOT, schema: { params: S.TokenParams } }, async (req, reply) => {
+    const { revision } = await registry.revokeToken(req.params.account, req.params.id, actorOf(req.principal));
+    await acknowledge(reply, 204, { revision });
+    return reply.send();
+  });
+
+  // ---- the audit log: all of it for the admin, an account's own for its tokens
+
+  const auditPage = async (query: S.AuditQuery, account?: string): Promise<S.AuditList> => {
+    const since = query.since === undefined ? 0 : Number(query.since);
+    const limit = query.limit === undefined ? AUDIT_DEFAULT_LIMIT : Number(query.limit);
+    if (limit < 1 || limit > AUDIT_MAX_LIMIT) throw new PrivdnsError('invalid_request', `limit: 1 to ${AUDIT_MAX_LIMIT}, got ${query.limit}`);
+    if (account !== undefined) await registry.getAccount(account);
+    const revision = await registry.revision();
+    return { items: await registry.audit({ since, limit, ...(account === undefined ? {} : { account }) }), revision };
+  };
+
+  app.get('/v1/audit', { config: ROOT, schema: { querystring: S.AuditQuery, response: { 200: S.AuditList } } }, async (req) => auditPage(req.query));
+
+  app.get(
+    '/v1/accounts/:account/audit',
+    { config: ACCOUNT, schema: { params: S.AccountParams, querystring: S.AuditQuery, response: { 200: S.AuditList } } },
+    async (req) => auditPage(req.query, req.params.account),
+  );
+
+  // ---- services and instances: an account token manages its own
+
   app.post(
     '/v1/accounts/:account/services',
-    { schema: { params: S.AccountParams, body: S.CreateServiceBody, response: { 201: S.ServiceWritten } } },
+    { config: ACCOUNT, schema: { params: S.AccountParams, body: S.CreateServiceBody, response: { 201: S.ServiceWritten } } },
     async (req, reply) => {
-      const { service, ...w } = await registry.createService(req.params.account, req.body);
+      const { service, ...w } = await registry.createService(req.params.account, req.body, actorOf(req.principal));
       await acknowledge(reply, 201, w);
       return { ...service, revision: w.revision };
     },
   );
 
-  app.get('/v1/accounts/:account/services', { schema: { params: S.AccountParams, response: { 200: S.ServiceList } } }, async (req) => ({
+  app.get('/v1/accounts/:account/services', { config: ACCOUNT, schema: { params: S.AccountParams, response: { 200: S.ServiceList } } }, async (req) => ({
     items: await registry.listServices(req.params.account),
   }));
 
   app.get(
     '/v1/accounts/:account/services/:service',
-    { schema: { params: S.ServiceParams, response: { 200: S.ServiceWithInstances } } },
+    { config: ACCOUNT, schema: { params: S.ServiceParams, response: { 200: S.ServiceWithInstances } } },
     async (req) => ({
       ...(await registry.getService(req.params.account, req.params.service)),
       instances: await registry.listInstances(req.params.account, req.params.service),
     }),
   );
 
-  app.delete('/v1/accounts/:account/services/:service', { schema: { params: S.ServiceParams } }, async (req, reply) => {
-    const w = await registry.deleteService(req.params.account, req.params.service);
+  app.delete('/v1/accounts/:account/services/:service', { config: ACCOUNT, schema: { params: S.ServiceParams } }, async (req, reply) => {
+    const w = await registry.deleteService(req.params.account, req.params.service, actorOf(req.principal));
     await acknowledge(reply, 204, w);
     return reply.send();
   });
 
   app.post(
     '/v1/accounts/:account/services/:service/instances',
-    { schema: { params: S.ServiceParams, body: S.CreateInstanceBody, response: { 202: S.InstanceWritten } } },
+    { config: ACCOUNT, schema: { params: S.ServiceParams, body: S.CreateInstanceBody, response: { 202: S.InstanceWritten } } },
     async (req, reply) => {
-      const { instance, ...w } = await registry.registerInstance(req.params.account, req.params.service, req.body);
+      const { instance, ...w } = await registry.registerInstance(req.params.account, req.params.service, req.body, actorOf(req.principal));
       await acknowledge(reply, 202, w);
       return { ...instance, revision: w.revision };
     },
@@ -165,18 +224,18 @@ export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?:
 
   app.get(
     '/v1/accounts/:account/services/:service/instances',
-    { schema: { params: S.ServiceParams, response: { 200: S.InstanceList } } },
+    { config: ACCOUNT, schema: { params: S.ServiceParams, response: { 200: S.InstanceList } } },
     async (req) => ({ items: await registry.listInstances(req.params.account, req.params.service) }),
   );
 
   app.get(
     '/v1/accounts/:account/services/:service/instances/:id',
-    { schema: { params: S.InstanceParams, response: { 200: S.Instance } } },
+    { config: ACCOUNT, schema: { params: S.InstanceParams, response: { 200: S.Instance } } },
     async (req) => registry.getInstance(req.params.account, req.params.service, req.params.id),
   );
 
-  app.delete('/v1/accounts/:account/services/:service/instances/:id', { schema: { params: S.InstanceParams } }, async (req, reply) => {
-    const w = await registry.deleteInstance(req.params.account, req.params.service, req.params.id);
+  app.delete('/v1/accounts/:account/services/:service/instances/:id', { config: ACCOUNT, schema: { params: S.InstanceParams } }, async (req, reply) => {
+    const w = await registry.deleteInstance(req.params.account, req.params.service, req.params.id, actorOf(req.principal));
     await acknowledge(reply.header(DRAINED_AT_HEADER, w.drainedAt), 204, w);
     return reply.send();
   });
@@ -184,7 +243,8 @@ export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?:
   // GET /v1/revision[?wait=N[&timeout=S]]: the revision DNS serves; with `wait`, held until
   // DNS serves N or later (`reached: true`) or the timeout passes (`reached: false`, 200
   // all the same, as Consul's blocking queries do: the caller compares).
-  app.get('/v1/revision', { schema: { querystring: S.RevisionQuery, response: { 200: S.RevisionState } } }, async (req, reply) => {
+  // The global revision: every write's response carries it anyway.
+  app.get('/v1/revision', { config: ANY, schema: { querystring: S.RevisionQuery, response: { 200: S.RevisionState } } }, async (req, reply) => {
     if (!served) throw new PrivdnsError('not_implemented', 'the DNS server is not running in this process');
     const wait = req.query.wait === undefined ? null : Number(req.query.wait);
     const timeoutS = req.query.timeout === undefined ? 5 : Number(req.query.timeout);
@@ -215,7 +275,7 @@ export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?:
 
   // GET /v1/cluster: the nodes on this registry, the revision each serves, heartbeat age and
   // the checker lease's holder. With SQLite, this one node, which always holds it.
-  app.get('/v1/cluster', { schema: { response: { 200: S.ClusterState } } }, async () => {
+  app.get('/v1/cluster', { config: ROOT, schema: { response: { 200: S.ClusterState } } }, async () => {
     if (cluster) return cluster.describe();
     const revision = await registry.revision();
     const current = served?.current() ?? revision;
@@ -226,7 +286,8 @@ export function registerRoutes(app: TypedApp, registry: RegistryStore, resolve?:
     };
   });
 
-  app.get('/v1/resolve', { schema: { querystring: S.ResolveQuery, response: { 200: S.ResolveResult } } }, async (req) => {
+  // Explains the answer to any source address, hence any account's: the admin's.
+  app.get('/v1/resolve', { config: ROOT, schema: { querystring: S.ResolveQuery, response: { 200: S.ResolveResult } } }, async (req) => {
     if (!resolve) throw new PrivdnsError('not_implemented', 'the DNS server is not running in this process');
     return resolve(req.query);
   });

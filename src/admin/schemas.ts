@@ -4,7 +4,7 @@
 import { Kind, Type, TypeRegistry, type Static, type TSchema } from '@sinclair/typebox';
 import { DNS_LABEL_PATTERN } from '../registry/names.js';
 import { HEALTH_CHECK_PATH_MAX_LENGTH, HEALTH_CHECK_PATH_PATTERN } from '../registry/health-path.js';
-import { INSTANCE_STATES, SERVICE_TYPES, type InstanceState, type ServiceType } from '../registry/types.js';
+import { AUDIT_ACTIONS, INSTANCE_STATES, SERVICE_TYPES, type AuditAction, type InstanceState, type ServiceType } from '../registry/types.js';
 
 /**
  * A string that is one of `values`: a plain JSON schema enum (one clear validation message,
@@ -28,6 +28,7 @@ const bindTimeoutSeconds = Type.Integer({ minimum: 1, maximum: 86400 });
 export const AccountParams = Type.Object({ account: pathPart });
 export const ServiceParams = Type.Object({ account: pathPart, service: pathPart });
 export const InstanceParams = Type.Object({ account: pathPart, service: pathPart, id: pathPart });
+export const TokenParams = Type.Object({ account: pathPart, id: pathPart });
 
 export const CreateAccountBody = Type.Object({ name: label, subnets }, { additionalProperties: false });
 export const PatchAccountBody = Type.Object({ subnets }, { additionalProperties: false });
@@ -70,6 +71,14 @@ export const RevisionQuery = Type.Object(
     wait: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'return once DNS serves this revision or later' })),
     timeout: Type.Optional(Type.String({ pattern: '^[0-9]{1,2}(\\.[0-9]{1,3})?$', description: 'seconds to wait at most, 0-30, default 5' })),
     scope: Type.Optional(oneOf<'node' | 'cluster'>(['node', 'cluster'], { description: 'cluster: wait until every live node serves it (PostgreSQL registry)' })),
+  },
+  { additionalProperties: false },
+);
+
+export const AuditQuery = Type.Object(
+  {
+    since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'entries of revisions after this one; default 0' })),
+    limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$', description: 'at most this many entries, 1-10000, default 1000' })),
   },
   { additionalProperties: false },
 );
@@ -131,6 +140,32 @@ export const AccountWritten = Type.Composite([Account, Type.Object({ revision })
 export const ServiceWritten = Type.Composite([Service, Type.Object({ revision })]);
 export const InstanceWritten = Type.Composite([Instance, Type.Object({ revision })]);
 export const ServiceWithInstances = Type.Composite([Service, Type.Object({ instances: Type.Array(Instance) })]);
+
+export const Token = Type.Object({
+  id: Type.String({ description: 'public: listed, revoked and named in the audit log by it' }),
+  account: Type.String(),
+  createdAt: timestamp,
+  createdBy: Type.String({ description: 'the actor that created it' }),
+});
+export const TokenList = listOf(Token);
+export const TokenCreated = Type.Composite([Token, Type.Object({
+  token: Type.String({ description: 'the bearer token, pdt_<id>_<secret>: shown this once, stored only hashed' }),
+  revision,
+})]);
+
+export const AuditEntry = Type.Object({
+  revision: Type.Integer({ description: 'the revision of the write; one entry per revision' }),
+  at: timestamp,
+  actor: Type.String({ description: 'a token id, `root` (the admin token), `checker` or `drain`' }),
+  action: oneOf<AuditAction>(AUDIT_ACTIONS),
+  account: Type.String(),
+  target: nullable(Type.String({ description: 'the service, service/instance or token id written' })),
+  detail: nullable(Type.String()),
+});
+export const AuditList = Type.Object({
+  items: Type.Array(AuditEntry),
+  revision: Type.Integer({ description: 'the registry\'s latest revision' }),
+});
 
 export const RevisionState = Type.Object({
   revision: Type.Integer({ description: 'the revision DNS serves' }),
@@ -215,3 +250,10 @@ export type ServiceWithInstances = Static<typeof ServiceWithInstances>;
 export type RevisionState = Static<typeof RevisionState>;
 export type ResolveResult = Static<typeof ResolveResult>;
 export type ClusterState = Static<typeof ClusterState>;
+export type TokenParams = Static<typeof TokenParams>;
+export type AuditQuery = Static<typeof AuditQuery>;
+export type Token = Static<typeof Token>;
+export type TokenList = Static<typeof TokenList>;
+export type TokenCreated = Static<typeof TokenCreated>;
+export type AuditEntry = Static<typeof AuditEntry>;
+export type AuditList = Static<typeof AuditList>;

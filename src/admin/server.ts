@@ -9,11 +9,25 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { PrivdnsError } from '../errors.js';
 import type { RegistryStore } from '../registry/backend.js';
-import { requireToken } from './auth.js';
+import { ACCESS, requireToken, type Access } from './auth.js';
 import { clientErrorHandler, errorHandler } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { registerRoutes, type ClusterView, type ResolveFn, type ServedRevision } from './routes.js';
 import { Health, ReloadResult } from './schemas.js';
+
+/** A route behind the token, as registered: what the access tests enumerate. */
+export interface AdminRoute {
+  method: string;
+  url: string;
+  access: Access;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every route behind the token (HEAD twins included), with who may use it. */
+    adminRoutes: readonly AdminRoute[];
+  }
+}
 
 /** The admin API's part of the settings table (src/config/settings.ts). */
 export type AdminSettings = Config['admin'];
@@ -105,7 +119,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
   const metrics = deps.metrics;
   const serveMetrics = (scope: FastifyInstance): void => {
     if (!metrics) return;
-    scope.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
+    scope.get('/metrics', { schema: { hide: true }, config: { access: 'root' } }, async (_request, reply) =>
       reply.header('content-type', metrics.contentType).send(await metrics.text()),
     );
   };
@@ -120,8 +134,17 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
       security: [{ bearer: [] }],
     },
   });
+  const adminRoutes: AdminRoute[] = [];
+  app.decorate('adminRoutes', adminRoutes);
   await app.register(async (v1) => {
-    requireToken(v1, deps.token);
+    // Who may use a route is decided where it is declared: one without a decision is a bug
+    // caught at start, never a route open to every account's token.
+    v1.addHook('onRoute', (route) => {
+      const access = (route.config as { access?: unknown } | undefined)?.access;
+      if (!ACCESS.includes(access as never)) throw new Error(`admin route ${String(route.method)} ${route.url} declares no config.access`);
+      for (const method of [route.method].flat()) adminRoutes.push({ method, url: route.url, access: access as Access });
+    });
+    requireToken(v1, deps.token, deps.registry);
     // Behind the token too: without it, nothing tells which routes exist.
     v1.setNotFoundHandler(async (request) => {
       throw new PrivdnsError('route_not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
@@ -130,9 +153,9 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     // What SIGHUP does, for an operator who is not on the daemon's machine: 422 invalid_config
     // naming the key when the file is bad (the running config kept).
     const reload = deps.reload;
-    if (reload) v1.post('/v1/reload', { schema: { response: { 200: ReloadResult } } }, async () => reload());
+    if (reload) v1.post('/v1/reload', { config: { access: 'root' }, schema: { response: { 200: ReloadResult } } }, async () => reload());
     if (!deps.openMetrics) serveMetrics(v1);
-    v1.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+    v1.get('/v1/openapi.json', { schema: { hide: true }, config: { access: 'any' } }, async () => app.swagger());
   });
   await app.ready();
   return app;

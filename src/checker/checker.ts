@@ -206,6 +206,8 @@ export class PortChecker {
   }
 
   private applyChange(change: RegistryChange): void {
+    // A token's revocation is no cascade: nothing of the account goes.
+    if (change.kind === 'token') return;
     if (change.kind === 'instance') {
       const known = this.watches.get(change.instance.id);
       if (change.op === 'delete' || (known && !isChecked(change.instance.state))) {

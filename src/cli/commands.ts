@@ -3,8 +3,8 @@
 // the DNS server itself. The API's shapes are the admin's own schemas (src/admin/schemas.ts).
 import { parseArgs } from 'node:util';
 import type {
-  Account, AccountList, AccountWritten, Instance, InstanceList, InstanceWritten, ReloadResult, ResolveResult, ServiceList, ServiceWithInstances,
-  ServiceWritten,
+  Account, AccountList, AccountWritten, AuditList, Instance, InstanceList, InstanceWritten, ReloadResult, ResolveResult, ServiceList,
+  ServiceWithInstances, ServiceWritten, TokenCreated, TokenList,
 } from '../admin/schemas.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseHostPort, type HostPort } from '../config/config.js';
 import { AdminClient, CliError, EXIT } from './client.js';
@@ -37,6 +37,9 @@ export const CLI_USAGE = `usage: privdns <command> [options]
   services ls ACCOUNT | get ACCOUNT NAME | delete ACCOUNT NAME
   instances add ACCOUNT SERVICE ADDRESS [--wait] [--timeout S] [--bind-timeout S]
   instances ls ACCOUNT SERVICE | get ACCOUNT SERVICE ID | rm ACCOUNT SERVICE ID
+  tokens create ACCOUNT                          a token that manages only ACCOUNT's services and instances
+  tokens list ACCOUNT | revoke ACCOUNT ID        (shown once at creation; listed and revoked by id)
+  audit [--since REV] [--account A] [--limit N]  the registry's writes after REV: who, what, revision
   resolve NAME --from SOURCE_IP [--type TYPE]    what DNS answers that source, and why
   reload                                         the daemon reads its config again (as on SIGHUP)
   dig NAME [TYPE] [--server HOST:PORT] [--tcp] [--timeout S] [--config FILE]
@@ -189,6 +192,42 @@ const COMMANDS: Record<string, Command> = {
     run: async ({ positionals: [account, service, id], values, client, io }) => {
       await client.request('DELETE', `/v1/accounts/${enc(account!)}/services/${enc(service!)}/instances/${enc(id!)}`);
       return print(io, values, { deleted: id }, () => `instance ${id} removed from ${account}/${service}`);
+    },
+  },
+  'tokens create': {
+    args: ['ACCOUNT'],
+    run: async ({ positionals: [account], values, client, io }) => {
+      const t = await client.request<TokenCreated>('POST', `/v1/accounts/${enc(account!)}/tokens`);
+      return print(io, values, t, () => `${t.token}\ntoken ${t.id} of account ${t.account}: keep it now, it is not shown again`);
+    },
+  },
+  'tokens list': {
+    args: ['ACCOUNT'],
+    run: async ({ positionals: [account], values, client, io }) => {
+      const r = await client.request<TokenList>('GET', `/v1/accounts/${enc(account!)}/tokens`);
+      return print(io, values, r, () => table(['TOKEN', 'CREATED', 'BY'], r.items.map((t) => [t.id, t.createdAt, t.createdBy])));
+    },
+  },
+  'tokens revoke': {
+    args: ['ACCOUNT', 'ID'],
+    run: async ({ positionals: [account, id], values, client, io }) => {
+      await client.request('DELETE', `/v1/accounts/${enc(account!)}/tokens/${enc(id!)}`);
+      return print(io, values, { revoked: id }, () => `token ${id} of account ${account} revoked`);
+    },
+  },
+  audit: {
+    args: [],
+    options: { since: { type: 'string' }, account: { type: 'string' }, limit: { type: 'string' } },
+    run: async ({ values, client, io }) => {
+      const q = new URLSearchParams();
+      if (values.since !== undefined) q.set('since', String(intArg('--since', values.since as string)));
+      if (values.limit !== undefined) q.set('limit', String(intArg('--limit', values.limit as string)));
+      const base = typeof values.account === 'string' ? `/v1/accounts/${enc(values.account)}/audit` : '/v1/audit';
+      const r = await client.request<AuditList>('GET', `${base}${q.size > 0 ? `?${q}` : ''}`);
+      return print(io, values, r, () => table(
+        ['REVISION', 'AT', 'ACTOR', 'ACTION', 'ACCOUNT', 'TARGET', 'DETAIL'],
+        r.items.map((e) => [String(e.revision), e.at, e.actor, e.action, e.account, e.target ?? '-', e.detail ?? '']),
+      ));
     },
   },
   resolve: {

@@ -10,7 +10,7 @@
 // node's changes (the change feed); `resync` says the whole registry was read again, after
 // which indexSnapshot() must be taken anew in place of what was built from earlier events.
 import type { EventEmitter } from 'node:events';
-import type { Account, Instance, InstanceState, PortResult, RegistryChange, Service, ServiceType } from './types.js';
+import type { Account, AuditAction, AuditEntry, Instance, InstanceState, PortResult, RegistryChange, Service, ServiceType, Token } from './types.js';
 import type { RegistryLimits } from './rules.js';
 
 export type Awaitable<T> = T | Promise<T>;
@@ -69,6 +69,28 @@ export interface RegistryCounts {
 
 export type Written = { revision: number; serial: number };
 
+/** What a write tells the audit log of itself; the store adds the revision, time and actor. */
+export interface AuditDraft {
+  action: AuditAction;
+  account: string;
+  target?: string | null;
+  detail?: string | null;
+}
+
+/** A token as auth checks it: whose it is and the hash of its secret. */
+export interface TokenCredential {
+  account: string;
+  hash: Uint8Array;
+}
+
+export interface AuditQuery {
+  /** Entries of revisions after this one. */
+  since: number;
+  /** Only this account's entries. */
+  account?: string;
+  limit: number;
+}
+
 export interface RegistryEvents {
   change: [RegistryChange];
   resync: [];
@@ -82,22 +104,33 @@ export interface RegistryStore extends EventEmitter<RegistryEvents> {
   /** Settings a reload may change (registry.limits, registry.allowCatchAllSubnets, dns.ttl). */
   reconfigure(rules: RegistryRules): void;
 
-  createAccount(name: string, subnets: string[]): Awaitable<{ account: Account } & Written>;
+  // Every write takes the actor the audit log names (a token id, or ROOT_ACTOR, the default)
+  // and records its entry in its own transaction, with its revision.
+  createAccount(name: string, subnets: string[], actor?: string): Awaitable<{ account: Account } & Written>;
   listAccounts(): Awaitable<Account[]>;
   getAccount(name: string): Awaitable<Account>;
-  updateAccountSubnets(name: string, subnets: string[]): Awaitable<{ account: Account } & Written>;
-  deleteAccount(name: string): Awaitable<{ revision: number }>;
+  updateAccountSubnets(name: string, subnets: string[], actor?: string): Awaitable<{ account: Account } & Written>;
+  deleteAccount(name: string, actor?: string): Awaitable<{ revision: number }>;
 
-  createService(account: string, input: NewService): Awaitable<{ service: Service } & Written>;
+  createService(account: string, input: NewService, actor?: string): Awaitable<{ service: Service } & Written>;
   listServices(account: string): Awaitable<Service[]>;
   getService(account: string, name: string): Awaitable<Service>;
-  deleteService(account: string, name: string): Awaitable<Written>;
+  deleteService(account: string, name: string, actor?: string): Awaitable<Written>;
 
   /** A registration from the API (SQLite: group-committed with those of the same turn). */
-  registerInstance(account: string, service: string, input: NewInstance): Promise<{ instance: Instance } & Written>;
+  registerInstance(account: string, service: string, input: NewInstance, actor?: string): Promise<{ instance: Instance } & Written>;
   listInstances(account: string, service: string): Awaitable<Instance[]>;
   getInstance(account: string, service: string, id: string): Awaitable<Instance>;
-  deleteInstance(account: string, service: string, id: string): Awaitable<Written & { drainedAt: string }>;
+  deleteInstance(account: string, service: string, id: string, actor?: string): Awaitable<Written & { drainedAt: string }>;
+
+  /** Stores a new token of `account` (its id and the hash of its secret, from tokens.ts). */
+  createToken(account: string, token: { id: string; hash: Uint8Array }, actor?: string): Awaitable<{ token: Token } & Written>;
+  listTokens(account: string): Awaitable<Token[]>;
+  revokeToken(account: string, id: string, actor?: string): Awaitable<Written>;
+  /** For auth, on every request with a token: null when there is no such token (revoked). */
+  tokenCredential(id: string): Awaitable<TokenCredential | null>;
+  /** The audit log after `since`, oldest first, at most `limit` entries. */
+  audit(query: AuditQuery): Awaitable<AuditEntry[]>;
 
   /** The checker's write; null if the instance is gone, or (PostgreSQL) this node no longer holds the checker lease. */
   updateInstanceCheck(id: string, update: InstanceCheckUpdate): Awaitable<Instance | null>;

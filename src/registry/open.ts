@@ -13,6 +13,7 @@ export async function openRegistry(config: Config, logger: Logger): Promise<Regi
     defaultTtl: config.dns.ttl,
     allowCatchAllSubnets: config.registry.allowCatchAllSubnets,
     limits: config.registry.limits,
+    auditRetention: config.registry.auditRetention,
     onListenerError: (err: unknown, change: { kind: string; op: string; revision: number }) =>
       logger.error({ err, change: { kind: change.kind, op: change.op, revision: change.revision } }, 'registry change listener failed'),
   };

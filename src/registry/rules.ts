@@ -189,3 +189,16 @@ export function newInstanceId(): string {
 
 export const iso = (ms: number): string => new Date(ms).toISOString();
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
+
+/** Both backends prune the audit log at every this many revisions, past registry.auditRetention. */
+export const AUDIT_PRUNE_EVERY = 1000;
+export const auditPruneDue = (revision: number): boolean => revision % AUDIT_PRUNE_EVERY === 0;
+
+/** The detail of an entry naming many things (drained instances): the first few and how many. */
+export function listDetail(items: readonly string[], max = 20): string {
+  return items.length <= max ? items.join(',') : `${items.slice(0, max).join(',')} and ${items.length - max} more`;
+}
+
+export function tokenNotFound(account: string, id: string): PrivdnsError {
+  return new PrivdnsError('not_found', `token "${id}" of account "${account}" not found`, { account, token: id });
+}

@@ -87,6 +87,29 @@ const MIGRATIONS: string[] = [
   `
   ALTER TABLE services ADD COLUMN health_check_path TEXT;
   `,
+  // Account-scoped API tokens (the SHA-256 of the secret only) and the audit log: one entry
+  // per revision, written in the write's own transaction. Entries name the account, not its
+  // row, so that they outlive it.
+  `
+  CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+  );
+  CREATE INDEX tokens_by_account ON tokens(account_id);
+  CREATE TABLE audit (
+    revision INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    account TEXT NOT NULL,
+    target TEXT,
+    detail TEXT
+  );
+  CREATE INDEX audit_by_account ON audit(account, revision);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { PrivdnsError, notFound } from '../errors.js';
 import type {
+  AuditDraft,
+  AuditQuery,
   CheckOverlay,
   IndexedInstance,
   IndexSnapshot,
@@ -19,10 +21,12 @@ import type {
   RegistryRules,
   RegistryEvents,
   RegistryStore,
+  TokenCredential,
 } from './backend.js';
 import { migrate } from './schema.js';
 import {
   addressInUse,
+  auditPruneDue,
   checkAddressInSubnets,
   checkHealthCheckPath,
   checkName,
@@ -32,22 +36,28 @@ import {
   iso,
   isoOrNull,
   limitExceeded,
+  listDetail,
   newInstanceFields,
   newInstanceId,
   overlapError,
   parseInstanceAddress,
   parseSubnets,
+  tokenNotFound,
   type RegistryLimits,
 } from './rules.js';
+import { CHECKER_ACTOR, DRAIN_ACTOR, ROOT_ACTOR } from './tokens.js';
 import { parseSubnet, SubnetOwners, type Subnet } from '../net/subnets.js';
 import type {
   Account,
+  AuditAction,
+  AuditEntry,
   Instance,
   InstanceState,
   PortResult,
   RegistryChange,
   Service,
   ServiceType,
+  Token,
 } from './types.js';
 import { INSTANCE_STATES } from './types.js';
 
@@ -69,11 +79,15 @@ export interface RegistryOptions {
   allowCatchAllSubnets?: boolean;
   /** registry.limits; a limit left out is none. */
   limits?: Partial<RegistryLimits>;
+  /** registry.auditRetention: revisions of audit log kept. Default 100,000. */
+  auditRetention?: number;
 }
 
 export type { RegistryLimits } from './rules.js';
 
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number; serial: number }
+interface TokenRow { id: string; account: string; created_at: number; created_by: string }
+interface AuditRow { revision: number; at: number; actor: string; action: AuditAction; account: string; target: string | null; detail: string | null }
 interface ServiceRow {
   id: number; account_id: number; account: string; name: string; type: ServiceType; ports: string;
   bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null;
@@ -108,6 +122,7 @@ interface PendingRegistration {
   account: string;
   service: string;
   input: NewInstance;
+  actor: string;
   resolve: (created: { instance: Instance; revision: number; serial: number }) => void;
   reject: (err: unknown) => void;
 }
@@ -121,6 +136,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
   private defaultTtl: number;
   private allowCatchAllSubnets: boolean;
   private limits: RegistryLimits;
+  private readonly auditRetention: number;
   /** Every account's subnets, for the overlap check; kept in step after each commit. */
   private readonly owners: SubnetOwners;
   private readonly stmt;
@@ -139,6 +155,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     this.allowCatchAllSubnets = opts.allowCatchAllSubnets ?? false;
     const none = Number.POSITIVE_INFINITY;
     this.limits = { accounts: none, subnetsPerAccount: none, servicesPerAccount: none, instancesPerService: none, ...opts.limits };
+    this.auditRetention = opts.auditRetention ?? 100_000;
     mkdirSync(opts.dataDir, { recursive: true });
     this.db = new Database(join(opts.dataDir, DB_FILE));
     this.db.pragma('journal_mode = WAL');
@@ -209,6 +226,17 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
       updateInstance: db.prepare(`UPDATE instances SET state = @state, reason = @reason, port_results = @port_results,
         live_at = @live_at, bind_ms = @bind_ms, updated_at = @updated_at WHERE id = @id`),
       deleteInstance: db.prepare('DELETE FROM instances WHERE id = ?'),
+      insertToken: db.prepare<[string, number, Uint8Array, number, string]>('INSERT INTO tokens (id, account_id, hash, created_at, created_by) VALUES (?, ?, ?, ?, ?)'),
+      token: db.prepare<[string], TokenRow>('SELECT t.id, a.name AS account, t.created_at, t.created_by FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.id = ?'),
+      tokensOfAccount: db.prepare<[number], TokenRow>(
+        'SELECT t.id, a.name AS account, t.created_at, t.created_by FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.account_id = ? ORDER BY t.created_at, t.id'),
+      tokenCredential: db.prepare<[string], { account: string; hash: Buffer }>('SELECT a.name AS account, t.hash FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.id = ?'),
+      deleteToken: db.prepare<[string, number]>('DELETE FROM tokens WHERE id = ? AND account_id = ?'),
+      insertAudit: db.prepare<[number, number, string, string, string, string | null, string | null]>(
+        'INSERT INTO audit (revision, at, actor, action, account, target, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      pruneAudit: db.prepare<[number]>('DELETE FROM audit WHERE revision <= ?'),
+      audit: db.prepare<[number, number], AuditRow>('SELECT * FROM audit WHERE revision > ? ORDER BY revision LIMIT ?'),
+      auditOfAccount: db.prepare<[string, number, number], AuditRow>('SELECT * FROM audit WHERE account = ? AND revision > ? ORDER BY revision LIMIT ?'),
     };
     // Built at open, where everything is read anyway, not at the first account write: that
     // would stall the event loop in the middle of serving.
@@ -248,11 +276,11 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
 
   // ---- accounts ----
 
-  createAccount(name: string, subnets: string[]): { account: Account; revision: number; serial: number } {
+  createAccount(name: string, subnets: string[], actor = ROOT_ACTOR): { account: Account; revision: number; serial: number } {
     checkName('account', name);
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets, this.limits);
     const owners = this.owners;
-    const { value: account, revision } = this.write(() => {
+    const { value: account, revision } = this.write(actor, (record) => {
       if (this.stmt.accountByName.get(name)) {
         throw new PrivdnsError('already_exists', `account "${name}" already exists`, { account: name });
       }
@@ -260,6 +288,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
       this.checkNoOverlap(parsed, null);
       const t = this.now();
       this.stmt.insertAccount.run(name, JSON.stringify(parsed.map((s) => s.cidr)), t, t);
+      record({ action: 'account.create', account: name, detail: parsed.map((s) => s.cidr).join(',') });
       return toAccount(this.accountRow(name));
     });
     // Committed: only now does the index learn of it.
@@ -276,17 +305,18 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     return toAccount(this.accountRow(name));
   }
 
-  updateAccountSubnets(name: string, subnets: string[]): { account: Account; revision: number; serial: number } {
+  updateAccountSubnets(name: string, subnets: string[], actor = ROOT_ACTOR): { account: Account; revision: number; serial: number } {
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets, this.limits);
     const owners = this.owners;
     let before: string[] = [];
-    const { value: account, revision } = this.write(() => {
+    const { value: account, revision } = this.write(actor, (record) => {
       const row = this.accountRow(name);
       before = JSON.parse(row.subnets) as string[];
       this.checkNoOverlap(parsed, name);
       checkNoneStranded(name, parsed, this.stmt.instancesOfAccount.all(row.id));
       this.stmt.updateAccountSubnets.run(JSON.stringify(parsed.map((s) => s.cidr)), this.now(), row.id);
       this.bumpSerial(name);
+      record({ action: 'account.update', account: name, detail: parsed.map((s) => s.cidr).join(',') });
       return toAccount(this.accountRow(name));
     });
     for (const cidr of before) owners.remove(parseSubnet(cidr), name);
@@ -295,12 +325,13 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     return { account, revision, serial: account.serial };
   }
 
-  deleteAccount(name: string): { revision: number } {
+  deleteAccount(name: string, actor = ROOT_ACTOR): { revision: number } {
     let before: string[] = [];
-    const { revision } = this.write(() => {
+    const { revision } = this.write(actor, (record) => {
       const row = this.accountRow(name);
       before = JSON.parse(row.subnets) as string[];
       this.stmt.deleteAccount.run(row.id);
+      record({ action: 'account.delete', account: name });
     });
     for (const cidr of before) this.owners.remove(parseSubnet(cidr), name);
     this.publish({ revision, serial: 0, kind: 'account', op: 'delete', account: name });
@@ -309,14 +340,14 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
 
   // ---- services ----
 
-  createService(accountName: string, input: NewService): { service: Service; revision: number; serial: number } {
+  createService(accountName: string, input: NewService, actor = ROOT_ACTOR): { service: Service; revision: number; serial: number } {
     checkName('service', input.name);
     const ports = input.ports ?? [];
     checkServicePorts(input.type, ports);
     const healthCheckPath = input.healthCheckPath ?? null;
     checkHealthCheckPath(input.type, healthCheckPath);
     let serial = 0;
-    const { value: service, revision } = this.write(() => {
+    const { value: service, revision } = this.write(actor, (record) => {
       const account = this.accountRow(accountName);
       if (this.stmt.serviceByName.get(account.id, input.name)) {
         throw new PrivdnsError('already_exists', `service "${input.name}" already exists in account "${accountName}"`);
@@ -329,6 +360,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
         input.bindTimeoutSeconds ?? null, input.ttl ?? null, this.now(), healthCheckPath,
       );
       serial = this.bumpSerial(accountName);
+      record({ action: 'service.create', account: accountName, target: input.name, detail: input.type });
       return toService(this.serviceRow(account.id, accountName, input.name));
     });
     this.publish({ revision, serial, kind: 'service', op: 'put', service });
@@ -344,12 +376,13 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     return toService(this.serviceRow(account.id, accountName, name));
   }
 
-  deleteService(accountName: string, name: string): { revision: number; serial: number } {
+  deleteService(accountName: string, name: string, actor = ROOT_ACTOR): { revision: number; serial: number } {
     let serial = 0;
-    const { revision } = this.write(() => {
+    const { revision } = this.write(actor, (record) => {
       const account = this.accountRow(accountName);
       this.stmt.deleteService.run(this.serviceRow(account.id, accountName, name).id);
       serial = this.bumpSerial(accountName);
+      record({ action: 'service.delete', account: accountName, target: name });
     });
     this.publish({ revision, serial, kind: 'service', op: 'delete', account: accountName, service: name });
     return { revision, serial };
@@ -357,8 +390,8 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
 
   // ---- instances ----
 
-  createInstance(accountName: string, serviceName: string, input: NewInstance): { instance: Instance; revision: number; serial: number } {
-    const created = this.insertInstance(accountName, serviceName, input);
+  createInstance(accountName: string, serviceName: string, input: NewInstance, actor = ROOT_ACTOR): { instance: Instance; revision: number; serial: number } {
+    const created = this.insertInstance(accountName, serviceName, input, actor);
     this.publishCreated(created);
     return { instance: created.instance, revision: created.revision, serial: created.serial };
   }
@@ -371,9 +404,9 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
    * (synchronous=FULL) and after the change events are emitted, so a resolved registration
    * is durable and in the DNS index, as with createInstance.
    */
-  registerInstance(accountName: string, serviceName: string, input: NewInstance): Promise<{ instance: Instance; revision: number; serial: number }> {
+  registerInstance(accountName: string, serviceName: string, input: NewInstance, actor = ROOT_ACTOR): Promise<{ instance: Instance; revision: number; serial: number }> {
     return new Promise((resolve, reject) => {
-      this.registrations.push({ account: accountName, service: serviceName, input, resolve, reject });
+      this.registrations.push({ account: accountName, service: serviceName, input, actor, resolve, reject });
       // setImmediate runs after the poll phase: every request parsed in this turn joins.
       if (this.registrations.length === 1) setImmediate(this.flushRegistrations);
     });
@@ -397,7 +430,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
           try {
             // Nested in the open transaction, write() runs as a SAVEPOINT: a failure rolls
             // back only this registration.
-            outcomes.push({ ok: true, created: this.insertInstance(p.account, p.service, p.input) });
+            outcomes.push({ ok: true, created: this.insertInstance(p.account, p.service, p.input, p.actor) });
           } catch (error) {
             // An error that ended the whole transaction (I/O, disk full) must not let the
             // next registrations commit one by one outside it: give up the batch.
@@ -422,11 +455,11 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
   }
 
   /** Validates and inserts one instance in a write transaction (a savepoint when nested). */
-  private insertInstance(accountName: string, serviceName: string, input: NewInstance): CreatedInstance {
+  private insertInstance(accountName: string, serviceName: string, input: NewInstance, actor: string): CreatedInstance {
     const address = parseInstanceAddress(input.address);
     let replaced: Instance | null = null;
     let serial = 0;
-    const { value: instance, revision } = this.write(() => {
+    const { value: instance, revision } = this.write(actor, (record) => {
       const account = this.accountRow(accountName);
       const service = this.serviceRow(account.id, accountName, serviceName);
       checkAddressInSubnets(address, accountName, JSON.parse(account.subnets) as string[]);
@@ -452,6 +485,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
         bind_timeout_s: timeout, created_at: t, deadline_at: fresh.deadlineAt,
       });
       serial = this.bumpSerial(accountName);
+      record({ action: 'instance.register', account: accountName, target: `${serviceName}/${id}`, detail: address.text });
       return this.instanceById(id);
     });
     return { instance, revision, serial, replaced };
@@ -498,7 +532,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
    * then), and is removed after; one never served is removed now. Deleting a draining
    * instance again changes nothing and reports the same `drainedAt`.
    */
-  deleteInstance(accountName: string, serviceName: string, id: string): { revision: number; serial: number; drainedAt: string } {
+  deleteInstance(accountName: string, serviceName: string, id: string, actor = ROOT_ACTOR): { revision: number; serial: number; drainedAt: string } {
     const current = this.getInstance(accountName, serviceName, id);
     if (current.state === 'draining' && current.drainedAt !== null) {
       return { revision: this.revision(), serial: this.stmt.serial.get(accountName)?.serial ?? 0, drainedAt: current.drainedAt };
@@ -507,10 +541,11 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     let after: Instance | null = null;
     const t = this.now();
     let serial = 0;
-    const { revision } = this.write(() => {
+    const { revision } = this.write(actor, (record) => {
       const row = this.stmt.instance.get(id);
       if (!row) throw notFound(`instance "${id}"`, { account: accountName, service: serviceName, instance: id });
       before = toInstance(row);
+      record({ action: 'instance.delete', account: accountName, target: `${serviceName}/${id}`, detail: row.address });
       const until = drainEnd(t, row.served_ttl);
       if (until !== null) {
         this.stmt.startDrain.run(until, t, id);
@@ -530,21 +565,70 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     return { revision, serial, drainedAt: iso(t) };
   }
 
+  // ---- tokens and audit ----
+
+  createToken(accountName: string, token: { id: string; hash: Uint8Array }, actor = ROOT_ACTOR): { token: Token; revision: number; serial: number } {
+    let serial = 0;
+    const { value, revision } = this.write(actor, (record) => {
+      const account = this.accountRow(accountName);
+      this.stmt.insertToken.run(token.id, account.id, token.hash, this.now(), actor);
+      serial = account.serial;
+      record({ action: 'token.create', account: accountName, target: token.id });
+      return toToken(this.stmt.token.get(token.id) as TokenRow);
+    });
+    this.publish({ revision, serial, kind: 'token', op: 'put', account: accountName, token: token.id });
+    return { token: value, revision, serial };
+  }
+
+  listTokens(accountName: string): Token[] {
+    return this.stmt.tokensOfAccount.all(this.accountRow(accountName).id).map(toToken);
+  }
+
+  revokeToken(accountName: string, id: string, actor = ROOT_ACTOR): { revision: number; serial: number } {
+    let serial = 0;
+    const { revision } = this.write(actor, (record) => {
+      const account = this.accountRow(accountName);
+      if (this.stmt.deleteToken.run(id, account.id).changes === 0) throw tokenNotFound(accountName, id);
+      serial = account.serial;
+      record({ action: 'token.revoke', account: accountName, target: id });
+    });
+    this.publish({ revision, serial, kind: 'token', op: 'delete', account: accountName, token: id });
+    return { revision, serial };
+  }
+
+  tokenCredential(id: string): TokenCredential | null {
+    return this.stmt.tokenCredential.get(id) ?? null;
+  }
+
+  audit(q: AuditQuery): AuditEntry[] {
+    const rows = q.account === undefined ? this.stmt.audit.all(q.since, q.limit) : this.stmt.auditOfAccount.all(q.account, q.since, q.limit);
+    return rows.map(toAuditEntry);
+  }
+
   /** Removes the instances whose drain is over; returns how many. */
   purgeDrained(): number {
     const t = this.now();
-    if (this.stmt.drained.all(t).length === 0) return 0;
-    let gone: Instance[] = [];
-    const serials: number[] = [];
-    const { revision } = this.write(() => {
-      gone = this.stmt.drained.all(t).map(toInstance);
-      for (const i of gone) {
-        this.stmt.deleteInstance.run(i.id);
-        serials.push(this.bumpSerial(i.account));
-      }
-    });
-    gone.forEach((instance, k) => this.publish({ revision, serial: serials[k]!, kind: 'instance', op: 'delete', instance }));
-    return gone.length;
+    const due = this.stmt.drained.all(t).map(toInstance);
+    if (due.length === 0) return 0;
+    // One write per account, so that each audit entry is one account's.
+    const byAccount = new Map<string, Instance[]>();
+    for (const i of due) byAccount.set(i.account, [...(byAccount.get(i.account) ?? []), i]);
+    let n = 0;
+    for (const [account, candidates] of byAccount) {
+      let gone: Instance[] = [];
+      const serials: number[] = [];
+      const { revision } = this.write(DRAIN_ACTOR, (record) => {
+        gone = candidates.filter((i) => this.stmt.instance.get(i.id)?.state === 'draining');
+        for (const i of gone) {
+          this.stmt.deleteInstance.run(i.id);
+          serials.push(this.bumpSerial(account));
+        }
+        record({ action: 'instance.drained', account, detail: listDetail(gone.map((i) => `${i.service}/${i.id}`)) });
+      });
+      gone.forEach((instance, k) => this.publish({ revision, serial: serials[k]!, kind: 'instance', op: 'delete', instance }));
+      n += gone.length;
+    }
+    return n;
   }
 
   private scheduleDrainSweep(): void {
@@ -577,7 +661,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     if (!before || before.state === 'draining') return null;
     const previous = toInstance(before);
     let serial = 0;
-    const { value: instance, revision } = this.write(() => {
+    const { value: instance, revision } = this.write(CHECKER_ACTOR, (record) => {
       this.stmt.updateInstance.run({
         id,
         state: update.state ?? before.state,
@@ -589,6 +673,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
       });
       if ((update.state ?? before.state) === 'live') this.stmt.markServed.run(this.defaultTtl, id);
       serial = this.bumpSerial(before.account);
+      record({ action: 'instance.state', account: before.account, target: `${before.service}/${id}`, detail: `${before.state}->${update.state ?? before.state}` });
       return this.instanceById(id);
     });
     this.publish({ revision, serial, kind: 'instance', op: 'put', instance, previousState: previous.state });
@@ -666,11 +751,20 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     return this.stmt.bumpSerial.get(account)?.serial ?? 0;
   }
 
-  /** Runs fn in a write transaction that also bumps the revision. */
-  private write<T>(fn: () => T): { value: T; revision: number } {
+  /**
+   * Runs fn in a write transaction that also bumps the revision and records, with it, the
+   * audit entry fn gives (`record`), naming `actor`.
+   */
+  private write<T>(actor: string, fn: (record: (d: AuditDraft) => void) => T): { value: T; revision: number } {
     return this.db.transaction(() => {
-      const value = fn();
+      let draft: AuditDraft | null = null;
+      const value = fn((d) => {
+        draft = d;
+      });
       const revision = this.stmt.bumpRevision.get()?.value ?? 0;
+      const d = draft as AuditDraft | null;
+      if (d) this.stmt.insertAudit.run(revision, this.now(), actor, d.action, d.account, d.target ?? null, d.detail ?? null);
+      if (auditPruneDue(revision)) this.stmt.pruneAudit.run(revision - this.auditRetention);
       return { value, revision };
     }).immediate();
   }
@@ -726,6 +820,14 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
 
 function toAccount(r: AccountRow): Account {
   return { name: r.name, subnets: JSON.parse(r.subnets) as string[], serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
+}
+
+function toToken(r: TokenRow): Token {
+  return { id: r.id, account: r.account, createdAt: iso(r.created_at), createdBy: r.created_by };
+}
+
+function toAuditEntry(r: AuditRow): AuditEntry {
+  return { revision: r.revision, at: iso(r.at), actor: r.actor, action: r.action, account: r.account, target: r.target, detail: r.detail };
 }
 
 function toService(r: ServiceRow): Service {

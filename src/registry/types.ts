@@ -70,6 +70,39 @@ export interface Instance {
   drainedAt: string | null;
 }
 
+/** An API token scoped to one account (the secret itself is never stored nor shown again). */
+export interface Token {
+  id: string;
+  account: string;
+  createdAt: string;
+  /** The actor that created it (see AuditEntry.actor). */
+  createdBy: string;
+}
+
+/** What a registry write did, as the audit log names it. */
+export const AUDIT_ACTIONS = [
+  'account.create', 'account.update', 'account.delete',
+  'service.create', 'service.delete',
+  'instance.register', 'instance.delete', 'instance.state', 'instance.drained',
+  'token.create', 'token.revoke',
+] as const;
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
+
+/**
+ * One registry write, recorded in the same transaction: one entry per revision. `actor`: a
+ * token id, `root` (the admin token), `checker` (a state transition) or `drain` (drained
+ * instances removed). `target`: the service, `service/instance` or token id written, if any.
+ */
+export interface AuditEntry {
+  revision: number;
+  at: string;
+  actor: string;
+  action: AuditAction;
+  account: string;
+  target: string | null;
+  detail: string | null;
+}
+
 /**
  * A committed change, emitted after the transaction that made it. `serial`: the account's
  * serial after this change (0 for an account deleted).
@@ -81,4 +114,6 @@ export type RegistryChange = { revision: number; serial: number } & (
   | { kind: 'service'; op: 'delete'; account: string; service: string }
   | { kind: 'instance'; op: 'put'; instance: Instance; previousState: InstanceState | null }
   | { kind: 'instance'; op: 'delete'; instance: Instance }
+  // Nothing DNS serves: the revision moves on (so every write has one) and the serial stays.
+  | { kind: 'token'; op: 'put' | 'delete'; account: string; token: string }
 );

@@ -8,7 +8,7 @@ import { errorBody, errorHandler, toPrivdnsError } from '../../src/admin/errors.
 
 describe('every error code has a stable snake_case code and an HTTP status', () => {
   it('client errors use only the statuses of the contract', () => {
-    const contract = new Set([400, 401, 404, 408, 409, 413, 415, 422, 431]);
+    const contract = new Set([400, 401, 403, 404, 408, 409, 413, 415, 422, 431]);
     // 405 is declared but the router answers an unknown method with 404 route_not_found.
     const serverSide = new Set(['not_implemented', 'unavailable', 'storage_full', 'registry_unavailable', 'internal', 'method_not_allowed']);
     for (const [code, status] of Object.entries(ERROR_STATUS)) {

@@ -11,11 +11,12 @@ import type { RegistryStore } from '../../src/registry/backend.js';
 import { Registry } from '../../src/registry/store.js';
 import { PgRegistry } from '../../src/registry/postgres/store.js';
 import type { RegistryChange } from '../../src/registry/types.js';
+import { hashSecret, newToken, parseToken, secretMatches } from '../../src/registry/tokens.js';
 import { TestPostgres } from '../helpers/postgres.js';
 
 interface Backend {
   name: string;
-  open(limits?: Record<string, number>, defaultTtl?: number): Promise<RegistryStore>;
+  open(limits?: Record<string, number>, defaultTtl?: number, auditRetention?: number): Promise<RegistryStore>;
   /** A second node on the same database (PostgreSQL only). */
   peer?(store: RegistryStore): Promise<RegistryStore>;
 }
@@ -26,8 +27,11 @@ const urls = new WeakMap<RegistryStore, string>();
 
 const sqlite: Backend = {
   name: 'SQLite',
-  open: async (limits, defaultTtl) => {
-    const r = new Registry({ dataDir: mkdtempSync(join(tmpdir(), 'privdns-backends-')), defaultBindTimeoutSeconds: 30, limits: limits ?? {}, defaultTtl: defaultTtl ?? 5 });
+  open: async (limits, defaultTtl, auditRetention) => {
+    const r = new Registry({
+      dataDir: mkdtempSync(join(tmpdir(), 'privdns-backends-')), defaultBindTimeoutSeconds: 30, limits: limits ?? {}, defaultTtl: defaultTtl ?? 5,
+      ...(auditRetention === undefined ? {} : { auditRetention }),
+    });
     opened.push(r);
     return r;
   },
@@ -36,9 +40,12 @@ const sqlite: Backend = {
 let nodes = 0;
 const postgres: Backend = {
   name: 'PostgreSQL',
-  open: async (limits, defaultTtl) => {
+  open: async (limits, defaultTtl, auditRetention) => {
     const url = await pgServer.database();
-    const r = await PgRegistry.open({ url, nodeId: `node-${++nodes}`, defaultBindTimeoutSeconds: 30, limits: limits ?? {}, defaultTtl: defaultTtl ?? 5 });
+    const r = await PgRegistry.open({
+      url, nodeId: `node-${++nodes}`, defaultBindTimeoutSeconds: 30, limits: limits ?? {}, defaultTtl: defaultTtl ?? 5,
+      ...(auditRetention === undefined ? {} : { auditRetention }),
+    });
     urls.set(r, url);
     opened.push(r);
     return r;
@@ -198,6 +205,88 @@ for (const b of [sqlite, postgres]) {
       const snap = r.indexSnapshot();
       assert.deepEqual([snap.revision, snap.accounts.map((a) => a.name), snap.services.length, snap.instances.length], [5, ['globex'], 0, 0]);
     });
+
+    it('tokens: stored hashed, listed without secrets, revoked by id, gone with their account', async () => {
+      const r = await b.open();
+      const heard: RegistryChange[] = [];
+      r.on('change', (c) => heard.push(c));
+      await r.createAccount('acme', ['10.1.0.0/16']);
+      await r.createAccount('globex', ['10.2.0.0/16']);
+      const t = newToken();
+      const made = await r.createToken('acme', t, 'root');
+      assert.deepEqual([made.token.id, made.token.account, made.token.createdBy, made.revision, made.serial], [t.id, 'acme', 'root', 3, 1]);
+      assert.deepEqual(heard.at(-1), { revision: 3, serial: 1, kind: 'token', op: 'put', account: 'acme', token: t.id }, 'the revision moves, the serial does not');
+      assert.equal(r.indexSnapshot().revision, 3);
+      const cred = await r.tokenCredential(t.id);
+      assert.equal(cred?.account, 'acme');
+      assert.ok(cred && secretMatches(cred.hash, parseToken(t.text)!.secret), 'the stored hash is of the secret');
+      assert.ok(!Buffer.from(cred.hash).toString('latin1').includes(parseToken(t.text)!.secret), 'not the secret itself');
+      assert.deepEqual(Buffer.from(cred.hash), hashSecret(parseToken(t.text)!.secret));
+      assert.equal(await r.tokenCredential('aaaaaaaaaaaaaaaa'), null);
+      const listed = await r.listTokens('acme');
+      assert.deepEqual(listed.map((x) => Object.keys(x).sort()), [['account', 'createdAt', 'createdBy', 'id']]);
+      assert.deepEqual(await r.listTokens('globex'), []);
+      await rejects(() => r.createToken('nobody', newToken()), 'not_found');
+      await rejects(() => r.revokeToken('globex', t.id), 'not_found');
+      assert.equal(await r.revision(), 3, 'refused token writes spend no revision');
+      const gone = await r.revokeToken('acme', t.id, 'root');
+      assert.equal(gone.revision, 4);
+      assert.equal(await r.tokenCredential(t.id), null);
+      await rejects(() => r.revokeToken('acme', t.id), 'not_found');
+      const t2 = newToken();
+      await r.createToken('globex', t2);
+      await r.deleteAccount('globex');
+      assert.equal(await r.tokenCredential(t2.id), null, 'an account takes its tokens with it');
+    });
+
+    it('audit: every write once, with its actor and revision, in the write\'s transaction; by account and since', async () => {
+      const r = await b.open();
+      if (r instanceof PgRegistry) r.leaseTerm = await takeLease(r);
+      await r.createAccount('acme', ['10.1.0.0/16']);
+      await r.createAccount('globex', ['10.2.0.0/16'], 'root');
+      const t = newToken();
+      await r.createToken('acme', t);
+      const svc = await r.createService('acme', { name: 'web', type: 'web_service', ports: [80] }, t.id);
+      await rejects(() => r.createService('acme', { name: 'web', type: 'web_service', ports: [80] }, t.id), 'already_exists');
+      const inst = await r.registerInstance('acme', 'web', { address: '10.1.0.7' }, t.id);
+      await r.updateInstanceCheck(inst.instance.id, { state: 'live', liveAt: Date.now() });
+      const del = await r.deleteInstance('acme', 'web', inst.instance.id, t.id);
+      await r.updateAccountSubnets('globex', ['10.2.0.0/17']);
+      await r.deleteService('acme', 'web', t.id);
+      await r.revokeToken('acme', t.id);
+      const all = await r.audit({ since: 0, limit: 100 });
+      assert.deepEqual(all.map((e) => [e.revision, e.actor, e.action, e.account, e.target]), [
+        [1, 'root', 'account.create', 'acme', null],
+        [2, 'root', 'account.create', 'globex', null],
+        [3, 'root', 'token.create', 'acme', t.id],
+        [svc.revision, t.id, 'service.create', 'acme', 'web'],
+        [inst.revision, t.id, 'instance.register', 'acme', `web/${inst.instance.id}`],
+        [inst.revision + 1, 'checker', 'instance.state', 'acme', `web/${inst.instance.id}`],
+        [del.revision, t.id, 'instance.delete', 'acme', `web/${inst.instance.id}`],
+        [del.revision + 1, 'root', 'account.update', 'globex', null],
+        [del.revision + 2, t.id, 'service.delete', 'acme', 'web'],
+        [del.revision + 3, 'root', 'token.revoke', 'acme', t.id],
+      ]);
+      assert.equal(all.at(-1)!.revision, await r.revision(), 'one entry per revision, none for the refused write');
+      assert.equal(all[5]!.detail, 'pending->live');
+      assert.equal(all[4]!.detail, '10.1.0.7');
+      assert.ok(all.every((e) => Math.abs(Date.parse(e.at) - Date.now()) < 60_000));
+      const acme = await r.audit({ since: 3, account: 'acme', limit: 100 });
+      assert.deepEqual(acme.map((e) => e.revision), [4, 5, 6, 7, 9, 10]);
+      assert.deepEqual((await r.audit({ since: 0, limit: 2 })).map((e) => e.revision), [1, 2]);
+      // Entries outlive the account they name.
+      await r.deleteAccount('acme');
+      assert.equal((await r.audit({ since: 0, account: 'acme', limit: 100 })).at(-1)?.action, 'account.delete');
+    });
+
+    it('audit retention: entries older than the retention are pruned as writes pass', async () => {
+      const r = await b.open(undefined, undefined, 100);
+      await r.createAccount('acme', ['10.1.0.0/16']);
+      for (let i = 1; i < 1000; i++) await r.createToken('acme', newToken());
+      assert.equal(await r.revision(), 1000);
+      const kept = await r.audit({ since: 0, limit: 10_000 });
+      assert.deepEqual([kept.length, kept[0]?.revision, kept.at(-1)?.revision], [100, 901, 1000]);
+    });
   });
 }
 
@@ -220,6 +309,19 @@ describe('PostgreSQL: several nodes on one database', () => {
     await (bNode as PgRegistry).feed.caughtUp(20);
     assert.deepEqual(heardB, Array.from({ length: 20 }, (_, i) => i + 1), 'every revision once, in order, none missing');
     assert.deepEqual(bNode.indexSnapshot().accounts.map((x) => x.name).sort(), (await a.listAccounts()).map((x) => x.name).sort());
+  });
+
+  it('a token revoked on one node is refused by the other at once', async () => {
+    const a = await postgres.open();
+    const bNode = await postgres.peer!(a);
+    await a.createAccount('acme', ['10.1.0.0/16']);
+    const t = newToken();
+    await a.createToken('acme', t);
+    assert.equal((await bNode.tokenCredential(t.id))?.account, 'acme');
+    await a.revokeToken('acme', t.id);
+    assert.equal(await bNode.tokenCredential(t.id), null);
+    await (bNode as PgRegistry).feed.caughtUp(await a.revision());
+    assert.equal(bNode.indexSnapshot().revision, 3, 'the token writes reach the other node\'s feed as revisions');
   });
 
   it('the exclusion constraint refuses an overlap even past the rules', async () => {

@@ -354,7 +354,7 @@ describe('the registry persists across close and reopen of the same directory', 
     // The database as the previous schema left it: no serial column, revision 42.
     // (Version 2, the one before the serial column; later migrations' columns go too.)
     reg.db.exec(`ALTER TABLE accounts DROP COLUMN serial; ALTER TABLE services DROP COLUMN health_check_path;
-      UPDATE meta SET value = 42 WHERE key = 'revision'`);
+      DROP TABLE audit; DROP TABLE tokens; UPDATE meta SET value = 42 WHERE key = 'revision'`);
     reg.db.pragma('user_version = 2');
     reg.close();
     reg = new Registry({ dataDir: dir, defaultBindTimeoutSeconds: 60 });

@@ -194,7 +194,7 @@ export class AccountIndex {
       ? (change.op === 'put' ? change.account.name : change.account)
       : change.kind === 'service'
         ? (change.op === 'put' ? change.service.account : change.account)
-        : change.instance.account;
+        : change.kind === 'token' ? change.account : change.instance.account;
     const view = this.accounts.get(account);
     if (view) view.serial = Math.max(view.serial, change.serial);
     if (change.revision > this.revision) {
@@ -229,6 +229,9 @@ export class AccountIndex {
       case 'instance':
         if (change.op === 'put') this.putInstance(change.instance);
         else this.removeInstance(change.instance);
+        return;
+      case 'token':
+        // Nothing DNS answers: apply() only moves the revision.
         return;
     }
   }

@@ -34,6 +34,8 @@ export class IndexMirror {
         this.services.delete(key(c.account, c.service));
         for (const [id, i] of this.instances) if (i.account === c.account && i.service === c.service) this.instances.delete(id);
       }
+    } else if (c.kind === 'token') {
+      // Tokens are not in the index: only the revision moves.
     } else if (c.op === 'put') {
       const i = c.instance;
       this.instances.set(i.id, { id: i.id, account: i.account, service: i.service, address: i.address, state: i.state, reason: i.reason });
@@ -42,7 +44,7 @@ export class IndexMirror {
     }
     // An account's serial moves with every change under it: the index reads it from the account.
     if (c.kind !== 'account' && c.serial > 0) {
-      const name = c.kind === 'service' ? (c.op === 'put' ? c.service.account : c.account) : c.instance.account;
+      const name = c.kind === 'service' ? (c.op === 'put' ? c.service.account : c.account) : c.kind === 'token' ? c.account : c.instance.account;
       const a = this.accounts.get(name);
       if (a && a.serial < c.serial) this.accounts.set(name, { ...a, serial: c.serial });
     }

@@ -86,6 +86,28 @@ const MIGRATIONS: string[] = [
   );
   INSERT INTO lease VALUES (1, NULL, 0, now());
   `,
+  // Account-scoped API tokens (the SHA-256 of the secret only) and the audit log: one entry
+  // per revision, written in the write's own transaction; entries outlive their account.
+  `
+  CREATE TABLE tokens (
+    id text PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    hash bytea NOT NULL,
+    created_at bigint NOT NULL,
+    created_by text NOT NULL
+  );
+  CREATE INDEX tokens_by_account ON tokens(account_id);
+  CREATE TABLE audit (
+    revision bigint PRIMARY KEY,
+    at bigint NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    account text NOT NULL,
+    target text,
+    detail text
+  );
+  CREATE INDEX audit_by_account ON audit(account, revision);
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

@@ -13,6 +13,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { PrivdnsError, notFound } from '../../errors.js';
 import type {
+  AuditDraft,
+  AuditQuery,
   CheckOverlay,
   IndexSnapshot,
   InstanceCheckUpdate,
@@ -23,10 +25,12 @@ import type {
   RegistryRules,
   RegistryEvents,
   RegistryStore,
+  TokenCredential,
   Written,
 } from '../backend.js';
 import {
   addressInUse,
+  auditPruneDue,
   checkAddressInSubnets,
   checkHealthCheckPath,
   checkName,
@@ -36,15 +40,18 @@ import {
   iso,
   isoOrNull,
   limitExceeded,
+  listDetail,
   newInstanceFields,
   newInstanceId,
   overlapError,
   parseInstanceAddress,
   parseSubnets,
   servedTtl,
+  tokenNotFound,
   type RegistryLimits,
 } from '../rules.js';
-import { INSTANCE_STATES, type Account, type Instance, type InstanceState, type PortResult, type RegistryChange, type Service, type ServiceType } from '../types.js';
+import { CHECKER_ACTOR, DRAIN_ACTOR, ROOT_ACTOR } from '../tokens.js';
+import { INSTANCE_STATES, type Account, type AuditAction, type AuditEntry, type Token, type Instance, type InstanceState, type PortResult, type RegistryChange, type Service, type ServiceType } from '../types.js';
 import { ChangeFeed, type FeedStatus } from './feed.js';
 import { migratePostgres } from './schema.js';
 
@@ -71,6 +78,8 @@ export interface PgRegistryOptions {
   defaultTtl?: number;
   allowCatchAllSubnets?: boolean;
   limits?: Partial<RegistryLimits>;
+  /** registry.auditRetention: revisions of audit log kept. Default 100,000. */
+  auditRetention?: number;
   cluster?: Partial<ClusterSettings>;
   now?: () => number;
   onListenerError?: (err: unknown, change: RegistryChange) => void;
@@ -93,6 +102,9 @@ const types = {
 };
 
 interface AccountRow { id: number; name: string; subnets: string[]; serial: number; created_at: number; updated_at: number }
+interface TokenRow { id: string; account: string; created_at: number; created_by: string }
+interface AuditRow { revision: number; at: number; actor: string; action: AuditAction; account: string; target: string | null; detail: string | null }
+const TOKEN_SELECT = 'SELECT t.id, a.name AS account, t.created_at, t.created_by FROM tokens t JOIN accounts a ON a.id = t.account_id';
 interface ServiceRow { id: number; account_id: number; account: string; name: string; type: ServiceType; ports: number[]; bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null }
 interface InstanceRow {
   id: string; service_id: number; account_id: number; account: string; service: string; address: string;
@@ -131,6 +143,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   private defaultTtl: number;
   private allowCatchAllSubnets: boolean;
   private limits: RegistryLimits;
+  private readonly auditRetention: number;
   private readonly onListenerError: (err: unknown, change: RegistryChange) => void;
   readonly log: NonNullable<PgRegistryOptions['log']>;
   readonly feed: ChangeFeed;
@@ -151,6 +164,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     this.allowCatchAllSubnets = opts.allowCatchAllSubnets ?? false;
     const none = Number.POSITIVE_INFINITY;
     this.limits = { accounts: none, subnetsPerAccount: none, servicesPerAccount: none, instancesPerService: none, ...opts.limits };
+    this.auditRetention = opts.auditRetention ?? 100_000;
     this.onListenerError = opts.onListenerError ?? ((err) => console.error('privdns: registry change listener failed:', err));
     this.log = opts.log ?? (() => undefined);
     // A query that hangs (a half-open connection) fails after query_timeout, and the pool
@@ -286,10 +300,10 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
 
   // ---- accounts ----
 
-  async createAccount(name: string, subnets: string[]): Promise<{ account: Account } & Written> {
+  async createAccount(name: string, subnets: string[], actor = ROOT_ACTOR): Promise<{ account: Account } & Written> {
     checkName('account', name);
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets, this.limits);
-    const { value: account, revision } = await this.write(async (tx, revision, changes) => {
+    const { value: account, revision } = await this.write(actor, async (tx, revision, changes, record) => {
       if ((await tx.query('SELECT 1 FROM accounts WHERE name = $1', [name])).rowCount) {
         throw new PrivdnsError('already_exists', `account "${name}" already exists`, { account: name });
       }
@@ -302,6 +316,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
       await this.insertSubnets(tx, row.id, parsed.map((s) => s.cidr));
       const account = toAccount(row);
       changes.push({ revision, serial: account.serial, kind: 'account', op: 'put', account });
+      record({ action: 'account.create', account: name, detail: account.subnets.join(',') });
       return account;
     });
     return { account, revision, serial: account.serial };
@@ -317,9 +332,9 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     return toAccount(row);
   }
 
-  async updateAccountSubnets(name: string, subnets: string[]): Promise<{ account: Account } & Written> {
+  async updateAccountSubnets(name: string, subnets: string[], actor = ROOT_ACTOR): Promise<{ account: Account } & Written> {
     const parsed = parseSubnets(subnets, this.allowCatchAllSubnets, this.limits);
-    const { value: account, revision } = await this.write(async (tx, revision, changes) => {
+    const { value: account, revision } = await this.write(actor, async (tx, revision, changes, record) => {
       const row = await accountRow(tx, name);
       await this.checkNoOverlap(tx, parsed.map((s) => s.cidr), row.id);
       const instances = (await tx.query<InstanceRow>(`${INSTANCE_SELECT} WHERE i.account_id = $1`, [row.id])).rows;
@@ -330,30 +345,32 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
         [JSON.stringify(parsed.map((s) => s.cidr)), this.now(), row.id])).rows[0] as AccountRow;
       const account = toAccount(updated);
       changes.push({ revision, serial: account.serial, kind: 'account', op: 'put', account });
+      record({ action: 'account.update', account: name, detail: account.subnets.join(',') });
       return account;
     });
     return { account, revision, serial: account.serial };
   }
 
-  async deleteAccount(name: string): Promise<{ revision: number }> {
-    const { revision } = await this.write(async (tx, revision, changes) => {
+  async deleteAccount(name: string, actor = ROOT_ACTOR): Promise<{ revision: number }> {
+    const { revision } = await this.write(actor, async (tx, revision, changes, record) => {
       const row = await accountRow(tx, name);
       await tx.query('DELETE FROM accounts WHERE id = $1', [row.id]);
       changes.push({ revision, serial: 0, kind: 'account', op: 'delete', account: name });
+      record({ action: 'account.delete', account: name });
     });
     return { revision };
   }
 
   // ---- services ----
 
-  async createService(accountName: string, input: NewService): Promise<{ service: Service } & Written> {
+  async createService(accountName: string, input: NewService, actor = ROOT_ACTOR): Promise<{ service: Service } & Written> {
     checkName('service', input.name);
     const ports = input.ports ?? [];
     checkServicePorts(input.type, ports);
     const healthCheckPath = input.healthCheckPath ?? null;
     checkHealthCheckPath(input.type, healthCheckPath);
     let serial = 0;
-    const { value: service, revision } = await this.write(async (tx, revision, changes) => {
+    const { value: service, revision } = await this.write(actor, async (tx, revision, changes, record) => {
       const account = await accountRow(tx, accountName);
       if ((await tx.query('SELECT 1 FROM services WHERE account_id = $1 AND name = $2', [account.id, input.name])).rowCount) {
         throw new PrivdnsError('already_exists', `service "${input.name}" already exists in account "${accountName}"`);
@@ -365,6 +382,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
       serial = await bumpSerial(tx, account.id);
       const service = toService(await serviceRow(tx, account.id, accountName, input.name));
       changes.push({ revision, serial, kind: 'service', op: 'put', service });
+      record({ action: 'service.create', account: accountName, target: input.name, detail: input.type });
       return service;
     });
     return { service, revision, serial };
@@ -380,14 +398,15 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     return toService(await serviceRow(this.pool, account.id, accountName, name, this));
   }
 
-  async deleteService(accountName: string, name: string): Promise<Written> {
+  async deleteService(accountName: string, name: string, actor = ROOT_ACTOR): Promise<Written> {
     let serial = 0;
-    const { revision } = await this.write(async (tx, revision, changes) => {
+    const { revision } = await this.write(actor, async (tx, revision, changes, record) => {
       const account = await accountRow(tx, accountName);
       const service = await serviceRow(tx, account.id, accountName, name);
       await tx.query('DELETE FROM services WHERE id = $1', [service.id]);
       serial = await bumpSerial(tx, account.id);
       changes.push({ revision, serial, kind: 'service', op: 'delete', account: accountName, service: name });
+      record({ action: 'service.delete', account: accountName, target: name });
     });
     return { revision, serial };
   }
@@ -395,10 +414,10 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   // ---- instances ----
 
   /** One transaction per registration: PostgreSQL's own group commit shares the WAL flushes. */
-  async registerInstance(accountName: string, serviceName: string, input: NewInstance): Promise<{ instance: Instance } & Written> {
+  async registerInstance(accountName: string, serviceName: string, input: NewInstance, actor = ROOT_ACTOR): Promise<{ instance: Instance } & Written> {
     const address = parseInstanceAddress(input.address);
     let serial = 0;
-    const { value: instance, revision } = await this.write(async (tx, revision, changes) => {
+    const { value: instance, revision } = await this.write(actor, async (tx, revision, changes, record) => {
       const account = await accountRow(tx, accountName);
       const service = await serviceRow(tx, account.id, accountName, serviceName);
       checkAddressInSubnets(address, accountName, account.subnets);
@@ -422,6 +441,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
       serial = await bumpSerial(tx, account.id);
       const instance = toInstance(await instanceRow(tx, id));
       changes.push({ revision, serial, kind: 'instance', op: 'put', instance, previousState: null });
+      record({ action: 'instance.register', account: accountName, target: `${serviceName}/${id}`, detail: address.text });
       return instance;
     });
     return { instance, revision, serial };
@@ -443,7 +463,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     return this.withLatestPorts(toInstance(row));
   }
 
-  async deleteInstance(accountName: string, serviceName: string, id: string): Promise<Written & { drainedAt: string }> {
+  async deleteInstance(accountName: string, serviceName: string, id: string, actor = ROOT_ACTOR): Promise<Written & { drainedAt: string }> {
     const current = await this.getInstance(accountName, serviceName, id);
     if (current.state === 'draining' && current.drainedAt !== null) {
       const serial = (await this.q<{ serial: number }>('SELECT serial FROM accounts WHERE name = $1', [accountName]))[0]?.serial ?? 0;
@@ -452,7 +472,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     const t = this.now();
     let serial = 0;
     let drained = iso(t);
-    const { revision } = await this.write(async (tx, revision, changes) => {
+    const { revision } = await this.write(actor, async (tx, revision, changes, record) => {
       const row = (await tx.query<InstanceRow>(`${INSTANCE_SELECT} WHERE i.id = $1`, [id])).rows[0];
       if (!row) throw notFound(`instance "${id}"`, { account: accountName, service: serviceName, instance: id });
       const before = toInstance(row);
@@ -462,6 +482,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
         return;
       }
       serial = await bumpSerial(tx, row.account_id);
+      record({ action: 'instance.delete', account: accountName, target: `${serviceName}/${id}`, detail: row.address });
       if (until !== null) {
         await tx.query("UPDATE instances SET state = 'draining', drained_at = $1, updated_at = $2 WHERE id = $3", [until, t, id]);
         const after = toInstance(await instanceRow(tx, id));
@@ -475,22 +496,74 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     return { revision, serial, drainedAt: drained };
   }
 
+  // ---- tokens and audit ----
+
+  async createToken(accountName: string, token: { id: string; hash: Uint8Array }, actor = ROOT_ACTOR): Promise<{ token: Token } & Written> {
+    let serial = 0;
+    const { value, revision } = await this.write(actor, async (tx, revision, changes, record) => {
+      const account = await accountRow(tx, accountName);
+      await tx.query('INSERT INTO tokens (id, account_id, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5)',
+        [token.id, account.id, Buffer.from(token.hash), this.now(), actor]);
+      serial = account.serial;
+      changes.push({ revision, serial, kind: 'token', op: 'put', account: accountName, token: token.id });
+      record({ action: 'token.create', account: accountName, target: token.id });
+      return toToken((await tx.query<TokenRow>(`${TOKEN_SELECT} WHERE t.id = $1`, [token.id])).rows[0] as TokenRow);
+    });
+    return { token: value, revision, serial };
+  }
+
+  async listTokens(accountName: string): Promise<Token[]> {
+    const account = await accountRow(this.pool, accountName, this);
+    return (await this.q<TokenRow>(`${TOKEN_SELECT} WHERE t.account_id = $1 ORDER BY t.created_at, t.id`, [account.id])).map(toToken);
+  }
+
+  async revokeToken(accountName: string, id: string, actor = ROOT_ACTOR): Promise<Written> {
+    let serial = 0;
+    const { revision } = await this.write(actor, async (tx, revision, changes, record) => {
+      const account = await accountRow(tx, accountName);
+      const r = await tx.query('DELETE FROM tokens WHERE id = $1 AND account_id = $2', [id, account.id]);
+      if ((r.rowCount ?? 0) === 0) throw tokenNotFound(accountName, id);
+      serial = account.serial;
+      changes.push({ revision, serial, kind: 'token', op: 'delete', account: accountName, token: id });
+      record({ action: 'token.revoke', account: accountName, target: id });
+    });
+    return { revision, serial };
+  }
+
+  async tokenCredential(id: string): Promise<TokenCredential | null> {
+    const row = (await this.q<{ account: string; hash: Buffer }>('SELECT a.name AS account, t.hash FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.id = $1', [id]))[0];
+    return row ?? null;
+  }
+
+  async audit(q: AuditQuery): Promise<AuditEntry[]> {
+    const rows = q.account === undefined
+      ? await this.q<AuditRow>('SELECT * FROM audit WHERE revision > $1 ORDER BY revision LIMIT $2', [q.since, q.limit])
+      : await this.q<AuditRow>('SELECT * FROM audit WHERE account = $1 AND revision > $2 ORDER BY revision LIMIT $3', [q.account, q.since, q.limit]);
+    return rows.map(toAuditEntry);
+  }
+
   /** Removes drained instances; the lease holder runs it. Returns how many, or null if fenced off. */
   async purgeDrained(term: number): Promise<number | null> {
     const t = this.now();
     if ((await this.q('SELECT 1 FROM instances WHERE state = $1 AND drained_at <= $2 LIMIT 1', ['draining', t])).length === 0) return 0;
+    // One write per account, so that each audit entry is one account's.
+    const accounts = await this.q<{ account_id: number }>("SELECT DISTINCT account_id FROM instances WHERE state = 'draining' AND drained_at <= $1", [t]);
     let n = 0;
-    const fenced = await this.write(async (tx, revision, changes) => {
-      if (!(await holdsLease(tx, this.nodeId, term))) return false;
-      const gone = (await tx.query<InstanceRow>(`${INSTANCE_SELECT} WHERE i.state = 'draining' AND i.drained_at <= $1`, [t])).rows;
-      for (const r of gone) {
-        await tx.query('DELETE FROM instances WHERE id = $1', [r.id]);
-        changes.push({ revision, serial: await bumpSerial(tx, r.account_id), kind: 'instance', op: 'delete', instance: toInstance(r) });
-      }
-      n = gone.length;
-      return true;
-    });
-    return fenced.value ? n : null;
+    for (const { account_id: accountId } of accounts) {
+      const fenced = await this.write(DRAIN_ACTOR, async (tx, revision, changes, record) => {
+        if (!(await holdsLease(tx, this.nodeId, term))) return false;
+        const gone = (await tx.query<InstanceRow>(`${INSTANCE_SELECT} WHERE i.account_id = $1 AND i.state = 'draining' AND i.drained_at <= $2`, [accountId, t])).rows;
+        for (const r of gone) {
+          await tx.query('DELETE FROM instances WHERE id = $1', [r.id]);
+          changes.push({ revision, serial: await bumpSerial(tx, r.account_id), kind: 'instance', op: 'delete', instance: toInstance(r) });
+        }
+        if (gone[0]) record({ action: 'instance.drained', account: gone[0].account, detail: listDetail(gone.map((r) => `${r.service}/${r.id}`)) });
+        n += gone.length;
+        return true;
+      });
+      if (!fenced.value) return null;
+    }
+    return n;
   }
 
   /** Drops change history older than `retention` revisions (the lease holder, fenced); how many rows. */
@@ -525,7 +598,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   async updateInstanceCheck(id: string, update: InstanceCheckUpdate): Promise<Instance | null> {
     const term = this.leaseTerm;
     if (term === null) return null;
-    const { value } = await this.write(async (tx, revision, changes) => {
+    const { value } = await this.write(CHECKER_ACTOR, async (tx, revision, changes, record) => {
       if (!(await holdsLease(tx, this.nodeId, term))) {
         this.leaseLost(term);
         return null;
@@ -548,6 +621,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
       const serial = await bumpSerial(tx, before.account_id);
       const instance = toInstance(await instanceRow(tx, id));
       changes.push({ revision, serial, kind: 'instance', op: 'put', instance, previousState: before.state });
+      record({ action: 'instance.state', account: before.account, target: `${before.service}/${id}`, detail: `${before.state}->${state}` });
       return instance;
     });
     return value;
@@ -593,7 +667,10 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
    * One write: the revision row first (every writer of every node queues here), then fn, its
    * changes into `changes`, NOTIFY, COMMIT; then waits for this node's feed to apply it.
    */
-  private async write<T>(fn: (tx: Tx, revision: number, changes: RegistryChange[]) => Promise<T>): Promise<{ value: T; revision: number }> {
+  private async write<T>(
+    actor: string,
+    fn: (tx: Tx, revision: number, changes: RegistryChange[], record: (d: AuditDraft) => void) => Promise<T>,
+  ): Promise<{ value: T; revision: number }> {
     if (this.closed) throw new PrivdnsError('unavailable', 'the registry is closing; retry');
     let tx: Tx;
     try {
@@ -608,12 +685,21 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
     try {
       await tx.query('BEGIN');
       revision = (await tx.query<{ revision: number }>('UPDATE registry_state SET revision = revision + 1 WHERE id = 1 RETURNING revision')).rows[0]?.revision ?? 0;
-      value = await fn(tx, revision, changes);
+      let draft: AuditDraft | null = null;
+      value = await fn(tx, revision, changes, (d) => {
+        draft = d;
+      });
       if (changes.length === 0) {
         // Nothing to record: the revision is not spent.
         await tx.query('ROLLBACK');
         return { value, revision: this.feed.applied };
       }
+      const d = draft as AuditDraft | null;
+      if (d) {
+        await tx.query('INSERT INTO audit (revision, at, actor, action, account, target, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+          [revision, this.now(), actor, d.action, d.account, d.target ?? null, d.detail ?? null]);
+      }
+      if (auditPruneDue(revision)) await tx.query('DELETE FROM audit WHERE revision <= $1', [revision - this.auditRetention]);
       await tx.query('INSERT INTO changes (revision, seq, change) SELECT $1, ord::int, c FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(c, ord)',
         [revision, JSON.stringify(changes)]);
       await tx.query("SELECT pg_notify('privdns_changes', $1)", [String(revision)]);
@@ -702,6 +788,14 @@ export async function holdsLease(tx: Tx, node: string, term: number): Promise<bo
 
 function toAccount(r: AccountRow): Account {
   return { name: r.name, subnets: r.subnets, serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
+}
+
+function toToken(r: TokenRow): Token {
+  return { id: r.id, account: r.account, createdAt: iso(r.created_at), createdBy: r.created_by };
+}
+
+function toAuditEntry(r: AuditRow): AuditEntry {
+  return { revision: r.revision, at: iso(r.at), actor: r.actor, action: r.action, account: r.account, target: r.target, detail: r.detail };
 }
 
 function toService(r: ServiceRow): Service {
