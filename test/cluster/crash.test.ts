@@ -4,6 +4,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestDaemon } from '../helpers/daemon.js';
+import { registerUntilKilled } from '../helpers/kill-mid-stream.js';
 import { TestPostgres } from '../helpers/postgres.js';
 
 const ROUNDS = 3;
@@ -25,37 +26,9 @@ describe('PostgreSQL backend: an acknowledged registration survives SIGKILL of t
     assert.equal((await d.api('POST', '/v1/accounts/acme/services', { name: 'redis', type: 'private_service', ports: [6379] })).status, 201);
 
     const acknowledged = new Map<string, string>();
-    let next = 0;
+    const counter = { next: 0 };
     for (let round = 0; round < ROUNDS; round++) {
-      let killed = false;
-      let inRound = 0;
-      const writer = async (): Promise<void> => {
-        while (!killed) {
-          const n = next++;
-          const address = `127.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
-          try {
-            const res = await d.api('POST', INST, { address });
-            if (res.status === 202) {
-              acknowledged.set(res.body.id as string, address);
-              inRound++;
-            } else {
-              assert.fail(`unexpected ${res.status} ${JSON.stringify(res.body)}`);
-            }
-          } catch (err) {
-            if (err instanceof assert.AssertionError) throw err;
-            // Cut off by the kill: not acknowledged, no promise made.
-          }
-        }
-      };
-      const writers = Array.from({ length: IN_FLIGHT }, writer);
-      const target = 40 + round * 31;
-      for (let i = 0; i < 4000 && inRound < target; i++) await new Promise((r) => setTimeout(r, 5));
-      assert.ok(inRound >= target, `round ${round}: only ${inRound} of ${target} acknowledged within 20 s`);
-      const down = d.stop('SIGKILL');
-      killed = true;
-      await down;
-      await Promise.all(writers);
-      assert.equal(d.proc.signalCode, 'SIGKILL');
+      const { acknowledged: inRound } = await registerUntilKilled(d, INST, acknowledged, counter, 40 + round * 31, IN_FLIGHT);
 
       const rows = await pg.query<{ id: string; address: string }>('SELECT id, address FROM instances', [], url);
       const present = new Map(rows.map((r) => [r.id, r.address]));

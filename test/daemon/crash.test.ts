@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { TestDaemon } from '../helpers/daemon.js';
+import { registerUntilKilled } from '../helpers/kill-mid-stream.js';
 import { DB_FILE } from '../../src/registry/store.js';
 
 const ROUNDS = 4;
@@ -25,41 +26,10 @@ describe('an acknowledged registration survives SIGKILL', () => {
     // id → address of every registration acknowledged so far, and, after each restart, of the
     // few committed just before a kill whose acknowledgement never reached the client.
     const acknowledged = new Map<string, string>();
-    let next = 0;
+    const counter = { next: 0 };
     for (let round = 0; round < ROUNDS; round++) {
-      let killed = false;
-      let refused = 0;
-      let inRound = 0;
-      // IN_FLIGHT writers register distinct addresses until the daemon dies under them.
-      const writer = async (): Promise<void> => {
-        while (!killed) {
-          const n = next++;
-          const address = `127.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
-          try {
-            const res = await d.api('POST', INST, { address });
-            if (res.status === 202) {
-              acknowledged.set(res.body.id as string, address);
-              inRound++;
-            } else {
-              assert.fail(`unexpected ${res.status} ${JSON.stringify(res.body)}`);
-            }
-          } catch (err) {
-            if (err instanceof assert.AssertionError) throw err;
-            refused++; // connection reset or refused: not acknowledged, so no promise made
-          }
-        }
-      };
-      const writers = Array.from({ length: IN_FLIGHT }, writer);
       // Kill after some acknowledgements, at a moment that varies from round to round.
-      const target = 50 + round * 37;
-      for (let i = 0; i < 4000 && inRound < target; i++) await new Promise((r) => setTimeout(r, 5));
-      assert.ok(inRound >= target, `round ${round}: only ${inRound} of ${target} registrations acknowledged within 20 s`);
-      const down = d.stop('SIGKILL'); // planned: the helper does not count it as a crash
-      killed = true; // no new requests; those in flight are cut off mid-way
-      await down;
-      await Promise.all(writers);
-      assert.equal(d.proc.signalCode, 'SIGKILL');
-      assert.ok(inRound >= target, `round ${round}: ${inRound} acknowledged, ${refused} cut off`);
+      const { acknowledged: inRound, cutOff } = await registerUntilKilled(d, INST, acknowledged, counter, 50 + round * 37, IN_FLIGHT);
 
       await d.launch();
       const items = (await d.api('GET', INST)).body.items as { id: string; address: string }[];
@@ -70,7 +40,7 @@ describe('an acknowledged registration survives SIGKILL', () => {
       assert.deepEqual(lost, [], `round ${round}: acknowledged registrations lost after SIGKILL`);
       // At most the writes in flight at the kill were committed without an acknowledgement.
       assert.ok(items.length - acknowledged.size <= IN_FLIGHT, `${items.length} present, ${acknowledged.size} acknowledged`);
-      t.diagnostic(`round ${round}: ${inRound} acknowledged, ${refused} cut off, ${items.length - acknowledged.size} committed unacknowledged`);
+      t.diagnostic(`round ${round}: ${inRound} acknowledged, ${cutOff} cut off, ${items.length - acknowledged.size} committed unacknowledged`);
       for (const i of items) acknowledged.set(i.id, i.address);
     }
 
