@@ -12,6 +12,7 @@ import { PgRegistry } from '../../src/registry/postgres/store.js';
 import { parseSubnet, type Subnet } from '../../src/net/subnets.js';
 import type { ServiceType } from '../../src/registry/types.js';
 import { TestPostgres } from '../helpers/postgres.js';
+import { addressIn } from '../helpers/subnet-address.js';
 import { buildQuery, decodeReply } from '../helpers/dns/client.js';
 import { Rng } from '../helpers/dns/fuzzer.js';
 import { handleBytes } from '../helpers/dns/handle.js';
@@ -29,19 +30,6 @@ before(async () => {
 after(async () => {
   for (const r of opened) await r.close();
 });
-
-function addressIn(s: Subnet, rng: Rng): string {
-  const bits = (s.family === 4 ? 32 : 128) - s.prefix;
-  let host = 0n;
-  for (let i = 0; i < bits; i += 16) host = (host << 16n) | BigInt(rng.int(65536));
-  host &= (1n << BigInt(bits)) - 1n;
-  if (host === 0n) host = 1n;
-  const v = s.network | host;
-  if (s.family === 4) return [24, 16, 8, 0].map((k) => Number((v >> BigInt(k)) & 255n)).join('.');
-  const groups: string[] = [];
-  for (let k = 112; k >= 0; k -= 16) groups.push(Number((v >> BigInt(k)) & 0xffffn).toString(16));
-  return groups.join(':');
-}
 
 const canonical = (a: string): string => (a.includes(':') ? parseSubnet(`${a}/128`).network.toString(16) : a);
 

@@ -19,6 +19,7 @@ import { Registry } from '../../../src/registry/store.js';
 import type { ServiceType } from '../../../src/registry/types.js';
 import { TestDaemon } from '../../helpers/daemon.js';
 import { freePort } from '../../helpers/ports.js';
+import { addressIn } from '../../helpers/subnet-address.js';
 import { buildQuery, decodeReply, udpExchange } from '../../helpers/dns/client.js';
 import { Rng } from '../../helpers/dns/fuzzer.js';
 import { handleBytes } from '../../helpers/dns/handle.js';
@@ -32,20 +33,6 @@ interface Model {
   accounts: Map<string, { subnets: Subnet[]; instances: Array<{ id: string; address: string; service: string }> }>;
   /** Subnets that belonged to an account that was deleted or moved off them. */
   abandoned: Subnet[];
-}
-
-/** A random address inside a subnet (not the network address, for readability only). */
-function addressIn(s: Subnet, rng: Rng): string {
-  const bits = (s.family === 4 ? 32 : 128) - s.prefix;
-  let host = 0n;
-  for (let i = 0; i < bits; i += 16) host = (host << 16n) | BigInt(rng.int(65536));
-  host &= (1n << BigInt(bits)) - 1n;
-  if (host === 0n) host = 1n;
-  const v = s.network | host;
-  if (s.family === 4) return [24, 16, 8, 0].map((k) => Number((v >> BigInt(k)) & 255n)).join('.');
-  const groups: string[] = [];
-  for (let k = 112; k >= 0; k -= 16) groups.push(Number((v >> BigInt(k)) & 0xffffn).toString(16));
-  return groups.join(':');
 }
 
 function reverseName(address: string): string {
