@@ -45,11 +45,10 @@ import {
   tokenNotFound,
   type RegistryLimits,
 } from './rules.js';
-import { CHECKER_ACTOR, DRAIN_ACTOR, ROOT_ACTOR } from './tokens.js';
+import { CHECKER_ACTOR, DRAIN_ACTOR, ROOT_ACTOR, toAuditEntry, toToken, type AuditRow, type TokenRow } from './tokens.js';
 import { parseSubnet, SubnetOwners, type Subnet } from '../net/subnets.js';
 import type {
   Account,
-  AuditAction,
   AuditEntry,
   Instance,
   InstanceState,
@@ -86,8 +85,6 @@ export interface RegistryOptions {
 export type { RegistryLimits } from './rules.js';
 
 interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number; serial: number }
-interface TokenRow { id: string; account: string; created_at: number; created_by: string }
-interface AuditRow { revision: number; at: number; actor: string; action: AuditAction; account: string; target: string | null; detail: string | null }
 interface ServiceRow {
   id: number; account_id: number; account: string; name: string; type: ServiceType; ports: string;
   bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null;
@@ -820,14 +817,6 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
 
 function toAccount(r: AccountRow): Account {
   return { name: r.name, subnets: JSON.parse(r.subnets) as string[], serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
-}
-
-function toToken(r: TokenRow): Token {
-  return { id: r.id, account: r.account, createdAt: iso(r.created_at), createdBy: r.created_by };
-}
-
-function toAuditEntry(r: AuditRow): AuditEntry {
-  return { revision: r.revision, at: iso(r.at), actor: r.actor, action: r.action, account: r.account, target: r.target, detail: r.detail };
 }
 
 function toService(r: ServiceRow): Service {

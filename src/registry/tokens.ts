@@ -3,6 +3,8 @@
 // only the SHA-256 of the secret: with that much entropy a fast hash is as good as a slow one,
 // and it lets every request be checked in microseconds.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { iso } from './rules.js';
+import type { AuditAction, AuditEntry, Token } from './types.js';
 
 export const TOKEN_PREFIX = 'pdt_';
 const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
@@ -45,3 +47,16 @@ export function secretMatches(stored: Uint8Array, secret: string): boolean {
 }
 
 export const isTokenId = (s: string): boolean => s.length === ID_LENGTH && [...s].every((c) => ID_ALPHABET.includes(c));
+
+// ---- the rows of the tokens and audit tables, the same in both backends ----
+
+export interface TokenRow { id: string; account: string; created_at: number; created_by: string }
+export interface AuditRow { revision: number; at: number; actor: string; action: AuditAction; account: string; target: string | null; detail: string | null }
+
+export function toToken(r: TokenRow): Token {
+  return { id: r.id, account: r.account, createdAt: iso(r.created_at), createdBy: r.created_by };
+}
+
+export function toAuditEntry(r: AuditRow): AuditEntry {
+  return { revision: r.revision, at: iso(r.at), actor: r.actor, action: r.action, account: r.account, target: r.target, detail: r.detail };
+}

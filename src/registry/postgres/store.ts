@@ -50,8 +50,8 @@ import {
   tokenNotFound,
   type RegistryLimits,
 } from '../rules.js';
-import { CHECKER_ACTOR, DRAIN_ACTOR, ROOT_ACTOR } from '../tokens.js';
-import { INSTANCE_STATES, type Account, type AuditAction, type AuditEntry, type Token, type Instance, type InstanceState, type PortResult, type RegistryChange, type Service, type ServiceType } from '../types.js';
+import { CHECKER_ACTOR, DRAIN_ACTOR, ROOT_ACTOR, toAuditEntry, toToken, type AuditRow, type TokenRow } from '../tokens.js';
+import { INSTANCE_STATES, type Account, type AuditEntry, type Token, type Instance, type InstanceState, type PortResult, type RegistryChange, type Service, type ServiceType } from '../types.js';
 import { ChangeFeed, type FeedStatus } from './feed.js';
 import { migratePostgres } from './schema.js';
 
@@ -102,8 +102,6 @@ const types = {
 };
 
 interface AccountRow { id: number; name: string; subnets: string[]; serial: number; created_at: number; updated_at: number }
-interface TokenRow { id: string; account: string; created_at: number; created_by: string }
-interface AuditRow { revision: number; at: number; actor: string; action: AuditAction; account: string; target: string | null; detail: string | null }
 const TOKEN_SELECT = 'SELECT t.id, a.name AS account, t.created_at, t.created_by FROM tokens t JOIN accounts a ON a.id = t.account_id';
 interface ServiceRow { id: number; account_id: number; account: string; name: string; type: ServiceType; ports: number[]; bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null }
 interface InstanceRow {
@@ -788,14 +786,6 @@ export async function holdsLease(tx: Tx, node: string, term: number): Promise<bo
 
 function toAccount(r: AccountRow): Account {
   return { name: r.name, subnets: r.subnets, serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
-}
-
-function toToken(r: TokenRow): Token {
-  return { id: r.id, account: r.account, createdAt: iso(r.created_at), createdBy: r.created_by };
-}
-
-function toAuditEntry(r: AuditRow): AuditEntry {
-  return { revision: r.revision, at: iso(r.at), actor: r.actor, action: r.action, account: r.account, target: r.target, detail: r.detail };
 }
 
 function toService(r: ServiceRow): Service {
