@@ -22,6 +22,12 @@ const BATCH = 2000;
 const BACKOFF_MIN_MS = 200;
 const BACKOFF_MAX_MS = 5000;
 
+/** Jittered exponential back-off before attempt `failures` + 1 at reaching the database. */
+export function backoff(failures: number): Promise<void> {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** failures);
+  return sleep(base / 2 + Math.random() * base / 2);
+}
+
 export type ResyncReason = 'start' | 'gap' | 'epoch' | 'backwards';
 
 export interface FeedStatus {
@@ -275,8 +281,7 @@ export class ChangeFeed {
     this.reconnecting = true;
     try {
       while (!this.stopped && !this.listening) {
-        const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.failures);
-        await sleep(base / 2 + Math.random() * base / 2);
+        await backoff(this.failures);
         if (this.stopped) return;
         try {
           await this.connectListener();

@@ -9,7 +9,6 @@
 // from the change feed (feed.ts) in revision order. A write returns once this node's feed
 // has applied it, so, as with SQLite, every listener has heard of it before it is answered.
 import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { PrivdnsError, notFound } from '../../errors.js';
 import type {
@@ -52,7 +51,7 @@ import {
 } from '../rules.js';
 import { CHECKER_ACTOR, DRAIN_ACTOR, ROOT_ACTOR, toAuditEntry, toToken, type AuditRow, type TokenRow } from '../tokens.js';
 import { INSTANCE_STATES, type Account, type AuditEntry, type Token, type Instance, type InstanceState, type PortResult, type RegistryChange, type Service, type ServiceType } from '../types.js';
-import { ChangeFeed, type FeedStatus } from './feed.js';
+import { backoff, ChangeFeed, type FeedStatus } from './feed.js';
 import { migratePostgres } from './schema.js';
 
 export interface ClusterSettings {
@@ -231,8 +230,7 @@ export class PgRegistry extends EventEmitter<RegistryEvents> implements Registry
   /** connect() again with jittered back-off until it succeeds or the registry closes. */
   private async connectLater(): Promise<void> {
     for (let failures = 0; !this.closed; failures++) {
-      const base = Math.min(5000, 200 * 2 ** failures);
-      await sleep(base / 2 + Math.random() * base / 2);
+      await backoff(failures);
       if (this.closed) return;
       try {
         await this.connect();
