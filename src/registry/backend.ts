@@ -145,6 +145,11 @@ export interface RegistryStore extends EventEmitter<RegistryEvents> {
    * no change falls between them. SQLite reads it; PostgreSQL keeps it from its change feed.
    */
   indexSnapshot(): IndexSnapshot;
+  /**
+   * SQLite only: the registry file, which a DNS worker reads its index from itself (instead
+   * of a snapshot over IPC), and the revision as of now: later changes are all emitted.
+   */
+  indexFile?(): { file: string; revision: number };
   /** Open and, with PostgreSQL, the index built and the feed not stale past cluster.maxStaleSeconds. */
   isReady(): boolean;
   close(): Awaitable<void>;

@@ -11,7 +11,6 @@ import type {
   AuditDraft,
   AuditQuery,
   CheckOverlay,
-  IndexedInstance,
   IndexSnapshot,
   InstanceCheckUpdate,
   LivenessTarget,
@@ -24,6 +23,7 @@ import type {
   TokenCredential,
 } from './backend.js';
 import { migrate } from './schema.js';
+import { readIndex, SERVICE_SELECT, toAccount, toService, type AccountRow, type ServiceRow } from './sqlite-read.js';
 import {
   addressInUse,
   auditPruneDue,
@@ -55,7 +55,6 @@ import type {
   PortResult,
   RegistryChange,
   Service,
-  ServiceType,
   Token,
 } from './types.js';
 import { INSTANCE_STATES } from './types.js';
@@ -84,11 +83,6 @@ export interface RegistryOptions {
 
 export type { RegistryLimits } from './rules.js';
 
-interface AccountRow { id: number; name: string; subnets: string; created_at: number; updated_at: number; serial: number }
-interface ServiceRow {
-  id: number; account_id: number; account: string; name: string; type: ServiceType; ports: string;
-  bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null;
-}
 interface InstanceRow {
   id: string; service_id: number; account_id: number; account: string; service: string; address: string;
   state: InstanceState; reason: string | null; port_results: string; bind_timeout_s: number;
@@ -99,7 +93,6 @@ interface InstanceRow {
 const INSTANCE_SELECT = `
   SELECT i.*, a.name AS account, s.name AS service FROM instances i
   JOIN services s ON s.id = i.service_id JOIN accounts a ON a.id = i.account_id`;
-const SERVICE_SELECT = `SELECT s.*, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id`;
 
 export const DB_FILE = 'privdns.sqlite';
 
@@ -161,6 +154,9 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
+    // 4 MB of page cache, not the 16 MB better-sqlite3 builds in: the start-up reads of every
+    // instance fill whatever it is allowed, and the operating system caches the file anyway.
+    this.db.pragma('cache_size = -4000');
     try {
       migrate(this.db);
     } catch (err) {
@@ -193,14 +189,10 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
       instancesOfAccount: db.prepare<[number], InstanceRow>(`${INSTANCE_SELECT} WHERE i.account_id = ?`),
       instancesInState: db.prepare<[string], InstanceRow>(`${INSTANCE_SELECT} WHERE i.state = ?`),
       allInstances: db.prepare<[], InstanceRow>(`${INSTANCE_SELECT}`),
-      serviceOwners: db.prepare<[], { id: number; name: string; account: string }>(
-        'SELECT s.id, s.name, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id'),
       servicePorts: db.prepare<[], { id: number; name: string; ports: string; account: string }>(
         'SELECT s.id, s.name, s.ports, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id'),
       livenessInstances: db.prepare<[], { id: string; service_id: number; address: string; state: InstanceState }>(
         "SELECT id, service_id, address, state FROM instances WHERE state IN ('live', 'unhealthy')"),
-      indexInstances: db.prepare<[], { id: string; service_id: number; address: string; state: InstanceState; reason: string | null }>(
-        'SELECT id, service_id, address, state, reason FROM instances'),
       countAccounts: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM accounts'),
       countServices: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM services'),
       countServicesOfAccount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM services WHERE account_id = ?'),
@@ -703,21 +695,21 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
    * garbage sets the process's peak memory. Account and service names are shared strings.
    */
   indexSnapshot(): IndexSnapshot {
-    return this.db.transaction(() => {
-      const owner = new Map<number, { account: string; service: string }>();
-      for (const r of this.stmt.serviceOwners.iterate()) owner.set(r.id, { account: r.account, service: r.name });
-      const instances: IndexedInstance[] = [];
-      for (const r of this.stmt.indexInstances.iterate()) {
-        const o = owner.get(r.service_id);
-        if (o) instances.push({ id: r.id, account: o.account, service: o.service, address: r.address, state: r.state, reason: r.reason });
-      }
-      return {
-        revision: this.revision(),
-        accounts: this.listAccounts(),
-        services: this.stmt.allServices.all().map(toService),
-        instances,
-      };
-    })();
+    const snap: IndexSnapshot = { revision: 0, accounts: [], services: [], instances: [] };
+    snap.revision = readIndex(this.db, {
+      account: (a) => snap.accounts.push(a),
+      service: (sv) => snap.services.push(sv),
+      instance: (i) => snap.instances.push(i),
+    });
+    return snap;
+  }
+
+  /**
+   * The file a DNS worker process reads its index from itself (sqlite-read.ts readIndexFile),
+   * and the revision the registry is at now: every change after it is emitted as a 'change'.
+   */
+  indexFile(): { file: string; revision: number } {
+    return { file: this.db.name, revision: this.revision() };
   }
 
   /**
@@ -813,17 +805,6 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     }
   }
 
-}
-
-function toAccount(r: AccountRow): Account {
-  return { name: r.name, subnets: JSON.parse(r.subnets) as string[], serial: r.serial, createdAt: iso(r.created_at), updatedAt: iso(r.updated_at) };
-}
-
-function toService(r: ServiceRow): Service {
-  return {
-    account: r.account, name: r.name, type: r.type, ports: JSON.parse(r.ports) as number[],
-    bindTimeoutSeconds: r.bind_timeout_s, ttl: r.ttl, healthCheckPath: r.health_check_path, createdAt: iso(r.created_at),
-  };
 }
 
 function toInstance(r: InstanceRow): Instance {

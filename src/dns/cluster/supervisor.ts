@@ -27,6 +27,12 @@ import type { FromWorker, ToWorker } from './protocol.js';
 
 
 const WORKER_ENTRY = fileURLToPath(new URL('./worker.js', import.meta.url));
+/**
+ * V8's young generation grows to 16 MB a semi-space while a worker builds a large index, and
+ * keeps those 32 MB of pages; the answer loop allocates little, so 2 MB costs it no speed
+ * (docs/benchmarks.md) and saves about 30 MB a worker at 100,000 instances.
+ */
+const WORKER_V8_FLAGS = ['--max-semi-space-size=2'];
 /** Records per snapshot message: a 100,000-instance registry goes in a few dozen messages. */
 const SNAPSHOT_CHUNK = 5000;
 /** A worker that has not applied a change this long after it was sent is replaced. */
@@ -84,10 +90,10 @@ export class DnsWorkers {
   private nextConfigId = 1;
   private readonly configWaits = new Map<number, { left: Set<Slot>; done: () => void }>();
   /**
-   * The registry as of the last change seen, while workers still wait for it: a snapshot
-   * is the same for every worker that asks before the next change, so the workers starting
-   * together (or restarted together) cost one registry read, not one each, and one copy in
-   * memory. Dropped at the next change or once no worker waits.
+   * PostgreSQL: the registry as of the last change seen, while workers still wait for it: a
+   * snapshot is the same for every worker that asks before the next change, so the workers
+   * starting together (or restarted together) share one copy in memory. Dropped at the next
+   * change or once no worker waits. (With SQLite each worker reads the file itself.)
    */
   private shared: IndexSnapshot | null = null;
   /** The latest registry revision seen (snapshots and changes): what every worker is to serve. */
@@ -323,7 +329,7 @@ export class DnsWorkers {
   // ---- internals ----
 
   private fork(slot: Slot): void {
-    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], serialization: 'advanced' });
+    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], serialization: 'advanced', execArgv: [...process.execArgv, ...WORKER_V8_FLAGS] });
     slot.state = 'starting';
     slot.acked = 0;
     slot.last = null;
@@ -396,14 +402,24 @@ export class DnsWorkers {
   }
 
   private sendSnapshot(slot: Slot): void {
+    slot.state = 'loading';
+    slot.acked = 0;
+    const file = this.opts.registry.indexFile?.();
+    if (file) {
+      // SQLite: the worker reads the file in a read transaction that begins after this init,
+      // so it holds every change up to now; each later change is posted after init, and the
+      // worker skips those its read already held.
+      if (file.revision > this.latest) this.latest = file.revision;
+      this.post(slot, { t: 'init', slot: slot.index, config: this.opts.config, indexFile: file.file });
+      this.post(slot, { t: 'loaded', revision: 0, unread: false });
+      return;
+    }
     // Taken and sent in one synchronous stretch: every change after `revision` is sent after
     // it, and changes at or below it that are still queued are skipped by the worker.
     // indexSnapshot: only the fields the index reads, a fraction of the bytes to serialise.
     const snap = (this.shared ??= this.snapshot());
-    this.post(slot, { t: 'init', slot: slot.index, config: this.opts.config });
+    this.post(slot, { t: 'init', slot: slot.index, config: this.opts.config, indexFile: null });
     this.postSnapshot(slot, snap);
-    slot.state = 'loading';
-    slot.acked = 0;
     if (this.slots.every((s) => s.state !== 'starting')) this.shared = null;
   }
 

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
 import { createLogger } from '../../log.js';
 import type { RegistryChange } from '../../registry/types.js';
+import { readIndexFile } from '../../registry/sqlite-read.js';
 import { AccountIndex } from '../zone/account-index.js';
 import type { DnsServer } from '../server/dns-server.js';
 import { QueryStats } from '../server/counters.js';
@@ -46,6 +47,7 @@ process.on('message', (msg: ToWorker) => {
   switch (msg.t) {
     case 'init':
       init(msg.slot, msg.config);
+      if (msg.indexFile !== null) readRegistry(msg.indexFile);
       return;
     case 'reload':
       // A resync: the snapshot that follows is built aside and swapped in at 'loaded'.
@@ -65,7 +67,8 @@ process.on('message', (msg: ToWorker) => {
       }
       index.load([], [], [], msg.revision);
       index.unread = msg.unread;
-      loadedAt = msg.revision;
+      // The snapshot's revision, or the one this process read from the registry file.
+      loadedAt = index.revision;
       send({ t: 'ack', revision: index.revision });
       void listen();
       return;
@@ -85,6 +88,16 @@ process.on('message', (msg: ToWorker) => {
   }
 });
 send({ t: 'hello' });
+
+/** Builds the index from the registry file; a worker that cannot read it cannot answer, and says why. */
+function readRegistry(file: string): void {
+  try {
+    index.load([], [], [], readIndexFile(file, index.sink()));
+  } catch (err) {
+    send({ t: 'failed', message: `reading the registry ${file}: ${(err as Error).message}` });
+    process.exit(1);
+  }
+}
 
 function init(slot: number, config: Config): void {
   // The daemon's own logger setup (format, redaction), so a worker's lines read like the daemon's.

@@ -19,6 +19,7 @@
 // The index also tracks the registry revision it serves (the last change applied), which
 // GET /v1/revision?wait=N waits on.
 import type { IndexedInstance, RegistryStore } from '../../registry/backend.js';
+import type { IndexSink } from '../../registry/sqlite-read.js';
 import { addressBytes } from '../../net/ip.js';
 import { SubnetTable } from '../../net/subnet-table.js';
 import { parseAddress, parseSubnet, type Subnet } from '../../net/subnets.js';
@@ -152,6 +153,11 @@ export class AccountIndex {
       clearTimeout(w.timer);
       w.resolve(false);
     }
+  }
+
+  /** Where a registry read (sqlite-read.ts) hands its records, in its order: for a worker reading the file itself. */
+  sink(): IndexSink {
+    return { account: (a) => this.putAccount(a), service: (s) => this.putService(s), instance: (i) => this.putInstance(i) };
   }
 
   load(accounts: readonly Account[], services: readonly Service[], instances: readonly IndexedInstance[], revision = 0): void {
