@@ -358,21 +358,23 @@ class Writer {
  */
 export function patchReply(cached: Buffer, query: Buffer, questionEnd: number): Buffer {
   const out = Buffer.allocUnsafe(cached.length);
-  cached.copy(out, questionEnd, questionEnd);
-  out[0] = query[0]!;
-  out[1] = query[1]!;
-  out[2] = (cached[2]! & 0xfe) | (query[2]! & 0x01);
-  out[3] = (cached[3]! & 0xef) | (query[3]! & 0x10);
-  out[4] = cached[4]!;
-  out[5] = cached[5]!;
-  out[6] = cached[6]!;
-  out[7] = cached[7]!;
-  out[8] = cached[8]!;
-  out[9] = cached[9]!;
-  out[10] = cached[10]!;
-  out[11] = cached[11]!;
-  query.copy(out, HEADER_LEN, HEADER_LEN, questionEnd);
+  patchReplyInto(out, 0, cached, query, questionEnd);
   return out;
+}
+
+/**
+ * patchReply written into `out` at `at` (the batch socket's send buffer), allocating
+ * nothing: Buffer.copy makes a view per call, TypedArray set of a whole array does not, and
+ * the question is a few dozen bytes. Returns the reply's length.
+ */
+export function patchReplyInto(out: Uint8Array, at: number, cached: Uint8Array, query: Uint8Array, questionEnd: number): number {
+  out.set(cached, at);
+  out[at] = query[0]!;
+  out[at + 1] = query[1]!;
+  out[at + 2] = (cached[2]! & 0xfe) | (query[2]! & 0x01);
+  out[at + 3] = (cached[3]! & 0xef) | (query[3]! & 0x10);
+  for (let i = HEADER_LEN; i < questionEnd; i++) out[at + i] = query[i]!;
+  return cached.length;
 }
 
 /** TXT rdata: each string as a length-prefixed character-string of at most 255 bytes. */

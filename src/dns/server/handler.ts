@@ -160,6 +160,40 @@ export class QueryHandler {
     return out;
   }
 
+  /**
+   * The fast path alone, for a caller that writes the reply itself (the batch socket, into
+   * its send buffer, with patchReplyInto): the pre-encoded reply whose patched copy answers
+   * `query` from `source`, counted as handle() counts it; undefined when the query needs
+   * handle(). With the query log on, every query goes through handle(), which logs it.
+   */
+  fastReply(query: Query | QueryRejection | null, source: SourceAddress | null, transport: Transport): Buffer | undefined {
+    if (this.answers === null || this.queryLog !== null || !(query instanceof Query) || !query.plain || source === null) return undefined;
+    if (this.outside.size > 0 && this.outside.has(query.key)) return undefined;
+    const view = this.index.bySource.lookup(source);
+    if (view === undefined || this.isOperator(source)) return undefined;
+    const variant = this.preEncoded(this.answers, view, query, formOf(this.maxSizeOf(query, transport), query.ednsSize > 0, query.dnssecOk));
+    if (variant !== undefined) this.stats?.account(view.name);
+    return variant;
+  }
+
+  /** The pre-encoded reply to `query` for `view` in `form`, at the next rotation; undefined if none is stored yet. */
+  private preEncoded(answers: PreEncodedAnswers, view: AccountView, query: Query, form: number): Buffer | undefined {
+    const cached = answers.lookup(view, query.key, form);
+    // The general path would rotate by the next counter value; use the same, or leave the
+    // counter alone and let the general path take (and cache) this rotation.
+    const next = (this.rotation + 1) & 0x3fff_ffff;
+    const variant = cached === undefined ? undefined : cached.variants[next % cached.rotations];
+    if (variant !== undefined) {
+      this.rotation = next;
+      this.fastHits++;
+    }
+    return variant;
+  }
+
+  private maxSizeOf(query: Query, transport: Transport): number {
+    return transport === 'tcp' ? MAX_FRAMED : query.ednsSize > 0 ? Math.min(query.ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
+  }
+
   private respond(raw: Buffer, query: Query | QueryRejection | null, source: SourceAddress | null, transport: Transport, explain: Explanation | undefined): Buffer | null | Promise<Buffer | null> {
     if (query === null) {
       if (explain) explain.reason = 'dropped: no readable query header';
@@ -172,7 +206,7 @@ export class QueryHandler {
     const view = source === null ? null : (this.index.bySource.lookup(source) ?? null);
     const operator = source !== null && this.isOperator(source);
     if (view !== null && explain === undefined) this.stats?.account(view.name);
-    const maxSize = transport === 'tcp' ? MAX_FRAMED : query.ednsSize > 0 ? Math.min(query.ednsSize, this.maxUdpPayload) : CLASSIC_UDP_SIZE;
+    const maxSize = this.maxSizeOf(query, transport);
 
     // The fast path. Operators see every account's names: their answers are not a function
     // of one view, and neither is anything asked with explain.
@@ -181,16 +215,8 @@ export class QueryHandler {
       // A question the zone placed outside itself by its name alone: straight to the forwarder.
       if (this.outside.size > 0 && this.outside.has(query.key)) return this.forwarded(raw, query, view, transport, this.replyOptions(maxSize, true));
       const form = formOf(maxSize, query.ednsSize > 0, query.dnssecOk);
-      const cached = this.answers.lookup(view, query.key, form);
-      // The general path would rotate by the next counter value; use the same, or leave the
-      // counter alone and let the general path take (and cache) this rotation.
-      const next = (this.rotation + 1) & 0x3fff_ffff;
-      const variant = cached === undefined ? undefined : cached.variants[next % cached.rotations];
-      if (variant !== undefined) {
-        this.rotation = next;
-        this.fastHits++;
-        return patchReply(variant, raw, query.questionEnd);
-      }
+      const variant = this.preEncoded(this.answers, view, query, form);
+      if (variant !== undefined) return patchReply(variant, raw, query.questionEnd);
       fillForm = form;
     }
     const opts = this.replyOptions(maxSize, view !== null || operator);

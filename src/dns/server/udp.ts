@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
 import type { DnsIo, HostPort } from '../../config/config.js';
 import { batchIoAvailable, batchIoLoadError, openBatchSocket, type BatchSocket, type DatagramBatch } from '../../net/batch-udp.js';
 import { formatSourceAddress, parseSourceAddress, type SourceAddress } from '../../net/ip.js';
-import { readQuery } from '../message/query.js';
+import { Query, readQuery } from '../message/query.js';
+import { patchReplyInto } from '../message/reply.js';
 import type { QueryStats } from './counters.js';
 import type { QueryHandler } from './handler.js';
 import { RATE_SEND, RATE_SLIP, slipReply, type ResponseRateLimiter } from './rate-limit.js';
@@ -332,6 +333,15 @@ export class UdpListeners {
       }
       const started = stats === null ? 0 : performance.now();
       const query = readQuery(msg);
+      // A repeat question: its pre-encoded reply is patched straight into the send buffer.
+      const fast = handler.fastReply(query, source, 'udp');
+      if (fast !== undefined && query instanceof Query) {
+        const at = b.reserve(fast.length);
+        b.commit(i, patchReplyInto(b.out, at, fast, msg, query.questionEnd));
+        // The stored reply has the rcode and TC bit of the one sent.
+        stats?.reply(0, fast, query, started);
+        continue;
+      }
       const out = handler.handle(msg, query, source, 'udp');
       if (out === null) {
         stats?.drop(0);

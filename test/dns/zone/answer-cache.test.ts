@@ -15,7 +15,7 @@ import { Zone } from '../../../src/dns/zone/zone.js';
 import { Registry } from '../../../src/registry/store.js';
 import { parseSubnet } from '../../../src/net/subnets.js';
 import { buildQuery, decodeReply } from '../../helpers/dns/client.js';
-import { handleBytes } from '../../helpers/dns/handle.js';
+import { batchBytes, handleBytes } from '../../helpers/dns/handle.js';
 import { mulberry32 } from '../../helpers/random.js';
 
 /** A deterministic upstream answer derived from the query. */
@@ -45,17 +45,20 @@ const OPERATORS = [parseSubnet('127.9.0.0/16')];
 interface Pair {
   fast: QueryHandler;
   general: QueryHandler;
+  /** Asked as the batch socket asks: fastReply() written with patchReplyInto, else handle(). */
+  batch: QueryHandler;
 }
 
 function pair(index: AccountIndex, withForwarder: boolean, maxUdpPayload = 1232): Pair {
   const base = { index, zone: new Zone(ZONE), operatorSubnets: OPERATORS, maxUdpPayload, ...(withForwarder ? { forwarder } : {}) };
-  return { fast: new QueryHandler(base), general: new QueryHandler({ ...base, fastPath: false }) };
+  return { fast: new QueryHandler(base), general: new QueryHandler({ ...base, fastPath: false }), batch: new QueryHandler(base) };
 }
 
-async function both(p: Pair, q: Buffer, source: string, transport: Transport): Promise<{ fast: Buffer | null; general: Buffer | null }> {
+async function both(p: Pair, q: Buffer, source: string, transport: Transport): Promise<{ fast: Buffer | null; general: Buffer | null; batch: Buffer | null; direct: boolean }> {
   const f = await handleBytes(p.fast, Buffer.from(q), source, transport);
   const g = await handleBytes(p.general, Buffer.from(q), source, transport);
-  return { fast: f, general: g };
+  const b = await batchBytes(p.batch, Buffer.from(q), source, transport);
+  return { fast: f, general: g, batch: b.reply, direct: b.direct };
 }
 
 function hex(b: Buffer | null): string {
@@ -192,6 +195,7 @@ describe('the fast path answers byte for byte what the general path answers', ()
     };
 
     let queries = 0;
+    let directHits = 0;
     for (let step = 0; step < 3_000; step++) {
       mutate();
       if (rnd() < 0.3) mutate();
@@ -204,8 +208,12 @@ describe('the fast path answers byte for byte what the general path answers', ()
         // rotations of multi-record answers come from different cached encodings.
         const times = 1 + Math.floor(rnd() * 4);
         for (let t = 0; t < times; t++) {
-          const { fast, general } = await both(p, q, source, transport);
+          const { fast, general, batch, direct } = await both(p, q, source, transport);
           queries++;
+          if (direct) directHits++;
+          if (hex(batch) !== hex(general)) {
+            assert.fail(`seed ${seed}, step ${step}: ${transport} query ${q.toString('hex')} from ${source}, as the batch socket asks (${direct ? 'fastReply' : 'handle'})\n batch:   ${hex(batch)}\n general: ${hex(general)}`);
+          }
           if (hex(fast) !== hex(general)) {
             assert.fail(`seed ${seed}, step ${step}: ${transport} query ${q.toString('hex')} from ${source}\n fast:    ${hex(fast)}\n general: ${hex(general)}\n fast decoded: ${JSON.stringify(fast && decodeReply(fast))}\n general decoded: ${JSON.stringify(general && decodeReply(general))}`);
           }
@@ -217,6 +225,7 @@ describe('the fast path answers byte for byte what the general path answers', ()
     // The comparison means something only if the fast path answered a good share of them
     // (bare names an account lacks are outside the zone, so never fast-path answers).
     assert.ok(hits > queries / 10, `${hits} fast-path answers of ${queries}`);
+    assert.ok(directHits > queries / 10, `${directHits} answers written by patchReplyInto of ${queries}`);
     process.stderr.write(`fast path: ${hits} of ${queries} answers (seed ${seed})\n`);
   });
 });
