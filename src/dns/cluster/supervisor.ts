@@ -1,7 +1,8 @@
 // DNS in several processes (dns.workers > 1): node:cluster workers (worker.ts) that share the
-// daemon's UDP and TCP listeners, each answering from its own AccountIndex. The daemon's
-// process owns SQLite, so it feeds them: a snapshot when a worker starts, then every
-// RegistryChange as it commits, batched per turn of the event loop, one IPC message per
+// daemon's UDP and TCP listeners, each answering from its own AccountIndex. A starting
+// worker builds its index from the registry: with SQLite it reads the file itself (read-only,
+// once), with PostgreSQL the daemon sends it its in-memory snapshot. Then the daemon feeds it
+// every RegistryChange as it commits, batched per turn of the event loop, one IPC message per
 // worker. Each worker acks the revision it has applied; visible(revision) resolves once every
 // worker that answers (or is loading its snapshot) has acked it, and the admin API awaits it
 // before acknowledging a write.
@@ -13,7 +14,7 @@
 // have this process accept every connection and pass it over IPC, which under a connection
 // flood stalls the admin API and the workers' UDP answers alike.
 //
-// A worker that exits is forked again with a fresh snapshot (and logged); one that does not
+// A worker that exits is forked again and reads the registry afresh (and is logged); one that does not
 // ack a change within ACK_TIMEOUT_MS is killed and replaced, so a write never waits forever.
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
@@ -30,8 +31,9 @@ const WORKER_ENTRY = fileURLToPath(new URL('./worker.js', import.meta.url));
 /**
  * V8's young generation grows to 16 MB a semi-space while a worker builds a large index, and
  * keeps those 32 MB of pages; the answer loop allocates little, so 2 MB costs it no speed
- * (docs/benchmarks.md) and saves about 30 MB a worker at 100,000 instances.
+ * (docs/benchmarks.md) and saves about 25 MiB of RSS a worker at 100,000 instances.
  */
+// Before the daemon's own flags, so that one an operator gives `node` wins.
 const WORKER_V8_FLAGS = ['--max-semi-space-size=2'];
 /** Records per snapshot message: a 100,000-instance registry goes in a few dozen messages. */
 const SNAPSHOT_CHUNK = 5000;
@@ -329,7 +331,7 @@ export class DnsWorkers {
   // ---- internals ----
 
   private fork(slot: Slot): void {
-    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], serialization: 'advanced', execArgv: [...process.execArgv, ...WORKER_V8_FLAGS] });
+    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], serialization: 'advanced', execArgv: [...WORKER_V8_FLAGS, ...process.execArgv] });
     slot.state = 'starting';
     slot.acked = 0;
     slot.last = null;

@@ -1,9 +1,10 @@
 // A DNS worker process (dns.workers > 1; forked by supervisor.ts). It answers queries on the
-// listeners it shares with the other workers, from its own AccountIndex, which the daemon's
-// process fills: a snapshot at start, then each batch of committed changes, every one acked
-// with the revision applied so the admin API can wait for it. It holds no database, and
-// stops when the daemon tells it to or when the daemon's process goes away (cluster ends a
-// worker whose IPC channel closes).
+// listeners it shares with the other workers, from its own AccountIndex: built at start by
+// reading the SQLite registry file itself (read-only, closed after), or from the snapshot the
+// daemon sends with PostgreSQL; then kept current with each batch of committed changes the
+// daemon sends, every one acked with the revision applied so the admin API can wait for it.
+// It writes no database, and stops when the daemon tells it to or when the daemon's process
+// goes away (cluster ends a worker whose IPC channel closes).
 import cluster from 'node:cluster';
 import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
