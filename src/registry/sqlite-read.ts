@@ -13,6 +13,9 @@ export interface ServiceRow {
   bind_timeout_s: number | null; ttl: number | null; created_at: number; health_check_path: string | null;
 }
 
+/** The registry revision: one more per committed write. */
+export const REVISION_SELECT = "SELECT value FROM meta WHERE key = 'revision'";
+
 export const SERVICE_SELECT = 'SELECT s.*, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id';
 
 export function toAccount(r: AccountRow): Account {
@@ -41,12 +44,12 @@ export interface IndexSink {
 export function readIndex(db: Database.Database, sink: IndexSink): number {
   return db.transaction(() => {
     for (const r of db.prepare<[], AccountRow>('SELECT * FROM accounts ORDER BY name').iterate()) sink.account(toAccount(r));
-    for (const r of db.prepare<[], ServiceRow>(`${SERVICE_SELECT} ORDER BY a.name, s.name`).iterate()) sink.service(toService(r));
     // Account and service names are one string per service, shared by its instances.
     const owner = new Map<number, { account: string; service: string }>();
-    for (const r of db.prepare<[], { id: number; name: string; account: string }>(
-      'SELECT s.id, s.name, a.name AS account FROM services s JOIN accounts a ON a.id = s.account_id').iterate()) {
-      owner.set(r.id, { account: r.account, service: r.name });
+    for (const r of db.prepare<[], ServiceRow>(`${SERVICE_SELECT} ORDER BY a.name, s.name`).iterate()) {
+      const service = toService(r);
+      owner.set(r.id, { account: service.account, service: service.name });
+      sink.service(service);
     }
     const instances = db.prepare<[], { id: string; service_id: number; address: string; state: InstanceState; reason: string | null }>(
       'SELECT id, service_id, address, state, reason FROM instances');
@@ -54,7 +57,7 @@ export function readIndex(db: Database.Database, sink: IndexSink): number {
       const o = owner.get(r.service_id);
       if (o) sink.instance({ id: r.id, account: o.account, service: o.service, address: r.address, state: r.state, reason: r.reason });
     }
-    return db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'revision'").get()?.value ?? 0;
+    return db.prepare<[], { value: number }>(REVISION_SELECT).get()?.value ?? 0;
   })();
 }
 

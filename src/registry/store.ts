@@ -23,7 +23,7 @@ import type {
   TokenCredential,
 } from './backend.js';
 import { migrate } from './schema.js';
-import { readIndex, SERVICE_SELECT, toAccount, toService, type AccountRow, type ServiceRow } from './sqlite-read.js';
+import { readIndex, REVISION_SELECT, SERVICE_SELECT, toAccount, toService, type AccountRow, type ServiceRow } from './sqlite-read.js';
 import {
   addressInUse,
   auditPruneDue,
@@ -167,7 +167,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements RegistrySt
     const db = this.db;
     this.stmt = {
       bumpRevision: db.prepare<[], { value: number }>(`UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value`),
-      revision: db.prepare<[], { value: number }>(`SELECT value FROM meta WHERE key = 'revision'`),
+      revision: db.prepare<[], { value: number }>(REVISION_SELECT),
       bumpSerial: db.prepare<[string], { serial: number }>('UPDATE accounts SET serial = serial + 1 WHERE name = ? RETURNING serial'),
       serial: db.prepare<[string], { serial: number }>('SELECT serial FROM accounts WHERE name = ?'),
       accountByName: db.prepare<[string], AccountRow>('SELECT * FROM accounts WHERE name = ?'),
